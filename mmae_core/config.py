@@ -1,0 +1,101 @@
+"""Configs as dataclasses: every run is described by one of these, and every one carries a seed."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .errors import ConfigError
+
+DEFAULT_K_GRID: tuple[int, ...] = (30, 40, 42, 50, 60)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """MMAE training settings. The defaults are the paper preset (PRODUCT.md §2)."""
+
+    preset: str = "paper"
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 42
+    latent: int = 128
+    hidden: tuple[int, ...] = (128, 128)
+    modality_dropout: float = 0.0  # probability that an item loses a random proper subset of modalities
+    align_weight: float = 0.0  # lambda on sum_m ||z_m - z||^2
+    early_stopping: int = 0  # patience in epochs on a validation part of train; 0 = off
+    val_fraction: float = 0.0
+    device: str = "auto"  # auto | cpu | cuda | mps
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "hidden" in kw:
+            kw["hidden"] = tuple(int(h) for h in kw["hidden"])
+        return cls(**kw).checked()
+
+    def checked(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1 (got {self.epochs}).")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch size must be at least 2 for batch normalization (got {self.batch_size}).")
+        if not (0 < self.lr < 10):
+            raise ConfigError(f"learning rate must be positive and small (got {self.lr}).")
+        if self.latent < 2:
+            raise ConfigError(f"latent size must be at least 2 (got {self.latent}).")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError("hidden sizes must be positive integers.")
+        if not (0.0 <= self.modality_dropout < 1.0):
+            raise ConfigError(f"modality dropout must be in [0, 1) (got {self.modality_dropout}).")
+        if self.align_weight < 0:
+            raise ConfigError(f"alignment weight must be non-negative (got {self.align_weight}).")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"device must be auto, cpu, cuda or mps (got '{self.device}').")
+        return self
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    # Cross-modal training (Ngiam et al. 2011) plus latent alignment; values to be tuned by measurement.
+    "aligned": TrainConfig(preset="aligned", modality_dropout=0.5, align_weight=1.0),
+}
+
+
+def preset(name: str, **overrides: object) -> TrainConfig:
+    """The named preset with any non-None overrides applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}.")
+    kw = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[name], **kw).checked()
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Baselines and metrics over a k grid (PRODUCT.md §3)."""
+
+    k_grid: tuple[int, ...] = DEFAULT_K_GRID
+    split: str = "test"
+    seed: int = 42
+    n_init: int = 4
+    fused_weights: dict[str, float] = field(default_factory=dict)  # modality -> weight; default 1.0
+    unimodal_dims: dict[str, int] = field(default_factory=lambda: {"image": 50, "audio": 256, "text": 256})
+    default_unimodal_dim: int = 256
+    fused_dim: int = 50
+    mcca_dim: int = 50
+    mcca_reg: float = 0.1
+
+    def checked(self, n_items: int) -> "EvalConfig":
+        if not self.k_grid:
+            raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
+        for k in self.k_grid:
+            if k < 2:
+                raise ConfigError(f"k must be at least 2 (got {k}).")
+            if k > n_items:
+                raise ConfigError(
+                    f"k={k} is larger than the {n_items} items of the {self.split} split; choose k of at most {n_items}."
+                )
+        return self

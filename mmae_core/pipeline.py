@@ -1,0 +1,201 @@
+"""The user-level jobs (train, evaluate, propose, novelty...) shared by the CLI and the dashboard.
+
+Each function takes a ``Store`` and names, does the work with the pure core modules, and writes the
+result in one store action. Keeping them here means the CLI and the pages stay thin and cannot drift
+apart: a curator clicking "Train" and a batch script running ``train`` execute the same code.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import EvalConfig, TrainConfig
+from .dataset import FeatureSet
+from .errors import ConfigError, NotFoundError, StudioError
+from .standardize import Standardizer
+
+Log = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
+    """A readable, unique model name such as ``paper-e100-s42``."""
+    base = f"{cfg.preset}-e{cfg.epochs}-s{cfg.seed}"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def check_name(name: str, what: str) -> str:
+    """Names are shown everywhere and used in file names of exports: refuse the unprintable ones."""
+    if name is None or not str(name).strip():
+        raise ConfigError(f"the {what} name is empty; give a name.")
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        raise ConfigError(f"the {what} name contains control characters; use printable characters only.")
+    if len(name) > 200:
+        raise ConfigError(f"the {what} name is longer than 200 characters; use a shorter one.")
+    return name.strip()
+
+
+@dataclass
+class TrainOutcome:
+    model_name: str
+    train_seconds: float
+    final_losses: dict[str, float]
+    missing: dict[str, int]
+
+
+def missing_summary(fs: FeatureSet) -> dict[str, int]:
+    """Items lacking each modality, over all splits (what import and training report)."""
+    out = {m: 0 for m in fs.modalities}
+    for sp in fs.splits.values():
+        for m, c in sp.missing_counts().items():
+            out[m] += c
+    return out
+
+
+def encode_all_splits(tm: object, fs: FeatureSet) -> dict[str, dict[str, np.ndarray]]:
+    """Fused and per-modality latents of every split, in the layout ``Store.add_model`` takes."""
+    from .train import encode
+
+    latents: dict[str, dict[str, np.ndarray]] = {}
+    for sname, sp in fs.splits.items():
+        fused, per = encode(tm, sp.features)
+        latents[sname] = {"fused": fused, **per}
+    return latents
+
+
+def train_and_register(
+    store: "object",
+    dataset: str,
+    cfg: TrainConfig,
+    model_name: str | None = None,
+    on_progress: Callable[[object], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Log = _noop,
+) -> TrainOutcome:
+    """Train an MMAE on a stored dataset, then register checkpoint and all latents in one action."""
+    from .checkpoint import save_checkpoint
+    from .train import train
+
+    fs = store.load_dataset(dataset)
+    taken = list(store.list_models(dataset)["name"]) if len(store.list_models(dataset)) else []
+    name = check_name(model_name, "model") if model_name else default_model_name(cfg, taken)
+    if name in taken:
+        raise ConfigError(f"a model named '{name}' already exists for {dataset}; choose another --model-name.")
+    missing = missing_summary(fs)
+    if any(missing.values()) and cfg.modality_dropout == 0:
+        log(
+            "note: this dataset has items with missing modalities ("
+            + ", ".join(f"{m}: {c}" for m, c in missing.items() if c)
+            + "); the 'aligned' preset is trained for that and is recommended."
+        )
+    log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
+    tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)
+    log("encoding every split")
+    latents = encode_all_splits(tm, fs)
+    final = dict(tm.history[-1]["losses"]) if tm.history else {}
+    info = {
+        "train_seconds": round(float(tm.train_seconds), 3),
+        "final_losses": final,
+        "history": tm.history,
+        "train_items": fs.splits["train"].n,
+        "missing": missing,
+        "source": "trained",
+    }
+    store.add_model(dataset, name, save_checkpoint(tm), cfg.to_dict(), info, latents)
+    log(f"registered model {name}")
+    return TrainOutcome(name, float(tm.train_seconds), final, missing)
+
+
+def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: str, log: Log = _noop) -> str:
+    """Load a checkpoint (safely), check it fits the dataset, encode and register it."""
+    from .checkpoint import check_fits, load_checkpoint, save_checkpoint
+
+    name = check_name(model_name, "model")
+    tm = load_checkpoint(data)
+    fs = store.load_dataset(dataset)
+    check_fits(tm, fs)
+    latents = encode_all_splits(tm, fs)
+    info = {"train_seconds": float(getattr(tm, "train_seconds", 0.0)), "final_losses": {}, "history": tm.history,
+            "source": "checkpoint", "missing": missing_summary(fs)}
+    store.add_model(dataset, name, save_checkpoint(tm), tm.config.to_dict(), info, latents)
+    log(f"registered model {name} from a checkpoint")
+    return name
+
+
+def _split(fs: FeatureSet, split: str) -> "object":
+    if split not in fs.splits:
+        raise ConfigError(f"{fs.name} has no {split} split; choose one of {', '.join(fs.splits)}.")
+    return fs.splits[split]
+
+
+def evaluate_model(
+    store: "object",
+    dataset: str,
+    model: str | None,
+    cfg: EvalConfig,
+    log: Log = _noop,
+    save: bool = True,
+) -> pd.DataFrame:
+    """Unimodal, fused-PCA, MCCA and MMAE rows over the k grid, stored as a run."""
+    from .evaluate import evaluate_grid
+
+    fs = store.load_dataset(dataset)
+    sp = _split(fs, cfg.split)
+    cfg.checked(sp.n)
+    std = Standardizer.fit(fs.splits["train"].features)
+    latents = None
+    if model is not None:
+        ids, latents = store.latents(dataset, model, cfg.split, "fused")
+        if len(ids) != sp.n:
+            raise StudioError(f"model {model} has {len(ids)} latents for {cfg.split} but the split has {sp.n} items; retrain it.")
+    t0 = time.perf_counter()
+    table = evaluate_grid(
+        std.transform(fs.splits["train"].features), std.transform(sp.features), sp.labels, latents, cfg, on_progress=log
+    )
+    log(f"evaluated in {time.perf_counter() - t0:.1f} s")
+    if save:
+        params = {"k_grid": list(cfg.k_grid), "seed": cfg.seed, "n_init": cfg.n_init, "fused_weights": cfg.fused_weights}
+        run_id = store.add_run(dataset, model, cfg.split, params, table)
+        table = table.assign(run=run_id)
+    return table
+
+
+def propose_tags(
+    store: "object", dataset: str, model: str, k: int, split: str = "test", seed: int = 42, log: Log = _noop
+) -> pd.DataFrame:
+    """Cluster a model's fused latents into proposed tags and store them as the latest proposal set."""
+    from .tags import propose
+
+    fs = store.load_dataset(dataset)
+    sp = _split(fs, split)
+    ids, z = store.latents(dataset, model, split, "fused")
+    texts = None
+    if sp.meta is not None:
+        cols = [c for c in ("title", "caption", "description", "text") if c in sp.meta.columns]
+        if cols:
+            texts = sp.meta[cols].fillna("").astype(str).agg(" ".join, axis=1).tolist()
+    log(f"clustering {len(ids)} {split} items of {dataset} into {k} proposed tags")
+    props = propose(z, ids, k, labels=sp.labels, texts=texts, seed=seed)
+    store.save_proposals(dataset, model, split, k, props.table, ids, props.assignments)
+    return props.table
+
+
+def resolve_model(store: "object", dataset: str, model: str | None) -> str:
+    """The named model, or the latest one of the dataset when none is named."""
+    if model:
+        return model
+    latest = store.latest_model(dataset)
+    if latest is None:
+        raise NotFoundError(f"dataset {dataset} has no model yet; train one first (python -m mmae_core train --dataset {dataset}).")
+    return latest

