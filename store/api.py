@@ -1,0 +1,190 @@
+"""``Store``: the one object the CLI and the dashboard use to read and write the DuckDB file.
+
+Each public method is one unit of work: reads run in one snapshot, and each user action is exactly one
+transaction, so a failure in the middle leaves every table as it was. Several actions can be made one
+by wrapping them in ``with store.transaction():`` (the calls inside join it). The file is opened per
+unit of work and released afterwards, so a dashboard and a CLI job can share it (see ``store.db``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from mmae_core.dataset import FeatureSet
+from mmae_core.errors import StoreError
+
+from . import catalog as _catalog
+from . import datasets as _datasets
+from . import models as _models
+from . import proposals as _proposals
+from . import runs as _runs
+from . import schema as _schema
+from . import tags as _tags
+from .db import Database
+
+DEFAULT_FILE = "mmae_studio.duckdb"
+
+
+def default_path() -> Path:
+    """``$MMAE_STUDIO_DB`` if set, else ``mmae_studio.duckdb`` in the current (project) folder."""
+    return Path(os.environ.get("MMAE_STUDIO_DB") or DEFAULT_FILE).expanduser()
+
+
+class Store:
+    """The MMAE Studio store in one DuckDB file.
+
+    ``lock_timeout``: seconds to wait while another process holds the file before giving up with a
+    ``StoreError``; ``on_wait`` is told once, in a sentence, when such a wait starts (it runs in the waiting
+    thread and must not call the store). ``linger`` keeps the
+    file open that many seconds after the last unit of work (a dashboard saves reopening; 0 = release at
+    once). ``migrations`` exists for tests of the migration machinery; leave it alone otherwise.
+    """
+
+    def __init__(self, path: str | Path, lock_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None,
+                 *, linger: float = 0.0, migrations: Sequence[_schema.Migration] | None = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; give the store a file path such as {self.path / DEFAULT_FILE}.")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"The folder for the store {self.path} cannot be created ({err.strerror}); choose another path.") from None
+        self._db = Database(self.path, lock_timeout, on_wait, linger)
+        self.version = _schema.ensure_schema(self._db, _schema.MIGRATIONS if migrations is None else migrations)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- units of work ------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN/COMMIT around the block, ROLLBACK on any exception; store calls inside join it."""
+        with self._db.transaction() as con:
+            yield con
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A consistent read-only snapshot for several queries."""
+        with self._db.reader() as con:
+            yield con
+
+    def checksum(self) -> str:
+        """A digest of every row of every table (tests and the reliability matrix compare it)."""
+        return self._db.read(_schema.checksum)
+
+    def schema_version(self) -> int:
+        return _schema.schema_version(self._db)
+
+    # -- datasets -------------------------------------------------------------------------------
+    def add_dataset(self, fs: FeatureSet, replace: bool = False) -> dict:
+        """Store ``fs``; with ``replace`` the old dataset of that name is kept as ``<name>@replaced-<time>``."""
+        fs.validate()
+        return self._db.write(lambda con: _datasets.add(con, fs, replace))
+
+    def dataset_names(self, backups: bool = False) -> list[str]:
+        """Dataset names; backups left by ``replace`` only when ``backups`` is true."""
+        return self._db.read(lambda con: _datasets.names(con, backups))
+
+    def list_datasets(self, backups: bool = False) -> pd.DataFrame:
+        return self._db.read(lambda con: _datasets.listing(con, backups))
+
+    def load_dataset(self, name: str) -> FeatureSet:
+        return self._db.read(lambda con: _datasets.load(con, name))
+
+    def delete_dataset(self, name: str) -> dict:
+        """Remove a dataset with its models, latents, runs, proposals, tags and audit trail."""
+        return self._db.write(lambda con: _datasets.delete(con, name))
+
+    # -- models ---------------------------------------------------------------------------------
+    def add_model(self, dataset: str, name: str, checkpoint: bytes, config: dict, info: dict,
+                  latents: dict[str, dict[str, np.ndarray]]) -> int:
+        """Register a model with all its latents (``latents[split][kind]``, kind 'fused' or a modality)."""
+        return self._db.write(lambda con: _models.add(con, dataset, name, checkpoint, config, info, latents))
+
+    def list_models(self, dataset: str | None = None) -> pd.DataFrame:
+        return self._db.read(lambda con: _models.listing(con, dataset))
+
+    def model_checkpoint(self, dataset: str, model: str) -> bytes:
+        return self._db.read(lambda con: _models.checkpoint(con, dataset, model))
+
+    def model_info(self, dataset: str, model: str) -> dict:
+        return self._db.read(lambda con: _models.info(con, dataset, model))
+
+    def model_config(self, dataset: str, model: str) -> dict:
+        return self._db.read(lambda con: _models.config(con, dataset, model))
+
+    def latents(self, dataset: str, model: str, split: str, kind: str = "fused") -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, float32 matrix) in the split's item order."""
+        return self._db.read(lambda con: _models.latents(con, dataset, model, split, kind))
+
+    def latent_kinds(self, dataset: str, model: str) -> pd.DataFrame:
+        return self._db.read(lambda con: _models.latent_kinds(con, dataset, model))
+
+    def latest_model(self, dataset: str) -> str | None:
+        return self._db.read(lambda con: _models.latest(con, dataset))
+
+    # -- runs -----------------------------------------------------------------------------------
+    def add_run(self, dataset: str, model: str | None, split: str, params: dict, table: pd.DataFrame) -> int:
+        """Save one evaluation: its parameters and its metrics table (method, k, silhouette, ari, nmi, ...)."""
+        return self._db.write(lambda con: _runs.add(con, dataset, model, split, params, table))
+
+    def runs(self, dataset: str | None = None) -> pd.DataFrame:
+        return self._db.read(lambda con: _runs.listing(con, dataset))
+
+    def run_metrics(self, run_id: int) -> pd.DataFrame:
+        return self._db.read(lambda con: _runs.metrics(con, run_id))
+
+    def run_params(self, run_id: int) -> dict:
+        return self._db.read(lambda con: _runs.params(con, run_id))
+
+    # -- proposals and tags -----------------------------------------------------------------------
+    def save_proposals(self, dataset: str, model: str, split: str, k: int, table: pd.DataFrame,
+                       item_ids: np.ndarray, clusters: np.ndarray) -> int:
+        return self._db.write(
+            lambda con: _proposals.save(con, dataset, model, split, k, table, item_ids, clusters)
+        )
+
+    def proposals(self, dataset: str, model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The latest proposal set (of ``model``, else of any model): its table and its assignments.
+
+        Both frames are empty when there are no proposals; ``table.attrs`` holds set_id, model, split, k.
+        """
+        return self._db.read(lambda con: _proposals.get(con, dataset, model))
+
+    def accept(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None) -> dict:
+        return self._db.write(lambda con: _tags.accept(con, dataset, model, cluster, curator, name))
+
+    def reject(self, dataset: str, model: str, cluster: int, curator: str) -> dict:
+        return self._db.write(lambda con: _tags.reject(con, dataset, model, cluster, curator))
+
+    def rename(self, dataset: str, old: str, new: str, curator: str) -> dict:
+        return self._db.write(lambda con: _tags.rename(con, dataset, old, new, curator))
+
+    def merge(self, dataset: str, tags: list[str], into: str, curator: str) -> dict:
+        return self._db.write(lambda con: _tags.merge(con, dataset, tags, into, curator))
+
+    def set_item(self, dataset: str, item_id: str, tag: str | None, curator: str) -> dict:
+        """Tag one item by hand (``tag=None`` removes its tag)."""
+        return self._db.write(lambda con: _tags.set_item(con, dataset, item_id, tag, curator))
+
+    def undo(self, dataset: str, curator: str) -> dict:
+        """Undo the newest decision on ``dataset`` that is not undone yet (whoever made it)."""
+        return self._db.write(lambda con: _tags.undo(con, dataset, curator))
+
+    def history(self, dataset: str, curator: str | None = None, tag: str | None = None,
+                since: dt.datetime | str | None = None) -> pd.DataFrame:
+        """The audit trail, newest first: id, at (UTC), action, curator, summary, tags, undone, undoes."""
+        return self._db.read(lambda con: _tags.history(con, dataset, curator, tag, since))
+
+    def tag_counts(self, dataset: str) -> pd.DataFrame:
+        return self._db.read(lambda con: _tags.tag_counts(con, dataset))
+
+    def catalog(self, dataset: str) -> pd.DataFrame:
+        return self._db.read(lambda con: _catalog.catalog(con, dataset))

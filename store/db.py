@@ -1,0 +1,276 @@
+"""Connections to the DuckDB file: short-lived, shared within a process, patient with other processes.
+
+DuckDB lets one *process* open a file for writing and that lock also shuts out readers in other
+processes. A dashboard and a CLI batch job must share the store, so nothing here keeps the file open
+between units of work: each unit opens a cursor, and the file is released when the last cursor of this
+process closes (optionally after a short ``linger``, which saves the ~40 ms of reopening on a busy page).
+
+Within one process all units share one DuckDB instance per file (a cursor per unit, so per thread).
+Writes are serialised by a per-file lock so our own threads never hit DuckDB's optimistic-concurrency
+conflicts; a conflict that still happens (another ``Store`` on a path spelled differently, a write
+outside this module) is retried a few times. A lock held by another process is waited for up to
+``lock_timeout`` seconds, then reported in one sentence naming that process.
+"""
+from __future__ import annotations
+
+import atexit
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from mmae_core.errors import StoreError
+
+T = TypeVar("T")
+OnWait = Callable[[str], None]
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+_CONFLICT_RETRIES = 6
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__).rstrip(".")
+
+
+def lock_holder(message: str) -> str:
+    """'PID 123, /usr/bin/python3' from DuckDB's lock error, or a vaguer phrase when it has no PID."""
+    m = _LOCK_HOLDER.search(message)
+    if not m:
+        return "another process"
+    return f"another process (PID {m.group('pid')}, {m.group('exe')})"
+
+
+def _open_error(path: Path, err: duckdb.Error) -> StoreError:
+    msg = str(err)
+    if "not a valid DuckDB database file" in msg:
+        return StoreError(f"{path} is not a DuckDB database; choose another store path or move that file away.")
+    if "version number" in msg.lower() or "newer version" in msg.lower():
+        return StoreError(
+            f"{path} was written by a newer DuckDB than the installed {duckdb.__version__}; upgrade the duckdb package to open it."
+        )
+    return StoreError(f"The store {path} cannot be opened ({_first_line(err)}); check the path and its permissions.")
+
+
+def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` read-write, waiting up to ``lock_timeout`` s while another process holds it."""
+    deadline = time.monotonic() + max(0.0, lock_timeout)
+    delay = 0.05
+    told = False
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.Error as err:
+            msg = str(err)
+            if "Could not set lock" not in msg and "Conflicting lock" not in msg:
+                raise _open_error(path, err) from None
+            holder = lock_holder(msg)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StoreError(
+                    f"The store {path} is locked by {holder}; wait for that program to finish or stop it, then try again."
+                ) from None
+            if on_wait is not None and not told:
+                told = True
+                on_wait(f"The store {path} is in use by {holder}; waiting up to {lock_timeout:g} s for it to be released.")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+
+
+class _SharedFile:
+    """Per-file state shared by every ``Database`` of this process that points at the same path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mutex = threading.Lock()  # guards root/users/timer
+        self.write_lock = threading.RLock()  # one write transaction at a time in this process
+        self.root: duckdb.DuckDBPyConnection | None = None
+        self.users = 0
+        self.timer: threading.Timer | None = None
+        self.local = threading.local()  # the thread's open unit of work, so nested calls join it
+
+    def acquire(self, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
+        with self.mutex:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.root is None:
+                self.root = open_file(self.path, lock_timeout, on_wait)
+            self.users += 1
+            try:
+                return self.root.cursor()
+            except BaseException:
+                self.users -= 1
+                self._close_if_idle_locked()
+                raise
+
+    def release(self, cur: duckdb.DuckDBPyConnection, linger: float) -> None:
+        try:
+            cur.close()
+        finally:
+            with self.mutex:
+                self.users -= 1
+                if self.users == 0:
+                    if linger > 0:
+                        self.timer = threading.Timer(linger, self._close_if_idle)
+                        self.timer.daemon = True
+                        self.timer.start()
+                    else:
+                        self._close_if_idle_locked()
+
+    def _close_if_idle(self) -> None:
+        with self.mutex:
+            self.timer = None
+            self._close_if_idle_locked()
+
+    def _close_if_idle_locked(self) -> None:
+        if self.users == 0 and self.root is not None:
+            root, self.root = self.root, None
+            root.close()
+
+
+_FILES: dict[str, _SharedFile] = {}
+_FILES_LOCK = threading.Lock()
+
+
+def _shared(path: Path) -> _SharedFile:
+    key = str(path)
+    with _FILES_LOCK:
+        sf = _FILES.get(key)
+        if sf is None:
+            sf = _FILES[key] = _SharedFile(path)
+        return sf
+
+
+@atexit.register
+def _close_all() -> None:
+    for sf in list(_FILES.values()):
+        with sf.mutex:
+            if sf.timer is not None:
+                sf.timer.cancel()
+                sf.timer = None
+            if sf.root is not None and sf.users == 0:
+                sf.root.close()
+                sf.root = None
+
+
+class Database:
+    """Units of work on one DuckDB file: ``reader()`` for reads, ``transaction()``/``write()`` for writes."""
+
+    def __init__(self, path: Path, lock_timeout: float = 10.0, on_wait: OnWait | None = None, linger: float = 0.0) -> None:
+        self.path = path
+        self.lock_timeout = float(lock_timeout)
+        self.on_wait = on_wait
+        self.linger = float(linger)
+        self._file = _shared(path)
+
+    # -- the thread's current unit of work -------------------------------------------------
+    def _current(self) -> tuple[duckdb.DuckDBPyConnection, str] | None:
+        return getattr(self._file.local, "unit", None)
+
+    def _set_current(self, unit: tuple[duckdb.DuckDBPyConnection, str] | None) -> None:
+        self._file.local.unit = unit
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor with the write lock held and no transaction open (for CHECKPOINT and migrations)."""
+        if self._current() is not None:
+            raise RuntimeError("a store session cannot be opened inside another unit of work")
+        cur = self._file.acquire(self.lock_timeout, self.on_wait)
+        try:
+            with self._file.write_lock:
+                yield cur
+        finally:
+            self._file.release(cur, self.linger)
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A consistent snapshot for reads; inside a transaction of this thread, that transaction."""
+        current = self._current()
+        if current is not None:
+            yield current[0]
+            return
+        cur = self._file.acquire(self.lock_timeout, self.on_wait)
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            self._set_current((cur, "r"))
+            try:
+                yield cur
+            finally:
+                self._set_current(None)
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+        finally:
+            self._file.release(cur, self.linger)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN … COMMIT, or ROLLBACK on any exception; nested calls in the same thread join the outer one."""
+        current = self._current()
+        if current is not None:
+            if current[1] != "w":
+                raise RuntimeError("cannot write inside store.reader(); use store.transaction() instead")
+            yield current[0]
+            return
+        # The cursor is taken before the write lock: writers queued behind another writer keep this
+        # process's DuckDB instance open, so a burst of decisions does not reopen the file each time.
+        cur = self._file.acquire(self.lock_timeout, self.on_wait)
+        try:
+            with self._file.write_lock:
+                cur.execute("BEGIN TRANSACTION")
+                self._set_current((cur, "w"))
+                try:
+                    yield cur
+                except BaseException:
+                    self._rollback(cur)
+                    raise
+                try:
+                    cur.execute("COMMIT")
+                except duckdb.Error:
+                    self._rollback(cur)
+                    raise
+        except duckdb.ConstraintException as err:
+            raise StoreError(
+                f"The store refused the change because it breaks a rule ({_first_line(err)}); nothing was saved."
+            ) from err
+        finally:
+            self._set_current(None)
+            self._file.release(cur, self.linger)
+
+    @staticmethod
+    def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # DuckDB already aborted the transaction
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn`` as one transaction, retrying it whole on a DuckDB write-write conflict."""
+        current = self._current()
+        if current is not None:
+            with self.transaction() as con:
+                return fn(con)
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with self.transaction() as con:
+                    return fn(con)
+            except duckdb.TransactionException as err:
+                if "conflict" not in str(err).lower():
+                    raise
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise StoreError(
+                        "The store stayed busy with conflicting changes after several retries; try the action again."
+                    ) from err
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        with self.reader() as con:
+            return fn(con)
