@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     name = check_name(args.name, "dataset")
     err(f"generating the synthetic demo dataset (seed {args.seed})")
-    fs = make_demo(name=name, seed=args.seed)
+    fs = make_demo(name=name, seed=args.seed, scale=args.scale)
     summary = open_store(args).add_dataset(fs, replace=args.replace)
     err(f"registered dataset {name}")
     _print_summary(fs, args.format, summary)
@@ -139,11 +139,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     from .pipeline import check_name
 
     name = check_name(args.name, "dataset")
+    store = open_store(args)
+    if not args.replace and name in store.dataset_names():
+        raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "
+                          "(the old one is kept as a backup) or choose another --name.")
     err(f"reading {args.path}")
     fs = load_path(args.path, name)
     for f in fs.attrs.get("ignored", []):
         err(f"ignored {f}: not a feature, label, id or items file")
-    summary = open_store(args).add_dataset(fs, replace=args.replace)
+    summary = store.add_dataset(fs, replace=args.replace)
     err(f"registered dataset {name}")
     missing = {m: c for m, c in _missing(fs).items() if c}
     if missing:
@@ -253,7 +257,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if getattr(args, "format", "table") == "json":
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
-        err(f"{a}: " + ", ".join(f"{k}={v}" for k, v in payload.items()))
+        err(str(payload.get("summary") or f"{a}: " + ", ".join(f"{k}={v}" for k, v in payload.items())))
     return 0
 
 
@@ -297,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("demo", "create and register the synthetic demo dataset")
     s.add_argument("--name", default="demo")
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--scale", type=float, default=1.0, help="fraction of the full size (for quick trials)")
     s.add_argument("--replace", action="store_true", help="replace an existing dataset of that name (a backup is kept)")
     s.set_defaults(fn=cmd_demo)
 

