@@ -1,0 +1,197 @@
+"""The trainer: progress, cancellation, reproducibility, encoding from any subset, errors."""
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from mmae_core.config import TrainConfig
+from mmae_core.dataset import FeatureSet, Split
+from mmae_core.errors import CancelledError, ConfigError, StudioError
+from mmae_core.train import Progress, TrainedModel, encode, reconstruction_error, train
+
+DIMS = {"image": 6, "audio": 20, "text": 12}
+CFG = TrainConfig(epochs=4, batch_size=32, latent=8, hidden=(32, 16), seed=7)
+
+
+def make_set(n: int = 300, seed: int = 0, missing: bool = True, name: str = "toy") -> FeatureSet:
+    """Three views of one 4-d latent factor, with some rows missing, as a validated FeatureSet."""
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=(n, 4))
+    feats = {
+        m: (np.tanh(factor @ rng.normal(size=(4, d))) + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
+        for m, d in DIMS.items()
+    }
+    if missing:
+        feats["audio"][:30] = np.nan
+        feats["text"][20:50] = np.nan
+    ids = np.array([f"item-{i}" for i in range(n)], dtype=object)
+    return FeatureSet(name, dict(DIMS), {"train": Split(ids, feats)}).validate()
+
+
+@pytest.fixture(scope="module")
+def fs() -> FeatureSet:
+    return make_set()
+
+
+@pytest.fixture(scope="module")
+def tm(fs: FeatureSet) -> TrainedModel:
+    return train(fs, CFG)
+
+
+def test_progress_reports_every_epoch_with_per_modality_losses(fs: FeatureSet) -> None:
+    seen: list[Progress] = []
+    tm = train(fs, replace(CFG, epochs=3), on_progress=seen.append)
+    assert [p.epoch for p in seen] == [1, 2, 3]
+    assert all(p.epochs == 3 and p.steps_per_epoch == 10 and p.step == 10 * p.epoch for p in seen)
+    for p in seen:
+        assert set(p.losses) == {"image", "audio", "text", "total"}
+        assert all(np.isfinite(v) and v > 0 for v in p.losses.values())
+        assert p.losses["total"] == pytest.approx(p.losses["image"] + p.losses["audio"] + p.losses["text"])
+    assert seen[-1].eta_s == 0.0 and seen[0].elapsed_s <= seen[-1].elapsed_s
+    assert seen[-1].losses["total"] < seen[0].losses["total"]  # it learns
+    assert [h["epoch"] for h in tm.history] == [1, 2, 3]
+    assert tm.history[-1]["losses"] == seen[-1].losses
+    assert tm.dataset_name == "toy" and tm.modalities == DIMS and tm.train_seconds > 0
+
+
+def test_cancellation_between_steps(fs: FeatureSet) -> None:
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 15
+
+    with pytest.raises(CancelledError, match="epoch 2 of 4"):
+        train(fs, CFG, should_stop=stop)
+    assert len(calls) == 16  # checked before every step, stopped at once
+
+
+def test_same_seed_identical_latents_other_seed_differs(fs: FeatureSet, tm: TrainedModel) -> None:
+    z1, per1 = encode(tm, fs.splits["train"].features)
+    z2, per2 = encode(train(fs, CFG), fs.splits["train"].features)
+    assert np.array_equal(z1, z2)
+    assert all(np.array_equal(per1[m], per2[m], equal_nan=True) for m in DIMS)
+    z3, _ = encode(train(fs, replace(CFG, seed=8)), fs.splits["train"].features)
+    assert not np.allclose(z1, z3, atol=1e-3)
+
+
+def test_options_dropout_alignment_and_early_stopping_train(fs: FeatureSet) -> None:
+    cfg = replace(CFG, modality_dropout=0.5, align_weight=0.5, epochs=3)
+    seen: list[Progress] = []
+    tm = train(fs, cfg, on_progress=seen.append)
+    assert "align" in seen[-1].losses and seen[-1].losses["align"] > 0
+    assert seen[-1].losses["total"] == pytest.approx(
+        sum(seen[-1].losses[m] for m in DIMS) + 0.5 * seen[-1].losses["align"]
+    )
+    z, _ = encode(tm, fs.splits["train"].features)
+    assert np.isfinite(z).all()
+    es = train(make_set(120), replace(CFG, epochs=30, early_stopping=1, val_fraction=0.25, lr=3e-2))
+    assert len(es.history) < 30 and all("val_total" in h for h in es.history)
+    best = min(range(len(es.history)), key=lambda i: es.history[i]["val_total"])
+    assert best == len(es.history) - 2  # stopped one epoch after the best, whose weights it kept
+
+
+def test_encode_from_every_subset_of_modalities(fs: FeatureSet, tm: TrainedModel) -> None:
+    feats = fs.splits["train"].features
+    present = {m: fs.splits["train"].present(m) for m in DIMS}
+    full, per = encode(tm, feats)
+    assert full.shape == (300, 8) and np.isfinite(full).all()
+    for m in DIMS:
+        assert per[m].shape == (300, 8)
+        assert np.array_equal(np.isnan(per[m]).all(axis=1), ~present[m])
+        assert np.isfinite(per[m][present[m]]).all()
+    # fused = mean of the per-modality latents an item has
+    stack = np.stack([per[m] for m in DIMS])
+    np.testing.assert_allclose(full, np.nanmean(stack, axis=0), rtol=1e-5, atol=1e-5)
+    for k in (1, 2):
+        for subset in combinations(DIMS, k):
+            z, zs = encode(tm, {m: feats[m] for m in subset}, batch_size=64)
+            has = np.zeros(300, bool)
+            for m in subset:
+                has |= present[m]
+            assert np.isfinite(z[has]).all() and np.isnan(z[~has]).all()
+            for m in DIMS:
+                if m in subset:
+                    np.testing.assert_allclose(zs[m], per[m], rtol=1e-5, atol=1e-5)  # a modality's latent is its own
+                else:
+                    assert np.isnan(zs[m]).all()
+            if k == 1:
+                np.testing.assert_allclose(z[has], zs[subset[0]][has], rtol=1e-6)
+
+
+def test_encode_rejects_unknown_or_misshapen_input(tm: TrainedModel) -> None:
+    with pytest.raises(StudioError, match="video"):
+        encode(tm, {"video": np.zeros((3, 4), np.float32)})
+    with pytest.raises(StudioError, match=r"expects \(items, 6\)"):
+        encode(tm, {"image": np.zeros((3, 7), np.float32)})
+    with pytest.raises(StudioError, match="at least one"):
+        encode(tm, {})
+
+
+def test_reconstruction_error_flags_items_unlike_the_training_data(fs: FeatureSet, tm: TrainedModel) -> None:
+    feats = fs.splits["train"].features
+    err = reconstruction_error(tm, feats)
+    for m in DIMS:
+        assert err[m].shape == (300,)
+        assert np.array_equal(np.isnan(err[m]), ~fs.splits["train"].present(m))
+    rng = np.random.default_rng(5)
+    odd = {m: (rng.normal(size=(50, d)) * 3).astype(np.float32) for m, d in DIMS.items()}
+    odd_err = reconstruction_error(tm, odd)
+    for m in DIMS:
+        assert np.nanmedian(odd_err[m]) > 2 * np.nanmedian(err[m])
+
+
+def test_huge_learning_rate_and_divergence_give_one_sentence(fs: FeatureSet) -> None:
+    with pytest.raises(ConfigError, match="learning rate"):
+        train(fs, replace(CFG, lr=1e6))
+    # lr is capped below 10 and BatchNorm keeps activations bounded, so no valid lr blows a float32
+    # run up; an absurd alignment weight does (λ·align overflows float32, then Adam's moments go NaN).
+    with pytest.raises(StudioError, match=r"training diverged at epoch 1 .*lower the learning rate .*alignment weight") as info:
+        train(fs, replace(CFG, align_weight=1e39))
+    assert str(info.value).count(";") == 1 and str(info.value).endswith(".")
+
+
+def test_needs_two_modalities_and_finite_values() -> None:
+    one = make_set(60, missing=False)
+    one = FeatureSet("one", {"image": 6}, {"train": Split(one.splits["train"].item_ids, {"image": one.splits["train"].features["image"]})})
+    with pytest.raises(ConfigError, match="at least two"):
+        train(one, CFG)
+    bad = make_set(60, missing=False)
+    bad.splits["train"].features["text"][3, 2] = np.inf  # not validated: the trainer still refuses it
+    with pytest.raises(StudioError, match="text .*row 3"):
+        train(bad, CFG)
+
+
+def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
+    """The threaded step (modality groups) must optimize exactly MMAE.forward's objective."""
+    import torch
+
+    from mmae_core.model import MMAE
+    from mmae_core.train import _Batch, _inv_count, _rows, _Stepper, dropout_mask
+
+    rng = np.random.default_rng(3)
+    n = 40
+    x = {m: torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) for m, d in DIMS.items()}
+    present = rng.random((n, 3)) < 0.7
+    present[~present.any(axis=1), 0] = True
+    enc_mask = dropout_mask(present, 0.5, torch.Generator().manual_seed(0))
+    names = list(DIMS)
+    for j, m in enumerate(names):
+        x[m][~present[:, j]] = 0.0
+    batch = _Batch(x, _rows(enc_mask, names, torch.device("cpu")), _rows(present, names, torch.device("cpu")), _inv_count(enc_mask, torch.device("cpu")))
+    for groups in ([[1], [0, 2]], [[0], [1], [2]]):
+        torch.manual_seed(0)
+        ref = MMAE(DIMS, latent=8, hidden=(16, 12))
+        par = MMAE(DIMS, latent=8, hidden=(16, 12))
+        par.load_state_dict(ref.state_dict())
+        out = ref(batch.x, batch.enc_rows, batch.dec_rows, batch.inv_count, align_weight=0.7)
+        out.loss.backward()
+        step = _Stepper(par, groups, lr=0.0, align_weight=0.7)
+        parts = step(batch)
+        step.close()
+        torch.testing.assert_close(parts, out.parts, rtol=1e-5, atol=1e-6)
+        for (name, p), q in zip(ref.named_parameters(), par.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
