@@ -188,3 +188,71 @@ class Store:
 
     def catalog(self, dataset: str) -> pd.DataFrame:
         return self._db.read(lambda con: _catalog.catalog(con, dataset))
+
+    # -- Explore / Tags / Search pages: 2-D maps (store/projections.py), batch decisions (store/tag_batch.py)
+    def projection(self, dataset: str, model: str, split: str, kind: str, method: str, seed: int) -> np.ndarray | None:
+        """The stored (n, 2) map of a model's latents, or None when not computed yet."""
+        from . import projections as _projections
+        return self._db.read(lambda con: _projections.get(con, dataset, model, split, kind, method, seed))
+
+    def save_projection(self, dataset: str, model: str, split: str, kind: str, method: str, seed: int,
+                        xy: np.ndarray, seconds: float | None = None) -> bool:
+        """Store a map once; False when the same map was stored meanwhile (the first one stays)."""
+        from . import projections as _projections
+        return self._db.write(lambda con: _projections.put(con, dataset, model, split, kind, method, seed, xy, seconds))
+
+    def projections(self, dataset: str, model: str) -> pd.DataFrame:
+        from . import projections as _projections
+        return self._db.read(lambda con: _projections.listing(con, dataset, model))
+
+    def set_items(self, dataset: str, item_ids: Sequence[str], tag: str | None, curator: str) -> dict:
+        """Tag many items by hand in one transaction and one audit event (``tag=None`` untags them)."""
+        from . import tag_batch as _tag_batch
+        return self._db.write(lambda con: _tag_batch.set_items(con, dataset, item_ids, tag, curator))
+
+    def accept_many(self, dataset: str, model: str, clusters: Sequence[int] | None, curator: str,
+                    min_purity: float | None = None) -> dict:
+        """Accept several proposals (or, with ``clusters=None``, every pending one with purity ≥ ``min_purity``) as one decision."""
+        from . import tag_batch as _tag_batch
+        return self._db.write(lambda con: _tag_batch.accept_many(con, dataset, model, clusters, curator, min_purity))
+
+    def tag_exists(self, dataset: str, name: str) -> bool:
+        from . import tag_batch as _tag_batch
+        return self._db.read(lambda con: _tag_batch.tag_exists(con, dataset, name))
+
+    def rename_unique(self, dataset: str, old: str, new: str, curator: str) -> dict:
+        """``rename`` that refuses a new name another tag already has (use ``merge`` for that)."""
+        from . import tag_batch as _tag_batch
+        return self._db.write(lambda con: _tag_batch.rename_unique(con, dataset, old, new, curator))
+
+    def accept_unique(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None) -> dict:
+        """``accept`` that refuses a new name another tag already has (use ``merge`` for that)."""
+        from . import tag_batch as _tag_batch
+        return self._db.write(lambda con: _tag_batch.accept_unique(con, dataset, model, cluster, curator, name))
+
+    # -- background jobs (store/jobs.py; used by mmae_core.jobs) ---------------------------------
+    def add_job(self, dataset: str, kind: str, config: dict, pid: int, host: str, status: str = "queued",
+                message: str | None = None) -> int:
+        from . import jobs as _jobs
+        return self._db.write(lambda con: _jobs.add(con, dataset, kind, config, pid, host, status, message))
+
+    def update_job(self, job_id: int, *, status: str | None = None, progress: dict | None = None,
+                   message: str | None = None, model: str | None = None) -> None:
+        """Change a job's status/progress/message/model; a final status stamps ``finished_at``."""
+        from . import jobs as _jobs
+        return self._db.write(lambda con: _jobs.update(con, job_id, status, progress, message, model))
+
+    def job(self, job_id: int) -> dict:
+        from . import jobs as _jobs
+        return self._db.read(lambda con: _jobs.get(con, job_id))
+
+    def jobs(self, dataset: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50) -> list[dict]:
+        """Job records, newest first (config and progress decoded to dicts)."""
+        from . import jobs as _jobs
+        st = tuple(statuses) if statuses else None
+        return self._db.read(lambda con: _jobs.listing(con, dataset, st, limit))
+
+    def interrupt_jobs(self, job_ids: Sequence[int], message: str) -> int:
+        """Mark still-active jobs whose runner is gone as interrupted, with ``message`` as the reason."""
+        from . import jobs as _jobs
+        return self._db.write(lambda con: _jobs.interrupt(con, list(job_ids), message))

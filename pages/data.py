@@ -1,0 +1,191 @@
+"""Data: import aligned feature files (upload or a folder on the server), see what was read, manage datasets.
+
+The loaders and the store do the checking; this page arranges them. An import either registers the
+whole dataset or, on the first problem, shows one sentence naming the file and writes nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import streamlit as st
+
+from mmae_core.errors import StoreError
+from mmae_core.features import load_files, load_path
+from mmae_core.pipeline import check_name
+from ui import state
+from ui.widgets import (
+    dataset_summary,
+    default_name,
+    remember_summary,
+    resolve_server_path,
+    root_entries,
+    run_action,
+    uploaded_files,
+)
+
+REPORT = "_data_import_report"
+
+st.title("Data")
+store = state.current_store()
+root = state.data_root()
+
+
+def import_dataset(load: "callable", name: str, replace: bool) -> dict:
+    """Read and check everything first, then write in one transaction (nothing is written on failure)."""
+    name = check_name(name, "dataset")
+    if name in store.dataset_names() and not replace:
+        raise StoreError(
+            f"A dataset named '{name}' is already in the store; tick 'Replace it' (the old one is kept as a backup) or choose another name."
+        )
+    fs = load(name)
+    st.write(f"Read {sum(sp.n for sp in fs.splits.values()):,} items; saving them to the store…")
+    out = store.add_dataset(fs, replace=replace)
+    summary = remember_summary(store, fs)
+    return {"result": out, "summary": summary}
+
+
+def show_summary(summary, title: str | None = None) -> None:
+    """Per-modality summary: items per split, dimension, missing rows, label counts."""
+    if title:
+        st.markdown(title)
+    kind = "synthetic demo" if summary.synthetic else "imported"
+    st.caption(f"{kind} · source: {summary.source or 'unknown'} · modalities: "
+               + ", ".join(f"{m} ({d}-d)" for m, d in summary.modalities.items()))
+    table = summary.table.rename(columns={"labels": "distinct labels", "missing": "missing rows"})
+    st.dataframe(table, hide_index=True)
+    missing = {m: c for m, c in summary.missing.items() if c}
+    if missing:
+        st.warning(
+            "Some items lack a modality ("
+            + ", ".join(f"{m}: {c:,}" for m, c in missing.items())
+            + "); they are encoded from what they have. Train with the 'aligned' preset, which is built for that."
+        )
+    if summary.ignored:
+        st.caption("Ignored (not a feature, label, id or items file): " + ", ".join(summary.ignored))
+    if not summary.labelled:
+        st.caption("No labels: Compare will report Silhouette, Calinski-Harabasz and Davies-Bouldin, not ARI/NMI.")
+    if len(summary.label_counts):
+        with st.expander(f"Label counts ({summary.label_counts['label'].nunique()} labels)"):
+            chart = (
+                alt.Chart(summary.label_counts)
+                .mark_bar()
+                .encode(
+                    x=alt.X("items:Q", title="items"),
+                    y=alt.Y("label:N", sort="-x", title=None),
+                    color=alt.Color("split:N"),
+                    tooltip=["split", "label", "items"],
+                )
+                .properties(height=max(160, 14 * summary.label_counts["label"].nunique()))
+            )
+            st.altair_chart(chart, width="stretch")
+            st.dataframe(summary.label_counts.pivot_table(index="label", columns="split", values="items", fill_value=0))
+
+
+# -- import ------------------------------------------------------------------------------------------
+st.subheader("Import a dataset")
+st.caption(
+    "Accepted: one .npz per split (an array per modality, optional labels and ids); .npy per modality and "
+    "split (train_image.npy or train/image.npy); Parquet/CSV per modality with an item_id column; an items "
+    "table; or a .zip of those. Rows are aligned by position, or by item_id where files have one."
+)
+source = st.radio("From", ["Upload files", "A folder on the server"], horizontal=True, key="data_source")
+loader = None
+proposed = "my-dataset"
+if source == "Upload files":
+    files = st.file_uploader(
+        "Feature files (several at once) or one .zip", accept_multiple_files=True, key="data_upload",
+        help="Up to LUMA size (about 214 MB); larger data: put it under the data root and use the server folder.",
+    )
+    pairs = uploaded_files(files)
+    if pairs:
+        proposed = default_name(pairs)
+
+        def loader(name: str, pairs=pairs):  # bound now, called on click
+            return load_files(pairs, name)
+else:
+    st.caption(f"Data root on the server: `{root}` (set by the operator with MMAE_STUDIO_DATA_ROOT).")
+    entries = root_entries(root)
+    if entries:
+        st.caption("In it: " + ", ".join(f"`{e}`" for e in entries[:20]) + (" …" if len(entries) > 20 else ""))
+    elif not root.exists():
+        st.caption("The data root does not exist yet; ask the operator to create it and put data in it.")
+    typed = st.text_input("Folder or file under the data root", key="data_path", placeholder="e.g. luma/ or luma.zip")
+    if typed.strip():
+        proposed = Path(typed.strip().rstrip("/")).stem or proposed
+
+        def loader(name: str, typed=typed):
+            return load_path(resolve_server_path(typed, root), name)
+
+names = store.dataset_names()
+name = st.text_input("Dataset name", value=proposed, key=f"data_name_{proposed}")
+exists = name.strip() in names
+replace = st.checkbox(
+    f"Replace it: '{name.strip()}' exists (the old one is kept as a backup)" if exists else "Replace a dataset of the same name",
+    key="data_replace", disabled=not exists, value=False,
+)
+if st.button("Import", type="primary", disabled=loader is None, icon=":material/upload:"):
+    with st.status("Importing…", expanded=True) as status:
+        st.write("Reading and checking the files…")
+        done = run_action(lambda: import_dataset(loader, name, replace))
+        if done:
+            status.update(label=f"Imported {done.value['result']['name']}.", state="complete")
+        else:
+            status.update(label="Nothing was imported: fix the problem above and try again.", state="error")
+    if done:
+        res = done.value["result"]
+        st.session_state[REPORT] = done.value["summary"]
+        state.choose_dataset(res["name"])
+        extra = f" The previous one is kept as '{res['replaced']}'." if res.get("replaced") else ""
+        state.flash(f"Imported dataset '{res['name']}' ({res['items']:,} items).{extra} Next: train a model on the Train page.")
+        st.rerun()
+
+report = st.session_state.get(REPORT)
+if report is not None and report.name in names:
+    with st.container(border=True):
+        show_summary(report, f"**Validation report of the last import: {report.name}** · every check passed")
+        if st.button("Dismiss", key="data_dismiss"):
+            st.session_state.pop(REPORT, None)
+            st.rerun()
+
+# -- registered datasets -----------------------------------------------------------------------------
+st.subheader("Registered datasets")
+listing = store.list_datasets()
+if not len(listing):
+    st.info("No dataset yet. Import one above, or create the demo dataset on Home.")
+    st.stop()
+st.dataframe(
+    listing.assign(kind=listing["synthetic"].map({True: "synthetic demo", False: "imported"}))[
+        ["name", "kind", "splits", "items", "modalities", "created_at"]
+    ],
+    hide_index=True,
+    column_config={"created_at": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm")},
+)
+
+current = state.current_dataset()
+summary_slot = st.container() if current in names else None  # filled last: it may read the whole dataset
+
+with st.expander("Delete a dataset"):
+    victim = st.selectbox("Dataset to delete", store.dataset_names(backups=True), key="data_delete_name")
+    sure = st.checkbox(
+        f"Yes, delete '{victim}' with its models, latents, runs, proposals, tags and audit trail",
+        key=f"data_delete_confirm_{victim}",
+    )
+    if st.button("Delete", disabled=not sure, icon=":material/delete:", key="data_delete"):
+        done = run_action(lambda: store.delete_dataset(victim))
+        if done:
+            if state.current_dataset() == victim:
+                state.choose_dataset(None)
+            st.session_state.pop(REPORT, None)
+            state.flash(f"Deleted dataset '{victim}'.")
+            st.rerun()
+
+backups = [n for n in store.dataset_names(backups=True) if n not in names]
+if backups:
+    st.caption("Backups kept by 'Replace' (delete them above when no longer needed): " + ", ".join(backups))
+
+if summary_slot is not None:
+    with summary_slot:
+        summary = run_action(lambda: dataset_summary(store, current))
+        if summary:
+            show_summary(summary.value, f"**{current}** (the current dataset; pick another in the sidebar)")

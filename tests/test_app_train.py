@@ -1,0 +1,154 @@
+"""The Train page: background training jobs (finish, cancel from another tab, fail with a reason),
+configuration checks, checkpoint upload and the model registry."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from mmae_core.dataset import FeatureSet, Split
+from mmae_core.jobs import manager_for
+
+
+def by_label(items, label: str):
+    return next(x for x in items if x.label == label)
+
+
+def no_bug(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def newest_job(store) -> dict:
+    return store.jobs(limit=1)[0]
+
+
+def small_set(name: str, modalities: dict[str, int], n: int = 40, missing: int = 0) -> FeatureSet:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for s, k in (("train", n), ("test", n // 4)):
+        feats = {m: rng.standard_normal((k, d)).astype(np.float32) for m, d in modalities.items()}
+        if missing:
+            feats[list(modalities)[-1]][:missing] = np.nan
+        splits[s] = Split(np.array([f"{s}-{i}" for i in range(k)], dtype=object), feats,
+                          np.array([f"c{i % 2}" for i in range(k)], dtype=object))
+    return FeatureSet(name, dict(modalities), splits)
+
+
+def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):
+    at = app("train")
+    no_bug(at)
+    assert any("no dataset yet" in i.value.lower() for i in at.info)
+
+
+def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
+    at = app("train")
+    no_bug(at)
+    at.number_input(key="train_paper_epochs").set_value(2).run()
+    at.text_input(key="train_paper_name").input("ui-e2").run()
+    by_label(at.button, "Start training").click().run()
+    no_bug(at)
+    assert any("Training job" in s.value and "started" in s.value for s in at.success)
+    store = demo_store.store()
+    job = newest_job(store)
+    assert job["config"]["train"]["epochs"] == 2 and job["config"]["model_name"] == "ui-e2"
+    view = manager_for(store).wait(job["id"], timeout=180)
+    assert view.status == "done", view.message
+    ids, z = store.latents("demo", "ui-e2", "train", "fused")
+    assert z.shape == (850, 128) and np.isfinite(z).all()
+    at.run()  # the page polls; after the job ends it shows the result and the new model
+    no_bug(at)
+    assert any("finished" in s.value and "ui-e2" in s.value for s in at.success)
+    assert "ui-e2" in at.sidebar.selectbox[1].options
+    registry = at.dataframe[-1].value
+    assert {"paper-e2-s42", "ui-e2"} <= set(registry["model"])
+    assert "final loss image" in registry.columns and registry["epochs"].tolist() == [2, 2]
+    assert at.get("vega_lite_chart")  # the loss curves
+    # a browser refresh or a second tab: a new session finds the job in the store
+    other = app("train")
+    assert any("ui-e2" in s.value for s in other.success)
+
+
+def test_a_second_tab_sees_the_running_job_and_cancels_it(demo_store, app):
+    at = app("train")
+    at.number_input(key="train_paper_epochs").set_value(400).run()
+    at.text_input(key="train_paper_name").input("too-long").run()
+    by_label(at.button, "Start training").click().run()
+    store = demo_store.store()
+    mgr = manager_for(store)
+    job_id = newest_job(store)["id"]
+    end = time.monotonic() + 120
+    while mgr.get(job_id).progress.get("epoch", 0) < 1:
+        assert time.monotonic() < end, mgr.get(job_id)
+        time.sleep(0.1)
+    tab = app("train")  # another session
+    no_bug(tab)
+    assert any("epoch" in p.proto.text for p in tab.get("progress"))
+    by_label(tab.button, "Cancel this job").click().run()
+    no_bug(tab)
+    view = mgr.wait(job_id, timeout=60)
+    assert view.status == "cancelled"
+    assert store.job(job_id)["status"] == "cancelled"
+    assert "too-long" not in set(store.list_models("demo")["name"])
+    at.run()
+    assert any("was cancelled" in i.value for i in at.info)
+
+
+def test_a_failing_job_shows_failed_with_its_reason(demo_store, app):
+    store = demo_store.store()
+    store.add_dataset(small_set("solo", {"image": 5}))
+    at = app("train", dataset="solo")
+    no_bug(at)
+    at.number_input(key="train_paper_epochs").set_value(1).run()
+    by_label(at.button, "Start training").click().run()
+    job_id = newest_job(store)["id"]
+    view = manager_for(store).wait(job_id, timeout=60)
+    assert view.status == "failed" and "at least two" in view.message
+    at.run()
+    no_bug(at)
+    assert any("failed" in e.value and "at least two" in e.value for e in at.error)
+
+
+def test_missing_modalities_recommend_the_aligned_preset(demo_store, app):
+    demo_store.store().add_dataset(small_set("gappy", {"image": 5, "text": 3}, missing=4))
+    at = app("train", dataset="gappy")
+    no_bug(at)
+    assert any("'aligned' preset" in w.value for w in at.warning)
+    at.selectbox(key="train_preset").set_value("aligned").run()
+    assert not any("'aligned' preset" in w.value for w in at.warning)
+
+
+def test_bad_settings_are_one_sentence_and_start_nothing(demo_store, app):
+    store = demo_store.store()
+    before = store.checksum()
+    at = app("train")
+    at.text_input(key="train_paper_name").input(demo_store.model).run()
+    assert any("already exists" in e.value for e in at.error)
+    assert by_label(at.button, "Start training").disabled
+    at.text_input(key="train_paper_name").input("tab\there").run()
+    assert any("control characters" in e.value for e in at.error)
+    at.text_input(key="train_paper_name").input("ok-name").run()
+    assert not at.error and not by_label(at.button, "Start training").disabled
+    assert store.checksum() == before and store.jobs() == []
+
+
+def test_load_a_checkpoint(demo_store, app):
+    store = demo_store.store()
+    data = store.model_checkpoint("demo", demo_store.model)
+    at = app("train")
+    at.file_uploader(key="train_ckpt").set_value(("garbage.pt", b"not a checkpoint", "application/octet-stream")).run()
+    before = store.checksum()
+    by_label(at.button, "Register the checkpoint").click().run()
+    no_bug(at)
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert store.checksum() == before
+    at.file_uploader(key="train_ckpt").set_value(("reloaded.pt", data, "application/octet-stream")).run()
+    assert by_label(at.text_input, "Name for the loaded model").value == "reloaded"
+    by_label(at.button, "Register the checkpoint").click().run()
+    no_bug(at)
+    assert "reloaded" in set(store.list_models("demo")["name"])
+    a = store.latents("demo", "reloaded", "test", "fused")[1]
+    b = store.latents("demo", demo_store.model, "test", "fused")[1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert at.session_state["model"] == "reloaded"
+    assert isinstance(at.dataframe[-1].value, pd.DataFrame)

@@ -1,0 +1,124 @@
+"""The background-job manager without Streamlit: runs, records, cancels, fails with a reason, reaps."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mmae_core.config import preset
+from mmae_core.jobs import JobManager, _reason, manager_for
+from store import Store
+
+
+def _wait_until(cond, timeout: float = 60.0, step: float = 0.05) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(step)
+
+
+class CountingStore(Store):
+    """A real store that also counts the job-progress writes (to check the throttle)."""
+
+    writes = 0
+
+    def update_job(self, job_id, **kw):
+        type(self).writes += 1
+        return super().update_job(job_id, **kw)
+
+
+def test_training_job_registers_model_and_records_progress(demo_store):
+    store = demo_store.store()
+    mgr = JobManager(store, throttle_s=0.0)
+    job_id = mgr.start_training("demo", preset("paper", epochs=2), "job-a")
+    view = mgr.wait(job_id, timeout=120)
+    assert view.status == "done", view.message
+    assert view.model == "job-a"
+    assert "job-a" in set(store.list_models("demo")["name"])
+    ids, z = store.latents("demo", "job-a", "test", "fused")
+    assert z.shape == (150, 128) and np.isfinite(z).all()
+    rec = store.job(job_id)  # what another tab or process sees
+    assert rec["status"] == "done" and rec["model"] == "job-a" and rec["finished_at"] is not None
+    assert [h["epoch"] for h in rec["progress"]["history"]] == [1, 2]
+    assert set(rec["progress"]["history"][0]["losses"]) >= {"image", "audio", "text", "total"}
+    assert rec["progress"]["epoch"] == 2 and rec["progress"]["eta_s"] == 0.0
+    assert rec["config"]["train"]["epochs"] == 2 and rec["pid"] == os.getpid()
+
+
+def test_cancel_running_and_queued_jobs(demo_store):
+    store = demo_store.store()
+    mgr = JobManager(store, throttle_s=0.0)
+    first = mgr.start_training("demo", preset("paper", epochs=500), "long")
+    second = mgr.start_training("demo", preset("paper", epochs=2), "waiting")
+    _wait_until(lambda: mgr.get(first).progress.get("epoch", 0) >= 1)
+    assert mgr.get(second).status == "queued"  # one job at a time
+    assert mgr.cancel(second)
+    assert mgr.wait(second, timeout=30).status == "cancelled"
+    assert mgr.cancel(first)
+    done = mgr.wait(first, timeout=60)
+    assert done.status == "cancelled" and "cancelled" in done.message
+    assert store.job(first)["status"] == "cancelled" and store.job(second)["status"] == "cancelled"
+    names = set(store.list_models("demo")["name"])
+    assert "long" not in names and "waiting" not in names
+    assert not mgr.cancel(first)  # already over
+
+
+def test_failing_job_is_marked_failed_with_one_sentence(demo_store):
+    store = demo_store.store()
+    mgr = JobManager(store)
+    job_id = mgr.start_training("demo", preset("paper", epochs=1), demo_store.model)  # the name is taken
+    view = mgr.wait(job_id, timeout=60)
+    assert view.status == "failed"
+    assert "already exists" in view.message and "\n" not in view.message
+    assert store.job(job_id)["status"] == "failed" and store.job(job_id)["message"] == view.message
+    missing = mgr.start_training("no-such-dataset", preset("paper", epochs=1))
+    assert mgr.wait(missing, timeout=30).status == "failed"
+    assert "no dataset named 'no-such-dataset'" in mgr.get(missing).message
+
+
+def test_internal_errors_become_one_sentence():
+    msg = _reason(ValueError("shapes (3,4) and (5,6) not aligned\nTraceback ..."))
+    assert msg.startswith("Internal error (ValueError: shapes (3,4)") and "\n" not in msg
+
+
+def test_progress_writes_are_throttled(demo_store):
+    store = CountingStore(demo_store.db)
+    CountingStore.writes = 0
+    mgr = JobManager(store, throttle_s=3600.0)
+    job_id = mgr.start_training("demo", preset("paper", epochs=6), "throttled")
+    view = mgr.wait(job_id, timeout=120)
+    assert view.status == "done", view.message
+    # running + the log lines + the last epoch + done: a handful, not one per epoch and batch
+    assert CountingStore.writes <= 7
+    assert len(store.job(job_id)["progress"]["history"]) == 6  # the final write carries everything
+
+
+def test_jobs_of_dead_processes_are_marked_interrupted(demo_store):
+    store = demo_store.store()
+    host = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = store.add_job("demo", "train", {}, gone.pid, host, status="running")
+    ours = store.add_job("demo", "train", {}, os.getpid(), host, status="running")  # no thread runs it
+    alive = store.add_job("demo", "train", {}, os.getppid(), host, status="running")
+    elsewhere = store.add_job("demo", "train", {}, 1, "another-host", status="running")
+    JobManager(store)
+    assert store.job(dead)["status"] == "interrupted"
+    assert "stopped before it finished" in store.job(dead)["message"]
+    assert store.job(ours)["status"] == "interrupted"
+    assert store.job(alive)["status"] == "running"
+    assert store.job(elsewhere)["status"] == "running"
+
+
+def test_manager_for_is_one_per_store_file(demo_store):
+    a = manager_for(demo_store.store())
+    b = manager_for(Store(str(demo_store.db)))
+    assert a is b
+    with pytest.raises(Exception):
+        a.get(12345)
