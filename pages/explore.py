@@ -1,0 +1,99 @@
+"""Explore: 2-D maps of a model's latents, coloured by cluster, label, tag or modality; select points
+to see the items and tag them. Maps are computed once per (model, split, latent, method, seed) and
+stored; everything else is in ``ui.maps`` and the store."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from mmae_core.projection import METHODS
+from ui import maps
+from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
+
+COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent"}
+
+st.title("Explore")
+ctx = page_context()
+store, dataset, model = ctx.store, ctx.dataset, ctx.model
+st.caption(f"Dataset **{dataset}** · model **{model}**: a 2-D map of the model's latents. Maps are computed once and "
+           "stored, so every later visit and every other curator sees them at once.")
+show_flash()
+
+splits = maps.map_splits(store, dataset, model)
+kinds = maps.map_kinds(maps.model_modalities(store, dataset, model))
+c1, c2, c3, c4, c5 = st.columns([1, 1.5, 0.8, 0.8, 1])
+split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
+                     format_func=maps.split_label, key="explore_split")
+kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_kind",
+                    help="The overlay maps z of every modality together, as in the paper's figure.")
+method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method")
+seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key="explore_seed"))
+by = c5.selectbox("Colour by", list(maps.COLOUR_BY), index=1, key="explore_colour",
+                  help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay.")
+
+catalog = store.catalog(dataset)
+try:
+    rows = maps.map_rows(store, dataset, model, split, kind, catalog)
+    result = maps.load_map(store, dataset, model, split, kind, method, seed, rows=rows, compute=False)
+    if result is None:
+        n = len(rows.ids)
+        what = f"{maps.method_label(method)} map of {n:,} points"
+        if maps.needs_button(method, n):
+            st.info(f"The {what} has not been computed yet; it runs on one core and can take a few minutes, "
+                    "then it is stored for everyone.", icon=":material/schedule:")
+            if not st.button(f"Compute the {what}", type="primary", key="explore_compute"):
+                st.stop()
+            with st.status(f"Computing the {what}…", expanded=True) as status:
+                result = maps.load_map(store, dataset, model, split, kind, method, seed, rows=rows, on_progress=status.write)
+                status.update(label=f"Computed and stored the {what}.", state="complete", expanded=False)
+        else:
+            with st.spinner(f"Computing the {what} (stored for next time)…"):
+                result = maps.load_map(store, dataset, model, split, kind, method, seed, rows=rows)
+except Exception as err:  # StudioError as one sentence; anything else logged, never a traceback
+    show_error(err)
+    st.stop()
+
+proposals = store.proposals(dataset, model) if by == "cluster" else None
+groups = maps.colours(by, result.rows, catalog, proposals)
+s1, s2 = st.columns([2, 1])
+select = s1.radio("Select with", list(maps.SELECT_MODES), format_func=maps.SELECT_MODES.get, horizontal=True,
+                  key="explore_select")
+cap = s2.select_slider("Draw at most", options=list(maps.DRAW_CAPS), value=maps.MAX_POINTS, key="explore_cap",
+                       format_func=lambda v: f"{v:,} points",
+                       help="Fewer points pan and zoom more smoothly on a slow machine; the rest stay selectable "
+                            "through whole colour groups.")
+frame, total = maps.map_frame(result.xy, groups, max_points=int(cap), seed=seed)
+chart = maps.build_chart(frame, COLOUR_TITLES[by], select)
+state = st.altair_chart(chart, on_select="rerun", selection_mode=[select],
+                        key=f"explore_map_{split}_{kind}_{method}_{seed}_{select}_{cap}",
+                        alt=f"{maps.method_label(method)} map of {len(frame):,} {maps.split_label(split)} items "
+                            f"({maps.kind_label(kind)}), coloured by {by}")
+
+notes = [f"{len(frame):,} points" + (f" (a fixed sample of {total:,})" if total > len(frame) else "")]
+missing = len(result.rows.ids) - total
+if missing:
+    notes.append(f"{missing:,} items lack this latent and are not drawn")
+notes.append(f"computed now in {result.seconds:.1f} s and stored" if result.computed else "read from the store")
+if by == "cluster" and proposals is not None:
+    table = proposals[0]
+    notes.append(f"clusters of the proposals on the {table.attrs['split']} split" if len(table)
+                 else "no proposals yet: propose tags on the Tags page")
+st.caption(" · ".join(notes) + ". Drag a box or click points (shift-click adds); wheel zooms, shift-drag pans, "
+           "double-click clears.")
+
+picked = maps.selected_rows(state, frame, select)
+group_names = [str(c) for c in frame["c"].cat.categories]
+whole = st.multiselect("…or select whole colour groups", group_names, key="explore_groups",
+                       help="Every item of the chosen groups, including points a sample left out.")
+if whole:
+    in_groups = np.flatnonzero(np.isin(groups.astype(str), whole) & np.isfinite(result.xy).all(axis=1))
+    picked = np.union1d(picked, in_groups)
+ids = list(dict.fromkeys(result.rows.ids[picked].astype(str).tolist()))
+
+st.subheader(f"Selection: {len(ids):,} item{'s' if len(ids) != 1 else ''}")
+if not ids:
+    st.caption("Nothing selected yet: select points on the map to see the items and tag them.")
+else:
+    show_items(item_details(catalog, ids), limit=300)
+    if need_curator(ctx):
+        tag_items_form(ctx, ids, key="explore_tag", what="selected items")

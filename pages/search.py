@@ -1,0 +1,155 @@
+"""Search: the items nearest a query by another modality's latent (or the fused one). The query is an
+item of the dataset in one of its modalities, or an uploaded feature vector encoded with the model's
+own standardization. Results show metadata and tags and can be tagged at once. The retrieval
+metrics of the model (every ordered modality pair) are computed once per model and cached. The
+ranking and the metrics are ``mmae_core.retrieval``; this page only arranges them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mmae_core.checkpoint import load_checkpoint
+from mmae_core.errors import StudioError
+from mmae_core.retrieval import METRICS, encode_query, load_query_vector, nearest, retrieval_metrics
+from store import Store
+from ui import maps
+from ui.tagging import (
+    filter_catalog, item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form,
+)
+
+MODES = {"item": "An item of the dataset", "vector": "An uploaded feature vector (.npy)"}
+MAX_CHOICES = 300
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _trained_model(_store: Store, path: str, dataset: str, model: str, model_id: int) -> object:
+    """The model, loaded once per process (``model_id`` tells apart a model re-created under the same name)."""
+    return load_checkpoint(_store.model_checkpoint(dataset, model))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str) -> pd.DataFrame:
+    """Retrieval metrics of a model on a split: latents never change, so the key (path, model id) is enough."""
+    s = _store
+    mods = maps.model_modalities(s, dataset, model)
+    per = {}
+    ids = None
+    for m in mods:
+        ids, per[m] = s.latents(dataset, model, split, m)
+    _, fused = s.latents(dataset, model, split, "fused")
+    cat = s.catalog(dataset).set_index("item_id")
+    labels = cat["label"].reindex(ids.astype(str)).to_numpy(dtype=object)
+    if not pd.notna(labels).any():
+        labels = None
+    return retrieval_metrics(per, labels, fused=fused, k=10, metric=metric)
+
+
+st.title("Search")
+ctx = page_context()
+store, dataset, model = ctx.store, ctx.dataset, ctx.model
+st.caption(f"Dataset **{dataset}** · model **{model}**: find the items whose latent in one modality is nearest a "
+           "query from another, e.g. the clips whose pictures match this caption.")
+show_flash()
+
+models = store.list_models(dataset)
+model_id = int(models.loc[models["name"] == model, "id"].iloc[0])
+modalities = maps.model_modalities(store, dataset, model)
+splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+if len(modalities) < 1:
+    st.info(f"Model '{model}' has no per-modality latents, so there is nothing to search across; retrain it.")
+    st.stop()
+
+mode = st.radio("Query", list(MODES), format_func=MODES.get, horizontal=True, key="search_mode")
+c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 0.8, 0.8])
+split = c1.selectbox("Split to search", splits, index=splits.index("test") if "test" in splits else 0, key="search_split")
+source = c2.selectbox("Query modality", modalities, key="search_from")
+targets = [m for m in modalities if m != source] + [m for m in modalities if m == source] + ["fused"]
+target = c3.selectbox("Search in", targets, format_func=lambda k: "fused latent" if k == "fused" else f"{k} latents",
+                      key="search_to")
+top = int(c4.number_input("Results", min_value=1, max_value=200, value=10, step=1, key="search_top"))
+metric = c5.selectbox("Similarity", list(METRICS), key="search_metric")
+
+catalog = store.catalog(dataset)
+query: np.ndarray | None = None
+query_item: str | None = None
+try:
+    if mode == "item":
+        ids_q, zq = store.latents(dataset, model, split, source)
+        in_split = item_details(catalog, ids_q)
+        text = st.text_input("Find the query item (id, title, label…)", key="search_find", placeholder="e.g. violin")
+        matches = filter_catalog(in_split, text=text) if text else in_split
+        if not len(matches):
+            st.warning("No item of this split matches that text; try another word.")
+        else:
+            title_col = next((c for c in ("title", "caption") if c in matches.columns), None)
+            titles = dict(zip(matches["item_id"], matches[title_col])) if title_col else {}
+            choices = matches["item_id"].astype(str).tolist()[:MAX_CHOICES]
+            query_item = st.selectbox(
+                f"Query item ({len(matches):,} match{'es' if len(matches) != 1 else ''}"
+                + (f", first {MAX_CHOICES} listed" if len(matches) > MAX_CHOICES else "") + ")",
+                choices, key="search_item",
+                format_func=lambda i: f"{i} — {titles[i]}" if isinstance(titles.get(i), str) else i,
+            )
+            row = int(np.flatnonzero(ids_q.astype(str) == query_item)[0])
+            if not np.isfinite(zq[row]).all():
+                st.warning(f"Item '{query_item}' has no {source} features; pick another query modality or item.")
+            else:
+                query = zq[row]
+    else:
+        tm = _trained_model(store, str(store.path), dataset, model, model_id)
+        dim = int(tm.modalities[source])
+        up = st.file_uploader(f"A {source} feature vector ({dim} values, .npy)", type=["npy"], key="search_upload",
+                              help="One vector saved with numpy.save; it is standardized as the model's training data was.")
+        if up is None:
+            st.caption(f"Upload a .npy file holding one {source} feature vector of {dim} values.")
+        else:
+            vec = load_query_vector(up.getvalue(), dim, source, name=up.name)
+            query = encode_query(tm, source, vec)
+except StudioError as err:
+    show_error(err)
+    query = None
+
+if query is not None:
+    try:
+        ids_t, zt = store.latents(dataset, model, split, target)
+        idx, scores = nearest(query, zt, top=top, metric=metric)
+    except StudioError as err:
+        show_error(err)
+        idx = None
+    if idx is not None:
+        found = item_details(catalog, ids_t[idx])
+        found.insert(0, "rank", np.arange(1, len(idx) + 1))
+        found.insert(1, "cosine" if metric == "cosine" else "distance", np.round(scores, 4))
+        what = f"'{query_item}' by its {source} latent" if query_item else f"the uploaded {source} vector"
+        st.subheader(f"{len(found)} nearest {split} items to {what}, in the {target} latents")
+        if query_item is not None and query_item in set(found["item_id"]):
+            st.caption(f"The query item itself is at rank {int(found.loc[found['item_id'] == query_item, 'rank'].iloc[0])}.")
+        show_items(found, limit=top)
+        if need_curator(ctx):
+            chosen = st.multiselect("Results to tag", found["item_id"].tolist(), default=found["item_id"].tolist(),
+                                    key=f"search_chosen_{query_item}_{target}_{top}")
+            tag_items_form(ctx, chosen, key="search_tag", what="chosen results")
+
+# -- how good is this search? --------------------------------------------------------------------
+metric_split = "test" if "test" in splits else splits[0]
+st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split")
+try:
+    with st.spinner("Measuring every ordered pair of modalities (once per model)…"):
+        table = _metrics(store, str(store.path), dataset, model, model_id, metric_split, metric)
+except StudioError as err:
+    show_error(err)
+    st.stop()
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "p_at_10": st.column_config.NumberColumn("class P@10", format="%.3f",
+                                             help="Share of the 10 nearest items (the query excluded) with the query's label."),
+    "map": st.column_config.NumberColumn("class mAP", format="%.3f"),
+    "r_at_1": st.column_config.NumberColumn("R@1", format="%.3f", help="The same item's latent is the first result."),
+    "r_at_5": st.column_config.NumberColumn("R@5", format="%.3f"),
+    "r_at_10": st.column_config.NumberColumn("R@10", format="%.3f"),
+    "median_rank": st.column_config.NumberColumn("median rank", format="%.0f"),
+})
+n = int(table["queries"].max()) if len(table) else 0
+if n:
+    st.caption(f"Chance level: class P@10 ≈ the share of the largest label, R@10 ≈ {min(1.0, 10 / n):.3f} for {n:,} items. "
+               "A paper-preset MMAE is not trained to align modalities; the aligned preset is.")

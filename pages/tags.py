@@ -1,0 +1,230 @@
+"""Tags: the cluster browser. Each proposed tag with its size, cohesion, purity, majority label and
+representative items; accept, rename, merge, reject (one by one or every proposal above a purity),
+move single items, undo, and the audit trail. Every decision is one store transaction with the
+curator's name; the logic is in ``store`` (tags, tag_batch) and ``mmae_core.pipeline``."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from mmae_core import pipeline
+from mmae_core.errors import StudioError
+from ui import maps, state
+from ui.tagging import (
+    existing_tags, item_details, need_curator, page_context, picked_tag, representative_titles, run_decision,
+    show_error, show_flash, show_items, tag_picker,
+)
+
+ANYONE = "(anyone)"
+ANY_TAG = "(any tag)"
+
+st.title("Tags")
+ctx = page_context()
+store, dataset, model = ctx.store, ctx.dataset, ctx.model
+st.caption(f"Dataset **{dataset}** · model **{model}**: proposed tags are clusters of the model's fused latents. "
+           "Every decision is saved at once, with your name, and can be undone.")
+show_flash()
+
+
+def propose_form(first: bool) -> None:
+    splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+    with st.form("tags_propose"):
+        c1, c2, c3 = st.columns(3)
+        k = c1.number_input("Number of proposed tags (k)", min_value=2, max_value=10_000, value=50, step=1,
+                            help="The paper's k grid centres on the 50 demo classes; use the Compare page to pick k.")
+        split = c2.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0)
+        seed = c3.number_input("KMeans seed", min_value=0, max_value=2**31 - 1, value=42, step=1)
+        go = st.form_submit_button("Propose tags" if first else "Propose again (replaces the list below)",
+                                   type="primary" if first else "secondary")
+    if go:
+        try:
+            with st.spinner(f"Clustering the {split} items of {dataset} into {int(k)} proposed tags…"):
+                table = pipeline.propose_tags(store, dataset, model, int(k), split, int(seed))
+        except StudioError as err:
+            st.error(str(err))
+            return
+        state.flash(f"Proposed {len(table)} tags on the {split} split; review them below.")
+        st.rerun()
+
+
+try:
+    table, assign = store.proposals(dataset, model)
+except StudioError as err:
+    show_error(err)
+    st.stop()
+
+if not len(table):
+    st.info(f"Model '{model}' has no proposed tags yet: cluster its latents into proposals to review.",
+            icon=":material/info:")
+    propose_form(first=True)
+    st.stop()
+
+curator = ctx.curator
+can_decide = need_curator(ctx)
+attrs = table.attrs
+counts = table["status"].value_counts()
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Proposed tags", f"{len(table)}", help=f"k = {attrs['k']} on the {attrs['split']} split")
+m2.metric("Pending", int(counts.get("proposed", 0)))
+m3.metric("Accepted", int(counts.get("accepted", 0)))
+m4.metric("Rejected", int(counts.get("rejected", 0)))
+st.caption(f"Latest proposals of model '{model}': k = {attrs['k']} on the {attrs['split']} split, "
+           f"made {pd.Timestamp(attrs['created_at']):%Y-%m-%d %H:%M} UTC.")
+
+# -- undo and the batch decision -----------------------------------------------------------------
+history = store.history(dataset)
+undoable = history[(history["action"] != "undo") & (~history["undone"])]
+u1, u2 = st.columns([1, 1])
+with u1:
+    st.markdown("**Undo the last decision**")
+    if len(undoable):
+        last = undoable.iloc[0]
+        st.caption(f"#{last['id']} by {last['curator']}: {last['summary']}")
+    else:
+        st.caption("Nothing to undo.")
+    st.button("Undo", key="tags_undo", icon=":material/undo:", disabled=not (can_decide and len(undoable)),
+              on_click=lambda: run_decision(lambda: store.undo(dataset, curator)))
+with u2:
+    st.markdown("**Accept every pending proposal with purity ≥**")
+    has_purity = table["purity"].notna().any()
+    threshold = st.slider("Purity threshold", 0.0, 1.0, 0.9, 0.05, key="tags_purity", label_visibility="collapsed",
+                          disabled=not has_purity)
+    pending = table[(table["status"] == "proposed") & (table["purity"] >= threshold)]
+    st.button(f"Accept {len(pending)} proposal{'s' if len(pending) != 1 else ''} ({int(pending['size'].sum()):,} items)",
+              key="tags_accept_all", disabled=not (can_decide and len(pending)),
+              on_click=lambda: run_decision(
+                  lambda: store.accept_many(dataset, model, None, curator,
+                                                  min_purity=float(st.session_state["tags_purity"]))),
+              help=None if has_purity else "These items have no labels, so proposals have no purity; accept them one by one.")
+
+# -- the list ------------------------------------------------------------------------------------
+st.subheader("Proposed tags")
+catalog = store.catalog(dataset)
+view = table[["cluster", "name", "status", "tag", "size", "cohesion", "purity", "majority_label"]].copy()
+view.attrs = {}
+view["representative items"] = representative_titles(catalog, table["representatives"])
+st.dataframe(view, hide_index=True, width="stretch", column_config={
+    "cluster": st.column_config.NumberColumn("cluster", format="%d"),
+    "cohesion": st.column_config.NumberColumn("cohesion", format="%.3f", help="Mean Silhouette of the cluster's items."),
+    "purity": st.column_config.ProgressColumn("purity", min_value=0.0, max_value=1.0, format="%.2f",
+                                              help="Share of the items carrying the majority label."),
+    "majority_label": "majority label",
+    "representative items": st.column_config.TextColumn(
+        "representative items", help="Titles of the items nearest the cluster's centre; pick the proposal below for details.",
+        width="large"),
+})
+
+by_cluster = table.set_index("cluster")
+
+
+def describe(c: int) -> str:
+    r = by_cluster.loc[c]
+    shown = r["tag"] if isinstance(r["tag"], str) and r["tag"] else r["name"]
+    return f"{c:02d} · {shown} ({int(r['size'])} items, {r['status']})"
+
+
+cluster = st.selectbox("Review a proposal", table["cluster"].astype(int).tolist(), format_func=describe,
+                       key="tags_cluster")
+row = by_cluster.loc[cluster]
+with st.container(border=True):
+    a, b, c, d = st.columns(4)
+    a.metric("Items", int(row["size"]))
+    b.metric("Cohesion", "—" if pd.isna(row["cohesion"]) else f"{row['cohesion']:.3f}")
+    c.metric("Purity", "—" if pd.isna(row["purity"]) else f"{row['purity']:.2f}")
+    d.metric("Majority label", row["majority_label"] if isinstance(row["majority_label"], str) else "—")
+    st.markdown(f"Proposed name **{row['name']}** · status **{row['status']}**"
+                + (f" · tag **{row['tag']}**" if isinstance(row["tag"], str) else ""))
+    st.markdown("**Most representative items** (nearest the cluster's centre)")
+    show_items(item_details(catalog, list(row["representatives"])), key=f"tags_reps_{cluster}")
+    members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
+    with st.expander(f"All {len(members)} items of this proposal"):
+        show_items(item_details(catalog, members), key=f"tags_members_{cluster}")
+
+    def accept_one() -> None:
+        c = int(st.session_state["tags_cluster"])  # the proposal shown when the button was pressed
+        name = (st.session_state.get("tags_accept_name") or "").strip()
+        if run_decision(lambda: store.accept_unique(dataset, model, c, curator, name or None)):
+            st.session_state["tags_accept_name"] = ""
+
+    def reject_one() -> None:
+        c = int(st.session_state["tags_cluster"])
+        run_decision(lambda: store.reject(dataset, model, c, curator))
+
+    x1, x2, x3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    x1.text_input("Accept as (leave empty for the proposed name)", key="tags_accept_name", placeholder=row["name"])
+    x2.button("Accept", key="tags_accept", type="primary", icon=":material/check:", disabled=not can_decide,
+              on_click=accept_one)
+    x3.button("Reject", key="tags_reject", icon=":material/close:", disabled=not can_decide, on_click=reject_one)
+
+    st.markdown("**Move one item to another tag**")
+    titles = item_details(catalog, members).set_index("item_id")
+    title_col = next((col for col in ("title", "caption") if col in titles.columns), None)
+
+    def item_label(i: str) -> str:
+        t = titles.loc[i, title_col] if title_col else None
+        tag = titles.loc[i, "tag"]
+        return f"{i}" + (f" — {t}" if isinstance(t, str) else "") + (f" [{tag}]" if isinstance(tag, str) else "")
+
+    st.selectbox("Item", members, format_func=item_label, key="tags_move_item")
+    tag_picker(store, dataset, key="tags_move")
+
+    def move_item() -> None:
+        item = st.session_state.get("tags_move_item")
+        remove, name = picked_tag("tags_move")
+        run_decision(lambda: store.set_item(dataset, str(item), None if remove else name, curator))
+
+    st.button("Move the item", key="tags_move_go", disabled=not can_decide or not members, on_click=move_item)
+
+# -- rename and merge ----------------------------------------------------------------------------
+st.subheader("Rename or merge tags")
+tags = existing_tags(store, dataset)
+if not tags:
+    st.caption("No tags yet: accept a proposal or tag items first.")
+else:
+    r1, r2 = st.columns(2)
+    with r1, st.container(border=True):
+        st.selectbox("Tag to rename", tags, key="tags_rename_old")
+        st.text_input("New name", key="tags_rename_new")
+
+        def rename() -> None:
+            old = st.session_state.get("tags_rename_old")
+            new = st.session_state.get("tags_rename_new") or ""
+            if run_decision(lambda: store.rename_unique(dataset, str(old), new, curator)):
+                st.session_state["tags_rename_new"] = ""
+
+        st.button("Rename", key="tags_rename_go", disabled=not can_decide, on_click=rename)
+    with r2, st.container(border=True):
+        st.multiselect("Tags to merge", tags, key="tags_merge_from")
+        st.text_input("Merged tag name (one of them, or a new name)", key="tags_merge_into")
+
+        def merge() -> None:
+            sources = list(st.session_state.get("tags_merge_from") or [])
+            into = st.session_state.get("tags_merge_into") or ""
+            if run_decision(lambda: store.merge(dataset, sources, into, curator)):
+                st.session_state["tags_merge_from"] = []
+                st.session_state["tags_merge_into"] = ""
+
+        st.button("Merge", key="tags_merge_go", disabled=not can_decide, on_click=merge)
+
+with st.expander("Propose tags again (another k or split)"):
+    propose_form(first=False)
+
+# -- the audit trail -----------------------------------------------------------------------------
+st.subheader("Audit trail")
+f1, f2, f3 = st.columns(3)
+curators = sorted(history["curator"].dropna().unique().tolist()) if len(history) else []
+who = f1.selectbox("Curator", [ANYONE, *curators], key="tags_hist_curator")
+tag_filter = f2.selectbox("Tag", [ANY_TAG, *tags], key="tags_hist_tag")
+since = f3.date_input("Since (UTC)", value=None, key="tags_hist_since")
+try:
+    trail = store.history(dataset, None if who == ANYONE else who, None if tag_filter == ANY_TAG else tag_filter,
+                          None if since is None else dt.datetime.combine(since, dt.time.min))
+except StudioError as err:
+    show_error(err)
+    trail = history.iloc[0:0]
+if len(trail):
+    st.dataframe(trail, hide_index=True, width="stretch")
+else:
+    st.caption("No decisions match." if len(history) else "No decisions yet.")

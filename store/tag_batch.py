@@ -1,0 +1,162 @@
+"""Tag decisions on many items or clusters at once, and name checks that refuse silent merges.
+
+A curator who box-selects 300 points on the map, or accepts every proposal above a purity, makes
+*one* decision: it must be one transaction, one line in the audit trail and one step of undo. These
+functions build on ``store.tags``' snapshot machinery (the ``before`` of an event holds the exact
+prior rows), so ``undo`` takes a batch back exactly, like any single decision.
+
+``rename_unique`` and ``accept_unique`` are what the dashboard calls: renaming a tag to a name that
+already exists, or accepting a cluster under the name of another tag, would quietly merge two tags.
+The dashboard offers Merge for that on purpose, so these refuse it in one sentence, checked in the
+same transaction as the change (no other session can slip the name in between).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import duckdb
+
+from mmae_core.errors import NotFoundError, StoreError
+
+from . import tags as _tags
+from .common import check_name, dataset_id, one, registered, utcnow
+from .proposals import require_latest_set
+
+_SHOWN = 6
+
+
+def _shown(names: list[str]) -> str:
+    text = ", ".join(f"'{n}'" for n in names[:_SHOWN])
+    return text + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def _tag_items(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> int:
+    return int(one(con, "SELECT count(*) FROM tags WHERE dataset_id = ? AND tag = ?", [ds_id, tag])[0])
+
+
+def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[object], tag: str | None,
+              curator: str) -> dict:
+    """Tag every item in ``item_ids`` as ``tag`` by hand (``None`` removes their tags): one event."""
+    curator = check_name(curator, "curator name")
+    ds_id = dataset_id(con, dataset)
+    tag = None if tag is None else check_name(tag, "tag name")
+    ids = list(dict.fromkeys(str(i) for i in item_ids))
+    if not ids:
+        raise StoreError("No items are selected; select at least one item to tag.")
+    with registered(con, "_keys", _tags._keys_block(ids)):
+        unknown = one(
+            con,
+            "SELECT min(k.item_id), count(*) FROM _keys k ANTI JOIN items i ON i.dataset_id = ? AND i.item_id = k.item_id",
+            [ds_id],
+        )
+        if unknown[1]:
+            more = f" (and {unknown[1] - 1} more)" if unknown[1] > 1 else ""
+            raise NotFoundError(f"Dataset '{dataset}' has no item '{unknown[0]}'{more}; check the ids in the catalog.")
+        before = {"keys": sorted(ids), "proposals": [], "tags": _tags._rows(con, ds_id)}
+        _tags._delete_keys(con, ds_id)
+        if tag is not None:
+            con.execute(
+                "INSERT INTO tags SELECT ?, item_id, ?, 'manual', NULL, NULL, NULL, ?, ? FROM _keys",
+                [ds_id, tag, curator, utcnow()],
+            )
+    previous = sorted({r["tag"] for r in before["tags"]})
+    n = len(ids)
+    what = f"{n} item{'s' if n != 1 else ''}"
+    summary = f"tagged {what} as '{tag}'" if tag is not None else f"removed the tags of {what}"
+    if previous:
+        summary += f" (previous tags: {_shown(previous)})"
+    payload = {"summary": summary, "tags": list(dict.fromkeys([*previous, *([tag] if tag else [])])),
+               "tag": tag, "items": n, "item_ids": ids[:50], "previous": previous}
+    eid = _tags._event(con, ds_id, "set_item", curator, payload, before)
+    return {"event": eid, "items": n, "tag": tag, "summary": summary}
+
+
+def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clusters: Iterable[int] | None,
+                curator: str, min_purity: float | None = None) -> dict:
+    """Accept several proposals of the model's latest set under their names: one event.
+
+    ``clusters=None`` means every *pending* proposal whose purity is at least ``min_purity``
+    (proposals without a purity, i.e. unlabelled data, never pass a purity threshold).
+    """
+    curator = check_name(curator, "curator name")
+    ds_id, mid, set_id = require_latest_set(con, dataset, model)
+    if clusters is None:
+        if min_purity is None:
+            raise StoreError("Neither clusters nor a purity threshold were given; name the proposals to accept.")
+        p = float(min_purity)
+        chosen = [int(r[0]) for r in con.execute(
+            "SELECT cluster FROM proposals WHERE set_id = ? AND status = 'proposed' AND purity >= ? ORDER BY cluster",
+            [set_id, p],
+        ).fetchall()]
+        if not chosen:
+            raise StoreError(
+                f"No pending proposal of model '{model}' has a purity of at least {p:.2f}; lower the threshold or accept one by one."
+            )
+    else:
+        chosen = sorted({int(c) for c in clusters})
+        if not chosen:
+            raise StoreError("No proposals were chosen; pick at least one proposal to accept.")
+        for c in chosen:
+            _tags._proposal(con, set_id, c, model)  # a sentence for an unknown cluster
+    names = [r[0] for r in con.execute(
+        "SELECT coalesce(tag, name) FROM proposals WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY cluster",
+        [set_id, chosen],
+    ).fetchall()]
+    keys = [r[0] for r in con.execute(
+        "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY item_id",
+        [set_id, chosen],
+    ).fetchall()]
+    before = {"keys": keys, "proposals": _tags._proposal_state(con, [(set_id, c) for c in chosen])}
+    with registered(con, "_keys", _tags._keys_block(keys)):
+        before["tags"] = _tags._rows(con, ds_id)
+        _tags._delete_keys(con, ds_id)
+        con.execute(
+            "INSERT INTO tags SELECT ?, a.item_id, coalesce(p.tag, p.name), 'proposal', ?, a.set_id, a.cluster, ?, ? "
+            "FROM assignments a JOIN proposals p ON p.set_id = a.set_id AND p.cluster = a.cluster "
+            "WHERE a.set_id = ? AND list_contains(?::INTEGER[], a.cluster)",
+            [ds_id, mid, curator, utcnow(), set_id, chosen],
+        )
+    con.execute(
+        "UPDATE proposals SET status = 'accepted', tag = coalesce(tag, name) WHERE set_id = ? AND list_contains(?::INTEGER[], cluster)",
+        [set_id, chosen],
+    )
+    rule = f" with purity of at least {float(min_purity):.2f}" if clusters is None else ""
+    summary = (f"accepted {len(chosen)} proposal{'s' if len(chosen) != 1 else ''} of model '{model}'{rule} "
+               f"({len(keys)} items): {_shown(names)}")
+    payload = {"summary": summary, "tags": list(dict.fromkeys(names)), "model": model, "set_id": set_id,
+               "clusters": chosen, "items": len(keys), "min_purity": min_purity}
+    eid = _tags._event(con, ds_id, "accept", curator, payload, before)
+    return {"event": eid, "accepted": len(chosen), "clusters": chosen, "tags": names, "items": len(keys),
+            "summary": summary}
+
+
+def tag_exists(con: duckdb.DuckDBPyConnection, dataset: str, name: str) -> bool:
+    return _tags._tag_exists(con, dataset_id(con, dataset), name)
+
+
+def rename_unique(con: duckdb.DuckDBPyConnection, dataset: str, old: str, new: str, curator: str) -> dict:
+    """``rename``, refused when ``new`` is already another tag's name (that would be a merge)."""
+    ds_id = dataset_id(con, dataset)
+    new_name = check_name(new, "new tag name")
+    if new_name != old and _tags._tag_exists(con, ds_id, new_name):
+        raise StoreError(
+            f"A tag named '{new_name}' already exists ({_tag_items(con, ds_id, new_name)} items); "
+            f"choose another name, or use Merge to combine '{old}' with it."
+        )
+    return _tags.rename(con, dataset, old, new_name, curator)
+
+
+def accept_unique(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, curator: str,
+                  name: str | None = None) -> dict:
+    """``accept``; a new ``name`` that another tag already carries is refused (that would be a merge)."""
+    if name is not None:
+        ds_id, _, set_id = require_latest_set(con, dataset, model)
+        new_name = check_name(name, "tag name")
+        proposed, _, current = _tags._proposal(con, set_id, int(cluster), model)
+        if new_name not in (proposed, current) and _tags._tag_exists(con, ds_id, new_name):
+            raise StoreError(
+                f"A tag named '{new_name}' already exists ({_tag_items(con, ds_id, new_name)} items); "
+                "choose another name, or accept under the proposed name and merge the two tags afterwards."
+            )
+        name = new_name
+    return _tags.accept(con, dataset, model, cluster, curator, name)

@@ -1,0 +1,140 @@
+"""The Catalog page through ``AppTest``: empty store, filters, and downloads whose bytes are exactly
+``store.export.to_bytes`` (the CLI's export) of the rows shown."""
+from __future__ import annotations
+
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+
+from mmae_core import pipeline
+from store import Store, to_bytes
+from ui.tagging import filter_catalog
+
+from .test_app_tags import DATASET, MODEL, messages, page_test
+
+MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
+
+
+@pytest.fixture
+def tagged(demo_store) -> Store:
+    """The demo store with two accepted proposals (by ann and bob) and one hand-tagged item."""
+    store = demo_store.store()
+    pipeline.propose_tags(store, DATASET, MODEL, 5, "test")
+    store.accept(DATASET, MODEL, 0, "ann", name="=cmd|calc")  # a formula-looking tag: CSV must defuse it
+    store.accept(DATASET, MODEL, 1, "bob", name="beta")
+    store.set_item(DATASET, "demo-train-000007", "gamma", "ann")
+    return store
+
+
+@pytest.fixture(autouse=True)
+def deferred(monkeypatch) -> dict:
+    """What each download button would send when clicked: the page registers a callable with
+    Streamlit's media manager (deferred download); keep the newest one per file name to call it."""
+    made: dict = {}
+    original = MediaFileManager.add_deferred
+
+    def add_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        made[file_name] = (data_callable, mimetype)
+        return original(self, data_callable, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
+    return made
+
+
+def downloads(deferred: dict) -> dict[str, bytes]:
+    out = {}
+    for name, (make, mime) in deferred.items():
+        fmt = name.rsplit(".", 1)[-1]
+        assert name == f"{DATASET}-catalog.{fmt}" and mime == MIME[fmt]
+        out[fmt] = make()
+    deferred.clear()
+    return out
+
+
+def expected(df) -> dict[str, bytes]:
+    return {fmt: to_bytes(df, fmt) for fmt in MIME}
+
+
+def test_empty_store_says_what_to_do(empty_store):
+    at = page_test("catalog")
+    at.run()
+    assert not at.exception
+    assert any("no dataset" in m for m in messages(at, "info"))
+
+
+def test_unfiltered_downloads_are_the_cli_export_bytes(tagged, deferred, tmp_path):
+    from mmae_core.cli import main
+
+    at = page_test("catalog")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 850 + 150 + 154
+    files = downloads(deferred)
+    assert files == expected(tagged.catalog(DATASET))
+    for fmt in MIME:  # the CLI's export writes the very same bytes
+        out = tmp_path / f"cli.{fmt}"
+        assert main(["export", "--db", str(tagged.path), "--dataset", DATASET, "--format", fmt, "--out", str(out)]) == 0
+        assert out.read_bytes() == files[fmt]
+    csv = to_bytes(tagged.catalog(DATASET), "csv").decode()
+    assert "'=cmd|calc" in csv and ",=cmd" not in csv
+
+
+def test_filters_narrow_the_table_and_the_downloads(tagged, deferred):
+    at = page_test("catalog")
+    at.run()
+    at.multiselect(key="catalog_tags").set_value(["beta", "gamma"])
+    at.run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    full = tagged.catalog(DATASET)
+    assert set(shown["tag"]) == {"beta", "gamma"} and len(shown) == int(full["tag"].isin(["beta", "gamma"]).sum())
+    files = downloads(deferred)
+    assert files == expected(filter_catalog(full, tags=["beta", "gamma"]))
+    assert b"beta" in files["csv"] and b"=cmd" not in files["csv"]
+
+    at.multiselect(key="catalog_curators").set_value(["ann"])
+    at.run()
+    assert set(at.dataframe[0].value["item_id"]) == {"demo-train-000007"}
+
+    at.multiselect(key="catalog_tags").set_value([])
+    at.multiselect(key="catalog_curators").set_value([])
+    at.multiselect(key="catalog_status").set_value(["manual"])
+    at.multiselect(key="catalog_splits").set_value(["train"])
+    at.run()
+    assert list(at.dataframe[0].value["item_id"]) == ["demo-train-000007"]
+
+
+def test_text_filter_searches_ids_labels_and_metadata(tagged):
+    full = tagged.catalog(DATASET)
+    word = str(full.loc[full["split"] == "ood", "title"].iloc[0]).split()[0]
+    at = page_test("catalog")
+    at.run()
+    at.text_input(key="catalog_text").set_value(word.upper())
+    at.run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    expected = full[full["title"].str.lower().str.contains(word.lower(), regex=False)
+                    | full["caption"].str.lower().str.contains(word.lower(), regex=False)
+                    | full["label"].str.lower().str.contains(word.lower(), regex=False)
+                    | full["item_id"].str.lower().str.contains(word.lower(), regex=False)]
+    assert 0 < len(shown) < len(full)
+    assert set(shown["item_id"]) >= set(expected["item_id"])
+    at.text_input(key="catalog_text").set_value("no-such-words-anywhere")
+    at.run()
+    assert len(at.dataframe[0].value) == 0 and all(b.disabled for b in at.download_button)
+
+
+def test_untagged_filter(tagged):
+    at = page_test("catalog")
+    at.run()
+    at.multiselect(key="catalog_tags").set_value(["(untagged)"])
+    at.run()
+    shown = at.dataframe[0].value
+    assert shown["tag"].isna().all() and len(shown) == int(tagged.catalog(DATASET)["tag"].isna().sum())
+
+
+def test_the_page_runs_inside_the_app_frame(tagged, app, deferred):
+    at = app("catalog", curator="ann")
+    assert not at.exception
+    assert [t.value for t in at.title][-1] == "Catalog"
+    assert downloads(deferred)["parquet"] == to_bytes(tagged.catalog(DATASET), "parquet")

@@ -1,0 +1,170 @@
+"""The Explore page through ``AppTest`` (maps computed once and read back from ``projections``, colours,
+the overlay, tagging a selection) and the map helpers it is built from (``ui.maps``)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mmae_core import pipeline
+from mmae_core.projection import project_2d
+from store import Store
+from ui import maps
+
+from .test_app_tags import DATASET, MODEL, messages, page_test
+
+
+@pytest.fixture
+def demo(demo_store) -> Store:
+    return demo_store.store()
+
+
+def chart_data(at) -> pd.DataFrame:
+    """The data the browser receives for the map (Arrow, as Streamlit ships it)."""
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1
+    proto = charts[0].proto
+    assert len(proto.datasets) == 1
+    return pa.ipc.open_stream(io.BytesIO(proto.datasets[0].data.data)).read_all().to_pandas()
+
+
+def captions(at) -> str:
+    return " | ".join(c.value for c in at.caption)
+
+
+def test_empty_store_says_what_to_do(empty_store):
+    at = page_test("explore")
+    at.run()
+    assert not at.exception
+    assert any("no dataset" in m for m in messages(at, "info"))
+
+
+def test_map_is_computed_once_stored_and_read_back_by_a_new_session(demo):
+    at = page_test("explore")
+    at.run()
+    assert not at.exception
+    assert "computed now" in captions(at)
+    stored = demo.projections(DATASET, MODEL)
+    assert stored[["split", "kind", "method", "seed", "points"]].values.tolist() == [["test", "fused", "pca", 42, 150]]
+    ids, z = demo.latents(DATASET, MODEL, "test", "fused")
+    xy = demo.projection(DATASET, MODEL, "test", "fused", "pca", 42)
+    np.testing.assert_array_equal(xy, project_2d(z, "pca", seed=42))
+    data = chart_data(at)
+    assert list(data.columns) == ["x", "y", "c", "i"] and len(data) == 150
+    np.testing.assert_array_equal(data["x"].to_numpy(), xy[data["i"].to_numpy(), 0])
+
+    before = demo.checksum()
+    again = page_test("explore")  # a second browser session
+    again.run()
+    assert not again.exception
+    assert "read from the store" in captions(again)
+    assert demo.checksum() == before
+
+
+def test_overlay_maps_every_modality_together_and_colours_by_modality(demo):
+    at = page_test("explore", explore_kind="overlay", explore_colour="modality")
+    at.run()
+    assert not at.exception
+    data = chart_data(at)
+    assert len(data) == 3 * 150
+    assert set(data["c"]) == {"image", "audio", "text"}
+    stored = demo.projections(DATASET, MODEL)
+    assert stored[["kind", "method", "points"]].values.tolist() == [["overlay", "pca", 450]]
+
+
+def test_colour_by_cluster_uses_the_latest_proposals(demo):
+    pipeline.propose_tags(demo, DATASET, MODEL, 4, "test")
+    table, _ = demo.proposals(DATASET, MODEL)
+    at = page_test("explore", explore_colour="cluster")
+    at.run()
+    assert not at.exception
+    groups = set(chart_data(at)["c"])
+    assert groups == {f"{int(r.cluster):02d} {r.name}" for r in table.itertuples()}
+
+
+def test_select_whole_groups_and_tag_them_in_one_decision(demo):
+    cat = demo.catalog(DATASET)
+    test_items = cat[cat["split"] == "test"]
+    label = str(test_items["label"].iloc[0])
+    expected = set(test_items.loc[test_items["label"] == label, "item_id"])
+    at = page_test("explore", explore_colour="label")
+    at.run()
+    at.multiselect(key="explore_groups").set_value([label])
+    at.run()
+    assert not at.exception
+    assert any(f"{len(expected)} items" in s.value for s in at.subheader)
+    shown = at.dataframe[0].value
+    assert set(shown["item_id"]) == expected and set(shown["label"]) == {label}
+    at.selectbox(key="explore_tag_pick").set_value("➕ new tag…")
+    at.run()
+    at.text_input(key="explore_tag_new").set_value("picked on the map")
+    at.button(key="explore_tag_go").click()
+    at.run()
+    assert not at.exception
+    after = demo.catalog(DATASET)
+    assert set(after.loc[after["tag"] == "picked on the map", "item_id"]) == expected
+    assert set(after.loc[after["tag"] == "picked on the map", "curator"]) == {"ann"}
+    hist = demo.history(DATASET)
+    assert len(hist) == 1 and hist["action"].iloc[0] == "set_item"
+    # recoloured by tag, the selection's new tag is on the map at once
+    at.selectbox(key="explore_colour").set_value("tag")
+    at.run()
+    assert (chart_data(at)["c"] == "picked on the map").sum() == len(expected)
+
+
+# -- ui.maps -------------------------------------------------------------------------------------
+def frame_of(n: int = 6) -> pd.DataFrame:
+    xy = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [np.nan, np.nan], [5, 5]], dtype=np.float32)[:n]
+    frame, total = maps.map_frame(xy, np.array(list("aabbcc"[:n]), dtype=object))
+    assert total == 5
+    return frame
+
+
+def test_box_selection_returns_the_rows_inside_whatever_the_drag_direction():
+    frame = frame_of()
+    state = {"selection": {"box": {"x": [3.5, 0.5], "y": [0.5, 3.5]}}}
+    assert maps.selected_rows(state, frame, "box").tolist() == [1, 2, 3]
+    assert maps.selected_rows({"selection": {"box": {}}}, frame, "box").size == 0
+    assert maps.selected_rows(None, frame, "box").size == 0
+
+
+def test_point_selection_returns_clicked_rows_and_ignores_unknown_ones():
+    frame = frame_of()
+    state = {"selection": {"pick": [{"i": 5}, {"i": 0}, {"i": 4}, {"x": 1}, {"i": 5}]}}
+    assert maps.selected_rows(state, frame, "pick").tolist() == [0, 5]  # row 4 has no coordinates
+
+
+def test_map_frame_samples_large_maps_reproducibly_and_keeps_data_small():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(1000, 2)).astype(np.float32)
+    groups = np.array([f"g{i % 7}" for i in range(1000)], dtype=object)
+    a, total = maps.map_frame(xy, groups, max_points=300, seed=3)
+    b, _ = maps.map_frame(xy, groups, max_points=300, seed=3)
+    assert total == 1000 and len(a) == 300 and a.equals(b)
+    assert a["i"].is_monotonic_increasing and a["x"].dtype == np.float32 and a["i"].dtype == np.int32
+    assert isinstance(a["c"].dtype, pd.CategoricalDtype)
+
+
+def test_slow_maps_wait_for_a_button():
+    assert not maps.needs_button("pca", 1_000_000)
+    assert not maps.needs_button("tsne", 150)
+    assert maps.needs_button("umap", 21_000) and maps.needs_button("tsne", 4_200 * 3)
+
+
+def test_chart_reports_only_the_selection_parameter_and_draws_on_canvas():
+    chart = maps.build_chart(frame_of(), "label", "box").to_dict()
+    names = [p["name"] for p in chart["params"]]
+    assert names == ["box", "view"] and chart["params"][1]["bind"] == "scales"
+    assert chart["usermeta"]["embedOptions"]["renderer"] == "canvas"
+    pick = maps.build_chart(frame_of(), "label", "pick").to_dict()
+    assert pick["params"][0]["select"]["type"] == "point" and pick["params"][0]["select"]["fields"] == ["i"]
+
+
+def test_the_page_runs_inside_the_app_frame(demo, app):
+    at = app("explore", curator="ann")
+    assert not at.exception
+    assert [t.value for t in at.title][-1] == "Explore"
+    assert len(chart_data(at)) == 150 and len(demo.projections(DATASET, MODEL)) == 1

@@ -1,0 +1,141 @@
+"""The Search page through ``AppTest``: item queries, uploaded vectors (good and bad), tagging results
+and the retrieval metrics, each checked against the store and ``mmae_core.retrieval``."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from mmae_core.checkpoint import load_checkpoint
+from mmae_core.retrieval import encode_query, nearest
+from store import Store
+
+from .test_app_tags import DATASET, MODEL, messages, one_sentence, page_test
+
+
+def npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def demo(demo_store) -> Store:
+    return demo_store.store()
+
+
+def results(at):
+    """The results table (the first dataframe with a rank column)."""
+    for df in at.dataframe:
+        if "rank" in df.value.columns:
+            return df.value
+    return None
+
+
+def metrics_table(at):
+    for df in at.dataframe:
+        if "p_at_10" in df.value.columns:
+            return df.value
+    return None
+
+
+def test_empty_store_says_what_to_do(empty_store):
+    at = page_test("search")
+    at.run()
+    assert not at.exception
+    assert any("no dataset" in m for m in messages(at, "info"))
+
+
+def test_item_query_returns_the_nearest_items_and_the_metrics(demo):
+    at = page_test("search")
+    at.run()
+    assert not at.exception
+    at.selectbox(key="search_from").set_value("text")
+    at.run()
+    at.selectbox(key="search_to").set_value("image")
+    at.text_input(key="search_find").set_value("demo-test-000003")
+    at.run()
+    assert not at.exception
+    found = results(at)
+    ids_q, zq = demo.latents(DATASET, MODEL, "test", "text")
+    ids_t, zt = demo.latents(DATASET, MODEL, "test", "image")
+    idx, scores = nearest(zq[3], zt, top=10)
+    assert list(found["item_id"]) == list(ids_t[idx])
+    np.testing.assert_allclose(found["cosine"].to_numpy(dtype=float), np.round(scores, 4), atol=1e-4)
+    assert {"label", "title", "tag"} <= set(found.columns)
+
+    table = metrics_table(at)
+    pairs = set(zip(table["query"], table["target"]))
+    assert ("text", "image") in pairs and ("image", "text") in pairs and ("fused", "audio") in pairs
+    assert len(table) == 3 * 2 + 3
+    assert table["p_at_10"].between(0, 1).all() and (table["queries"] == 150).all()
+
+
+def test_tag_the_results_in_one_decision(demo):
+    at = page_test("search")
+    at.run()
+    at.text_input(key="search_find").set_value("demo-test-000010")
+    at.run()
+    found = list(results(at)["item_id"])
+    at.selectbox(key="search_tag_pick").set_value("➕ new tag…")
+    at.text_input(key="search_tag_new").set_value("found by search")
+    at.run()
+    at.button(key="search_tag_go").click()
+    at.run()
+    assert not at.exception
+    cat = demo.catalog(DATASET)
+    assert set(cat.loc[cat["tag"] == "found by search", "item_id"]) == set(found)
+    hist = demo.history(DATASET)
+    assert len(hist) == 1 and hist["curator"].iloc[0] == "ann"
+
+
+def test_uploaded_vector_is_encoded_with_the_models_standardization(demo):
+    fs = demo.load_dataset(DATASET)
+    vec = fs.splits["test"].features["audio"][5]
+    at = page_test("search")
+    at.run()
+    at.radio(key="search_mode").set_value("vector")
+    at.run()
+    at.selectbox(key="search_from").set_value("audio")
+    at.run()
+    at.selectbox(key="search_to").set_value("fused")
+    at.file_uploader(key="search_upload").set_value(("query.npy", npy(vec.astype(np.float64)), "application/octet-stream"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = results(at)
+    tm = load_checkpoint(demo.model_checkpoint(DATASET, MODEL))
+    q = encode_query(tm, "audio", vec)
+    ids_t, zt = demo.latents(DATASET, MODEL, "test", "fused")
+    idx, _ = nearest(q, zt, top=10)
+    assert list(found["item_id"]) == list(ids_t[idx])
+    # the stored audio latent of that item is what the uploaded vector encodes to
+    _, za = demo.latents(DATASET, MODEL, "test", "audio")
+    np.testing.assert_allclose(q, za[5], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("payload, words", [
+    (np.zeros(7, dtype=np.float32), "shape (7,)"),
+    (np.array([{"a": 1}], dtype=object), "Python objects"),
+    (b"not a numpy file", "not a readable .npy"),
+])
+def test_bad_uploads_are_one_sentence(demo, payload, words):
+    before = demo.checksum()
+    at = page_test("search")
+    at.run()
+    at.radio(key="search_mode").set_value("vector")
+    at.run()
+    data = payload if isinstance(payload, bytes) else npy(payload)
+    at.file_uploader(key="search_upload").set_value(("bad.npy", data, "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    errors = messages(at, "error")
+    assert len(errors) == 1 and words in errors[0] and "bad.npy" in errors[0] and one_sentence(errors[0]), errors
+    assert results(at) is None and demo.checksum() == before
+
+
+def test_the_page_runs_inside_the_app_frame(demo, app):
+    at = app("search", curator="ann")
+    assert not at.exception
+    assert [t.value for t in at.title][-1] == "Search"
+    assert len(results(at)) == 10 and len(metrics_table(at)) == 9

@@ -1,0 +1,140 @@
+"""Cross-modal search and its metrics: exact on constructed cases, near chance on noise, missing rows
+skipped, and query vectors from files checked without unpickling."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from mmae_core.errors import DataError
+from mmae_core.retrieval import load_query_vector, nearest, retrieval_metrics
+
+
+def classes(n_classes: int = 5, per: int = 20, d: int = 12, noise: float = 0.05, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, d)) * 5
+    y = np.repeat(np.arange(n_classes), per)
+    labels = np.array([f"c{i}" for i in y], dtype=object)
+    base = centres[y] + rng.normal(size=(len(y), d))  # the item itself, shared by its modalities
+    mods = {m: (base + noise * rng.normal(size=base.shape)).astype(np.float32) for m in ("image", "audio", "text")}
+    return mods, labels, base.astype(np.float32)
+
+
+def test_nearest_matches_brute_force_for_both_metrics():
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(50, 8))
+    q = rng.normal(size=8)
+    idx, sim = nearest(q, t, top=5)
+    cos = (t @ q) / np.linalg.norm(t, axis=1) / np.linalg.norm(q)
+    assert idx.tolist() == np.argsort(-cos)[:5].tolist()
+    np.testing.assert_allclose(sim, np.sort(cos)[::-1][:5])
+    idx, dist = nearest(q, t, top=5, metric="euclidean")
+    d = np.linalg.norm(t - q, axis=1)
+    assert idx.tolist() == np.argsort(d)[:5].tolist()
+    np.testing.assert_allclose(dist, np.sort(d)[:5], rtol=1e-6)
+
+
+def test_nearest_skips_missing_rows_excludes_on_request_and_batches():
+    t = np.eye(4, dtype=np.float32)
+    t[1] = np.nan
+    idx, _ = nearest(np.array([0.0, 1.0, 0.1, 0.0]), t, top=10)
+    assert 1 not in idx.tolist() and len(idx) == 3 and idx[0] == 2
+    idx, _ = nearest(np.array([1.0, 0, 0, 0]), t, top=2, exclude=0)
+    assert 0 not in idx.tolist()
+    many, _ = nearest(np.eye(4)[[0, 3]], t, top=1)
+    assert many.shape == (2, 1) and many[:, 0].tolist() == [0, 3]
+
+
+def test_nearest_refuses_bad_queries_in_a_sentence():
+    t = np.zeros((3, 4))
+    with pytest.raises(DataError, match="3 dimensions but the targets have 4"):
+        nearest(np.zeros(3), t)
+    with pytest.raises(DataError, match="missing"):
+        nearest(np.array([np.nan, 0, 0, 0]), t)
+    with pytest.raises(DataError, match="not a search metric"):
+        nearest(np.zeros(4), t, metric="manhattan")
+
+
+def test_perfect_alignment_gives_perfect_class_and_instance_scores():
+    mods, labels, fused = classes()
+    table = retrieval_metrics(mods, labels, fused=fused, k=10)
+    assert len(table) == 3 * 2 + 3
+    assert set(zip(table["query"], table["target"])) >= {("image", "text"), ("text", "image"), ("fused", "audio")}
+    assert (table["p_at_10"] == 1.0).all() and (table["map"] == 1.0).all()
+    assert (table["r_at_1"] == 1.0).all() and (table["median_rank"] == 1.0).all()
+    assert (table["queries"] == 100).all()
+
+
+def test_random_latents_score_near_chance():
+    rng = np.random.default_rng(7)
+    n, n_classes = 400, 10
+    labels = np.array([f"c{i % n_classes}" for i in range(n)], dtype=object)
+    mods = {m: rng.normal(size=(n, 16)).astype(np.float32) for m in ("a", "b")}
+    table = retrieval_metrics(mods, labels).set_index(["query", "target"])
+    for pair in [("a", "b"), ("b", "a")]:
+        row = table.loc[pair]
+        assert abs(row["p_at_10"] - 1 / n_classes) < 0.04
+        assert abs(row["map"] - 1 / n_classes) < 0.04
+        assert row["r_at_10"] < 0.08 and row["r_at_1"] < 0.02
+        assert abs(row["median_rank"] - n / 2) < n * 0.15
+
+
+def test_the_query_item_is_left_out_of_class_metrics():
+    # two items per class: with the query's own latent counted, P@1 would be 1 even for a bad neighbour
+    a = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    labels = np.array(["x", "y", "x", "y"], dtype=object)  # the nearest *other* item has the other label
+    table = retrieval_metrics({"a": a, "b": a.copy()}, labels, k=1)
+    assert (table["p_at_1"] == 0.0).all() and (table["r_at_1"] == 1.0).all()
+
+
+def test_missing_modality_rows_are_neither_queries_nor_results():
+    mods, labels, _ = classes(per=12)
+    mods["text"][::12] = np.nan  # one item of each class lacks text; 11 per class are left
+    table = retrieval_metrics(mods, labels).set_index(["query", "target"])
+    assert table.loc[("text", "image"), "queries"] == 55 and table.loc[("image", "text"), "queries"] == 60
+    assert table.loc[("image", "text"), "p_at_10"] == 1.0
+    # items without a text latent cannot be found by their own text latent: R@10 counts only those that can
+    assert table.loc[("image", "text"), "r_at_1"] == 1.0
+
+
+def test_without_labels_only_instance_metrics_are_given():
+    mods, _, _ = classes(per=4)
+    table = retrieval_metrics(mods, None)
+    assert table["p_at_10"].isna().all() and table["map"].isna().all() and (table["r_at_1"] == 1.0).all()
+
+
+def test_misaligned_inputs_are_refused():
+    mods, labels, _ = classes(per=4)
+    with pytest.raises(DataError, match="different row counts"):
+        retrieval_metrics(mods, labels[:-1])
+
+
+# -- query vectors from files ---------------------------------------------------------------------
+def npy(arr, pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=pickle)
+    return buf.getvalue()
+
+
+def test_load_query_vector_accepts_one_vector_in_either_shape():
+    v = np.arange(5, dtype=np.float64)
+    np.testing.assert_array_equal(load_query_vector(npy(v), 5, "audio"), v.astype(np.float32))
+    assert load_query_vector(npy(v[None, :]), 5, "audio").shape == (5,)
+
+
+@pytest.mark.parametrize("data, words", [
+    (npy(np.zeros((2, 5))), "shape (2, 5)"),
+    (npy(np.zeros(4)), "one vector of 5 values"),
+    (npy(np.array(["a"] * 5)), "not numbers"),
+    (npy(np.array([1.0, np.nan, 0, 0, 0])), "NaN"),
+    (npy(np.array([{"x": 1}], dtype=object), pickle=True), "Python objects"),
+    (b"PK\x03\x04rest", ".npz archive"),
+    (b"plain text", "not a readable .npy"),
+    (b"\x93NUMPY\x01\x00broken", "not a readable .npy"),
+])
+def test_load_query_vector_refuses_bad_files_in_one_sentence(data, words):
+    with pytest.raises(DataError) as err:
+        load_query_vector(data, 5, "audio", name="q.npy")
+    text = str(err.value)
+    assert words in text and text.startswith("q.npy") and text.endswith(".") and "\n" not in text

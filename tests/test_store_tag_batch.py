@@ -1,0 +1,101 @@
+"""Batch decisions (``store/tag_batch.py``): one transaction, one audit event, one exact undo; and the
+name checks that refuse a silent merge."""
+from __future__ import annotations
+
+import pytest
+
+from store import NotFoundError, StoreError
+
+from .test_store_helpers import one_sentence, store_with_proposals, table_rows
+
+
+@pytest.fixture
+def store(tmp_path):
+    s, _ = store_with_proposals(tmp_path / "s.duckdb", k=3, linger=1.0)
+    return s
+
+
+def snapshot(store):
+    return table_rows(store, "tags"), table_rows(store, "proposals")
+
+
+def test_set_items_tags_many_items_as_one_event_and_undo_restores_them(store):
+    store.set_item("toy", "tr001", "old", "bob")
+    start = snapshot(store)
+    out = store.set_items("toy", ["tr000", "tr001", "te003", "tr000"], "picked", "ann")
+    assert out["items"] == 3 and "previous tags: 'old'" in out["summary"]
+    cat = store.catalog("toy").set_index("item_id")
+    assert (cat.loc[["tr000", "tr001", "te003"], "tag"] == "picked").all()
+    assert set(cat.loc[["tr000", "tr001", "te003"], "status"]) == {"manual"}
+    hist = store.history("toy")
+    assert list(hist["action"]) == ["set_item", "set_item"] and hist["curator"].iloc[0] == "ann"
+    assert len(store.history("toy", tag="old")) == 2  # the batch is found under the tag it replaced too
+    store.undo("toy", "ann")
+    assert snapshot(store) == start
+
+
+def test_set_items_with_none_removes_the_tags(store):
+    store.set_items("toy", ["tr000", "tr001"], "x", "ann")
+    store.set_items("toy", ["tr000", "tr001"], None, "ann")
+    assert store.catalog("toy")["tag"].isna().all()
+
+
+@pytest.mark.parametrize("ids, tag, error, words", [
+    (["tr000", "nope"], "x", NotFoundError, "no item 'nope'"),
+    ([], "x", StoreError, "No items are selected"),
+    (["tr000"], "  ", StoreError, "tag name is empty"),
+])
+def test_set_items_refuses_bad_input_and_changes_nothing(store, ids, tag, error, words):
+    before = store.checksum()
+    with pytest.raises(error) as err:
+        store.set_items("toy", ids, tag, "ann")
+    assert words in str(err.value) and one_sentence(str(err.value))
+    assert store.checksum() == before
+
+
+def test_accept_many_by_purity_is_one_event_and_one_undo(store):
+    start = snapshot(store)
+    out = store.accept_many("toy", "m1", None, "ann", min_purity=0.7)  # purities 0.5, 0.75, 1.0
+    assert out["clusters"] == [1, 2] and out["items"] == 20 and out["tags"] == ["proposed-1", "proposed-2"]
+    table, _ = store.proposals("toy", "m1")
+    assert table.set_index("cluster")["status"].to_dict() == {0: "proposed", 1: "accepted", 2: "accepted"}
+    cat = store.catalog("toy")
+    assert set(cat.loc[cat["tag"].notna(), "tag"]) == {"proposed-1", "proposed-2"}
+    assert len(store.history("toy")) == 1
+    store.undo("toy", "bob")
+    assert snapshot(store) == start
+
+
+def test_accept_many_by_cluster_list_and_nothing_above_the_threshold(store):
+    out = store.accept_many("toy", "m1", [0, 2], "ann")
+    assert out["clusters"] == [0, 2]
+    before = store.checksum()
+    with pytest.raises(StoreError, match="No pending proposal") as err:
+        store.accept_many("toy", "m1", None, "ann", min_purity=0.99)  # cluster 2 is no longer pending
+    assert one_sentence(str(err.value)) and store.checksum() == before
+    with pytest.raises(NotFoundError, match="Cluster 7"):
+        store.accept_many("toy", "m1", [7], "ann")
+    assert store.checksum() == before
+
+
+def test_rename_unique_refuses_an_existing_name(store):
+    store.accept("toy", "m1", 0, "ann", name="dogs")
+    store.accept("toy", "m1", 1, "ann", name="cats")
+    before = store.checksum()
+    with pytest.raises(StoreError) as err:
+        store.rename_unique("toy", "dogs", "cats", "ann")
+    assert "already exists (10 items)" in str(err.value) and "Merge" in str(err.value) and one_sentence(str(err.value))
+    assert store.checksum() == before
+    store.rename_unique("toy", "dogs", "canines", "ann")
+    assert store.tag_exists("toy", "canines") and not store.tag_exists("toy", "dogs")
+
+
+def test_accept_unique_refuses_another_tags_name_but_allows_its_own(store):
+    store.accept("toy", "m1", 0, "ann", name="dogs")
+    before = store.checksum()
+    with pytest.raises(StoreError, match="already exists"):
+        store.accept_unique("toy", "m1", 1, "ann", name="dogs")
+    assert store.checksum() == before
+    store.accept_unique("toy", "m1", 0, "ann", name="dogs")  # re-accepting under its own tag is fine
+    store.accept_unique("toy", "m1", 1, "ann", name="proposed-1")  # its proposed name is fine
+    store.accept_unique("toy", "m1", 2, "ann")
