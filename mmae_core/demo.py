@@ -11,12 +11,17 @@ modality sees a different part of that space through its own noise and a fixed r
 (a seeded two-layer tanh network), and adds nuisance factors of its own (recording conditions,
 photographic style, wording) that carry no class information but plenty of variance. Image sees most
 concept factors with moderate noise; text sees some factors image does not, but noisily; audio sees
-a weak mixture. A model that combines the modalities nonlinearly can therefore recover more than any
-single one, and linear fusion is held back by the nuisance variance it has to keep.
+a weak mixture. A model that finds what the modalities share can therefore recover more than any
+single one, while fused PCA is held back by the nuisance variance it has to keep.
+
+Measured at seed 42 (test split, k=50, ``benchmarks/calibration.py``): unimodal ARI image 0.54,
+text 0.10, audio 0.05; fused PCA 0.60; the paper-preset MMAE about 0.9. Note that MCCA does as well
+as the MMAE here: the classes are blobs in every modality, which a linear multiview method can line
+up; the demo shows what fusion buys, not that nonlinearity is required.
 
 Everything is drawn from ``numpy.random.Generator`` streams spawned from the seed: the "world"
-(prototypes, maps, vocabulary choices) from one stream and the items from others, so the same seed at
-a smaller ``scale`` gives a smaller sample of the same world, and generation stays vectorised.
+(prototypes, maps, nuisance directions) from one stream and each split's items and captions from
+their own, so the same seed at a smaller ``scale`` gives a smaller sample of the same world.
 """
 from __future__ import annotations
 
@@ -272,7 +277,8 @@ def make_demo(name: str = "demo", seed: int = 42, scale: float = 1.0) -> Feature
         cls = cls[rng.permutation(len(cls))]
         is_ood = sname == "ood"
         nf = r.ood_noise if is_ood else 1.0
-        concept = protos[cls] + rng.standard_normal((len(cls), r.concept_dim), dtype=np.float32) * np.float32(r.within_class * nf)
+        spread = rng.standard_normal((len(cls), r.concept_dim), dtype=np.float32) * np.float32(r.within_class * nf)
+        concept = protos[cls] + spread
         if is_ood:
             concept = concept + world["ood_shift"]  # type: ignore[operator]
         feats = _features(rng, world, concept, r, nf)

@@ -79,7 +79,9 @@ def load_views() -> tuple[dict[str, np.ndarray], np.ndarray]:
     for modality, (filename, dim) in VIEWS.items():
         x, y = _read_view(folder, filename, dim)
         if digits is not None and not np.array_equal(digits, y):
-            raise DataError(f"{folder / filename} lists its digits in a different order; reinstall it with `{INSTALL_HINT}`.")
+            raise DataError(
+                f"{folder / filename} lists its digits in a different order; reinstall it with `{INSTALL_HINT}`."
+            )
         views[modality], digits = x, y
     assert digits is not None
     return views, digits

@@ -139,7 +139,8 @@ def test_unimodal_and_fused_pca_kmeans_land_near_table_ii(full, standardized):
     y = full.splits["test"].labels
     # One BLAS/OpenMP thread: on a busy 2-core machine two threads fighting other jobs are ~3x slower.
     with threadpool_limits(1):
-        ari = {m: _pca_kmeans_ari(tr[m], te[m], y, {"image": 50, "audio": 256, "text": 256}[m]) for m in full.modalities}
+        dims = {"image": 50, "audio": 256, "text": 256}
+        ari = {m: _pca_kmeans_ari(tr[m], te[m], y, dims[m]) for m in full.modalities}
         fused = _pca_kmeans_ari(np.hstack(list(tr.values())), np.hstack(list(te.values())), y, 50)
     assert 0.40 <= ari["image"] <= 0.60, ari
     assert 0.05 <= ari["text"] <= 0.18, ari
