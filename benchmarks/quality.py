@@ -1,0 +1,96 @@
+"""Clustering quality of the MMAE against every baseline, on the demo and on a real feature set.
+
+Runs the public command line exactly as a user would (``demo`` / ``import``, ``train``, ``evaluate
+--format json``) against a fresh store in a temporary folder, then prints one table per dataset:
+ARI / NMI / Silhouette per method and k, and whether the MMAE beats fused PCA and every unimodal
+baseline at every k (the spine issue's bar). ``mcca`` is printed beside them, win or lose.
+
+    .venv/bin/python benchmarks/quality.py [--epochs 100] [--datasets demo,mfeat] [--preset paper]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(db: Path, *args: str) -> str:
+    env = {**os.environ, "MMAE_STUDIO_DB": str(db)}
+    p = subprocess.run([sys.executable, "-m", "mmae_core", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(f"`mmae_core {' '.join(args)}` failed: {p.stderr.strip().splitlines()[-1]}")
+    return p.stdout
+
+
+def prepare(db: Path, name: str, tmp: Path) -> tuple[str, str]:
+    """Register the dataset through the CLI; returns (dataset name, k grid)."""
+    if name == "demo":
+        cli(db, "demo", "--name", "demo")
+        return "demo", "30,40,42,50,60"
+    if name == "mfeat":
+        from mmae_core.realdata import write_real_folder
+
+        folder = write_real_folder(tmp / "mfeat")
+        cli(db, "import", str(folder), "--name", "mfeat")
+        return "mfeat", "6,8,10,12,15"
+    raise SystemExit(f"unknown dataset {name}; use demo or mfeat")
+
+
+def verdict(df: pd.DataFrame) -> pd.DataFrame:
+    """Per k: does the MMAE beat fused PCA and every unimodal baseline on ARI and NMI?"""
+    rows = []
+    for k, g in df.groupby("k"):
+        m = g[g.method == "mmae"].iloc[0]
+        base = g[~g.method.isin(["mmae", "mcca"])]
+        rows.append({
+            "k": k,
+            "mmae_ari": m.ari, "best_baseline_ari": base.ari.max(), "mcca_ari": g[g.method == "mcca"].ari.max(),
+            "mmae_nmi": m.nmi, "best_baseline_nmi": base.nmi.max(), "mcca_nmi": g[g.method == "mcca"].nmi.max(),
+            "mmae_beats_baselines": bool(m.ari > base.ari.max() and m.nmi > base.nmi.max()),
+            "mmae_beats_mcca": bool(m.ari > g[g.method == "mcca"].ari.max()),
+        })
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="demo,mfeat")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"preset {args.preset}, {args.epochs} epochs, seed {args.seed}")
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        db = tmp / "quality.duckdb"
+        for name in args.datasets.split(","):
+            ds, ks = prepare(db, name.strip(), tmp)
+            t0 = time.perf_counter()
+            cli(db, "train", "--dataset", ds, "--preset", args.preset, "--epochs", str(args.epochs),
+                "--seed", str(args.seed), "--model-name", "bench")
+            train_s = time.perf_counter() - t0
+            rows = pd.DataFrame(json.loads(cli(db, "evaluate", "--dataset", ds, "--model", "bench", "--k", ks,
+                                               "--format", "json")))
+            print(f"\n## {ds} (test split; training took {train_s:.0f} s wall, CLI included)")
+            wide = rows.pivot_table(index="method", columns="k", values=["ari", "nmi", "silhouette"])
+            with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.3f}".format):
+                for metric in ("ari", "nmi", "silhouette"):
+                    print(f"\n{metric.upper()}")
+                    print(wide[metric].to_string())
+                print("\nverdict")
+                print(verdict(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
