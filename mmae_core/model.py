@@ -32,11 +32,17 @@ class BatchNorm(nn.BatchNorm1d):
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear → BN → ReLU blocks, with a bare Linear at the end (the paper's encoder/decoder shape)."""
+    """Linear → BN → ReLU blocks, with a bare Linear at the end (the paper's encoder/decoder shape).
+
+    A Linear that feeds a BatchNorm has no bias: BatchNorm subtracts the batch mean, so such a bias
+    has no effect and an exactly-zero true gradient (with Adam it would only drift on rounding
+    noise); BatchNorm's own shift β plays its role. Same function class, less work per step.
+    """
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
+        last = i == len(sizes) - 2
+        layers.append(nn.Linear(a, b, bias=last))
+        if not last:
             layers += [BatchNorm(b), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
@@ -134,3 +140,67 @@ class MMAE(nn.Module):
 
     def decode(self, z: Tensor) -> dict[str, Tensor]:
         return {m: dec(z) for m, dec in zip(self.names, self.dec)}
+
+
+# --------------------------------------------------------------------------------- hand-written backprop
+# The trainer does not use autograd: on a small model at batch 128 the autograd engine's per-node
+# bookkeeping costs about as much as the matmuls themselves (measured on the 2-core target machine,
+# see benchmarks/train_speed.py). The gradients below are those of ``MMAE.forward``'s objective
+# (the tests compare them with autograd's); they use the same ATen kernels autograd would.
+
+
+class Stack:
+    """An ``mlp`` stack's tensors, looked up once for the hand-written passes.
+
+    Module attribute access costs about a microsecond and a step would make hundreds. Create it
+    after the parameters' ``.grad`` buffers exist (the trainer's flat buffers), under ``no_grad``.
+    """
+
+    def __init__(self, seq: nn.Sequential):
+        layers = list(seq)
+        lins, bns = layers[0::3], layers[1::3]  # Linear, BN, ReLU, Linear, BN, ReLU, ..., Linear
+        self.weights = [lin.weight for lin in lins]
+        self.weights_t = [w.t() for w in self.weights]  # views: they follow in-place updates
+        self.weight_grads = [w.grad for w in self.weights]
+        self.bias, self.bias_grad = lins[-1].bias, lins[-1].bias.grad
+        self.bns = [(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps) for bn in bns]
+        self.bn_grads = [(bn.weight.grad, bn.bias.grad) for bn in bns]
+
+
+Tape = tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor, bool]]]  # Linear inputs, BN inputs, BN stats
+_threshold_backward = torch.ops.aten.threshold_backward.default
+_bn_backward = torch.ops.aten.native_batch_norm_backward.out
+
+
+def stack_forward(st: Stack, x: Tensor) -> tuple[Tensor, Tape]:
+    """Training-mode forward of an ``mlp`` stack (updates BatchNorm running stats), keeping a tape:
+    every Linear's input, every BatchNorm's input and batch statistics."""
+    inputs, pre_bn, stats = [], [], []
+    a = x
+    for wt, (gamma, beta, r_mean, r_var, momentum, eps) in zip(st.weights_t, st.bns):
+        y = torch.mm(a, wt)
+        batch_stats = a.shape[0] > 1  # a lone row: running stats, as BatchNorm.forward does
+        out, mean, invstd = torch.native_batch_norm(y, gamma, beta, r_mean, r_var, batch_stats, momentum, eps)
+        inputs.append(a)
+        pre_bn.append(y)
+        stats.append((mean, invstd, batch_stats))
+        a = out.relu_()
+    inputs.append(a)
+    return torch.addmm(st.bias, a, st.weights_t[-1]), (inputs, pre_bn, stats)
+
+
+def stack_backward(st: Stack, tape: Tape, g: Tensor, need_input: bool) -> Tensor | None:
+    """Backpropagate ``g`` (d loss / d output) through a stack, writing every parameter's gradient
+    into its ``.grad``; returns d loss / d input when ``need_input``."""
+    inputs, pre_bn, stats = tape
+    torch.mm(g.t(), inputs[-1], out=st.weight_grads[-1])
+    torch.sum(g, 0, out=st.bias_grad)
+    for k in range(len(st.bns) - 1, -1, -1):
+        g = _threshold_backward(torch.mm(g, st.weights[k + 1]), inputs[k + 1], 0)  # through ReLU
+        gamma, _, r_mean, r_var, _, eps = st.bns[k]
+        mean, invstd, batch_stats = stats[k]
+        g_gamma, g_beta = st.bn_grads[k]
+        g = _bn_backward(g, pre_bn[k], gamma, r_mean, r_var, mean, invstd, batch_stats, eps, [True, True, True],
+                         out0=torch.empty_like(g), out1=g_gamma, out2=g_beta)[0]
+        torch.mm(g.t(), inputs[k], out=st.weight_grads[k])
+    return torch.mm(g, st.weights[0]) if need_input else None

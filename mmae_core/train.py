@@ -1,17 +1,19 @@
 """Training, encoding and reconstruction error for the MMAE (PRODUCT.md §2).
 
-Why the loop looks the way it does (measured on a shared 2-core CPU, see benchmarks/train_speed.py):
-the model is small (batch 128, 128-wide layers), so per-op overhead competes with the matmuls.
+Why the loop looks the way it does (measured on the shared 2-core CPU this was built on, see
+benchmarks/train_speed.py): the model is small (batch 128, 128-wide layers), so everything that
+is not a matmul competes with the matmuls themselves.
 
-* No DataLoader: the standardized data sit in tensors; each epoch is shuffled by one gather into
-  preallocated buffers and batches are views of them. Losses are summed on the device and read back
-  once per epoch (one host sync). Adam is the fused kernel.
+* No DataLoader: the standardized data sit in tensors; each batch is gathered by index (a seeded
+  torch.Generator permutation) into the same small buffers. Losses are summed on the device and
+  read back once per epoch (one host sync). Adam is one fused update over one flat tensor.
+* Hand-written gradients (``model.stack_forward``/``stack_backward``), checked against autograd by
+  the tests: the autograd engine's per-node bookkeeping cost about 20% of a step.
 * Cores are used by *modality*, not by op: ``_Stepper`` runs groups of modalities (cost-balanced,
   e.g. audio | image+text) on their own threads with one intra-op thread each, joining three times
-  per step. Intra-op threading (OpenMP) instead needs a barrier in every op, and collapses 5-10x
-  as soon as another process holds a core (measured here); the grouped step degrades gracefully.
-* ``torch.compile`` was measured and rejected: about 100 s of compilation on this machine for about
-  10% per step.
+  per step. Intra-op threading (OpenMP) needs a barrier in every op and collapsed 5-10x whenever
+  another process held a core; the grouped step degrades gracefully, and is faster when idle too.
+* ``torch.compile`` was measured and rejected: 7-100 s of compilation here for about 10% per step.
 
 Everything random comes from the config's seed, and the thread plan is a function of the model and
 the machine, so two runs on the same machine give identical latents.
@@ -34,7 +36,7 @@ from .config import TrainConfig
 from .dataset import FeatureSet
 from .device import resolve_device
 from .errors import CancelledError, ConfigError, DataError
-from .model import MMAE, Rows
+from .model import MMAE, Rows, Stack, stack_backward, stack_forward
 from .standardize import Standardizer
 
 
@@ -69,15 +71,22 @@ class TrainedModel:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def _prepare(features: dict[str, np.ndarray], std: Standardizer, names: list[str]) -> tuple[dict[str, Tensor], np.ndarray]:
-    """Standardized float32 tensors with missing rows set to 0, and the (n, M) presence mask.
+def _presence(features: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The (n, M) mask of rows that are not all NaN; refuses any other NaN or Inf, naming the row.
 
-    Checks finiteness itself (before and after scaling) because callers may pass unvalidated
-    arrays, and a single Inf would otherwise surface much later as a "diverged" loss.
+    Callers may pass unvalidated arrays, and a single Inf would otherwise surface much later as
+    a "diverged" loss.
     """
     present = np.stack([~np.isnan(features[m]).all(axis=1) for m in names], axis=1)
     for j, m in enumerate(names):
         _check_finite(m, features[m], present[:, j])
+    return present
+
+
+def _prepare(features: dict[str, np.ndarray], std: Standardizer, names: list[str], present: np.ndarray | None = None) -> tuple[dict[str, Tensor], np.ndarray]:
+    """Standardized float32 tensors with missing rows set to 0, and the (n, M) presence mask."""
+    if present is None:
+        present = _presence(features, names)
     xs = std.transform({m: features[m] for m in names})
     out = {}
     for j, m in enumerate(names):
@@ -151,20 +160,20 @@ def _epoch_batches(
     gen: torch.Generator,
     device: torch.device,
 ) -> Iterator[_Batch]:
-    """One shuffled epoch: a gather per modality into ``bufs``, then batches as views of it."""
+    """One shuffled epoch. Each batch is gathered into the same small buffers right before it is
+    used (hot in cache, no allocation); a whole-epoch gather would stream the data through DRAM twice."""
     names = list(X)
     n = present.shape[0]
     perm = torch.randperm(n, generator=gen)
     perm_d = perm.to(device)
-    for m in names:
-        torch.index_select(X[m], 0, perm_d, out=bufs[m])
     simple = p_drop <= 0 and present.all()  # no missing rows, no dropout: no indices at all
     if not simple:
         P = present[perm.numpy()]
         E = dropout_mask(P, p_drop, gen)
     none: Rows = {m: None for m in names}
     for s in range(0, n, batch_size):
-        xb = {m: bufs[m][s : s + batch_size] for m in names}
+        idx = perm_d[s : s + batch_size]
+        xb = {m: torch.index_select(X[m], 0, idx, out=bufs[m][: len(idx)]) for m in names}
         if simple:
             yield _Batch(xb, none, none, None)
         else:
@@ -233,67 +242,132 @@ def plan_groups(model: MMAE, device: torch.device) -> tuple[list[list[int]], int
 
 
 class _Stepper:
-    """One optimization step with the modalities split into groups that run on their own threads.
+    """One optimization step with hand-written gradients, the modalities split into groups that run
+    on their own threads.
 
-    Why: on a few CPU cores the matmuls are small, so intra-op threading (OpenMP) pays a barrier per
-    op and collapses as soon as another process holds a core. Giving each core whole modalities
-    (encoders, decoders, their backward pass and their Adam update) needs three joins per step. The
-    fused latent couples the groups, so a step has three phases:
+    Why threads by modality: on a few CPU cores the matmuls are small, so intra-op threading
+    (OpenMP) pays a barrier per op and collapses as soon as another process holds a core; giving each
+    core whole modalities (encoders, decoders, their gradients and their Adam update) needs three
+    joins per step. Why no autograd: see ``model.stack_backward``. The fused latent couples the
+    groups, so a step has three phases:
 
-    1. each group encodes its modalities and sums the encodings row-wise (graphs kept);
-    2. z = that sum / count, detached; each group decodes from its own leaf copy of z (no two
-       threads accumulate into one .grad) and backpropagates its reconstruction losses;
-    3. dL/dz, summed over groups in a fixed order, goes back through each group's encoders, plus
-       the alignment term, whose gradient through z is exactly zero (z is the mean of the z_m, so
-       Σ_m (z_m − z) = 0); then each group's Adam steps.
+    1. each group encodes its modalities and sums the encodings row-wise;
+    2. z = that sum / count; each group decodes, scores and backpropagates its reconstructions
+       down to dL/dz (its share);
+    3. dL/dz, summed over groups in a fixed order (deterministic), goes back through each group's
+       encoders with the alignment term, whose gradient through z is exactly zero (z is the mean
+       of the z_m, so Σ_m (z_m − z) = 0); then each group's Adam steps.
 
-    The gradients are those of the one-graph ``MMAE.forward`` up to float rounding order.
+    A parameter whose modality is absent from a whole batch gets a zero gradient that step (as
+    with ``zero_grad(set_to_none=False)``).
     """
 
     def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float):
         self.model, self.groups, self.align_weight = model, groups, align_weight
-        self.opts = [
-            _make_optimizer([p for j in g for part in (model.enc[j], model.dec[j]) for p in part.parameters()], lr)
-            for g in groups
-        ]
+        self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
+        self.opts = []
+        for g in groups:
+            params = [p for j in g for part in (model.enc[j], model.dec[j]) for p in part.parameters()]
+            flat, grad = self._flatten(params)
+            self.flat.append((params, grad))
+            self.opts.append(_make_optimizer([flat], lr))
+        with torch.no_grad():
+            self.enc = [Stack(seq) for seq in model.enc]
+            self.dec = [Stack(seq) for seq in model.dec]
         self.pool = ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train") if len(groups) > 1 else None
-        flat = [j for g in groups for j in g]
-        self.order = torch.tensor([flat.index(j) for j in range(len(flat))])  # group order -> model order
+        order = [j for g in groups for j in g]
+        self.order = torch.tensor([order.index(j) for j in range(len(order))])  # group order -> model order
+
+    @staticmethod
+    def _flatten(params: list[torch.nn.Parameter]) -> tuple[torch.nn.Parameter, Tensor]:
+        """One buffer for a group's weights and one for their gradients, the parameters being views
+        of them: Adam is then one fused update over one tensor, and the backward pass writes each
+        gradient straight into its view."""
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        grad = torch.zeros_like(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.data = flat[offset : offset + n].view_as(p)
+            p.grad = grad[offset : offset + n].view_as(p)
+            offset += n
+        leaf = torch.nn.Parameter(flat)
+        leaf.grad = grad
+        return leaf, grad
 
     def close(self) -> None:
+        """Give the parameters their own storage again, so the trained model holds no hidden aliasing."""
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        for params, _ in self.flat:
+            for p in params:
+                p.data = p.data.clone()
+                p.grad = None
 
     def _each(self, fn: Callable[[int], object]) -> list:
-        """fn(i) for every group: group 0 on this thread, the others on the pool; results in order."""
-        futures = [self.pool.submit(fn, i) for i in range(1, len(self.groups))] if self.pool else []
+        """fn(i) for every group, without autograd: group 0 on this thread, the others on the pool
+        (grad mode is per thread, hence the ``no_grad`` inside); results in group order."""
+
+        def run(i: int) -> object:
+            with torch.no_grad():
+                return fn(i)
+
+        futures = [self.pool.submit(run, i) for i in range(1, len(self.groups))] if self.pool else []
         try:
-            first = fn(0)
+            first = run(0)
         finally:
             done = [f.exception() for f in futures]  # always wait: the next phase needs them all
-        for f, e in zip(futures, done):
+        for e in done:
             if e is not None:
                 raise e
         return [first, *[f.result() for f in futures]]
 
     def __call__(self, b: _Batch) -> Tensor:
         model, w = self.model, self.align_weight
-        enc = self._each(lambda i: model.encode_sum(b.x, b.enc_rows, self.groups[i]))
-        sums = [s for _, s in enc if s is not None]
+        n_rows = next(iter(b.x.values())).shape[0]
         inv = b.inv_count if b.inv_count is not None else 1.0 / len(model.names)
+
+        def encode(i: int) -> tuple[list, Tensor | None]:
+            done, total = [], None
+            for j in self.groups[i]:
+                m = model.names[j]
+                r = b.enc_rows.get(m)
+                if r is not None and r.numel() == 0:
+                    continue
+                h, tape = stack_forward(self.enc[j], b.x[m] if r is None else b.x[m].index_select(0, r))
+                done.append((j, r, h, tape))
+                if r is None:
+                    total = h if total is None else total + h
+                else:
+                    total = (h.new_zeros(n_rows, model.latent) if total is None else total).index_add_(0, r, h)
+            return done, total
+
+        enc = self._each(encode)
         with torch.no_grad():
+            sums = [s for _, s in enc if s is not None]
             total = sums[0]
             for s in sums[1:]:
                 total = total + s
             z = total * inv
 
         def decode(i: int) -> tuple[Tensor, Tensor | None]:
-            zi = z.detach().requires_grad_()
-            losses = torch.stack(model.reconstruction_losses(zi, b.x, b.dec_rows, self.groups[i]))
-            self.opts[i].zero_grad(set_to_none=True)
-            if losses.requires_grad:
-                losses.sum().backward()
-            return losses.detach(), zi.grad
+            self.flat[i][1].zero_()
+            losses, g_z = [], None
+            for j in self.groups[i]:
+                m = model.names[j]
+                r = b.dec_rows.get(m)
+                if r is not None and r.numel() == 0:
+                    losses.append(z.new_zeros(()))  # nobody in this batch has m: nothing to score
+                    continue
+                out, tape = stack_forward(self.dec[j], z if r is None else z.index_select(0, r))
+                diff = out.sub_(b.x[m] if r is None else b.x[m].index_select(0, r)).view(-1)
+                losses.append(torch.dot(diff, diff) / diff.numel())  # MSE over the rows that have m
+                g = stack_backward(self.dec[j], tape, diff.mul_(2.0 / diff.numel()).view_as(out), need_input=True)
+                if r is None:
+                    g_z = g if g_z is None else g_z.add_(g)
+                else:
+                    g_z = (torch.zeros_like(z) if g_z is None else g_z).index_add_(0, r, g)
+            return torch.stack(losses), g_z
 
         dec = self._each(decode)
         with torch.no_grad():
@@ -301,19 +375,19 @@ class _Stepper:
             g_sum = grads[0]
             for g in grads[1:]:
                 g_sum = g_sum + g
-            g_sum = g_sum * inv  # dL/d(row-sum of encodings)
+            g_sum = g_sum * inv  # dL/d(row-sum of encodings) = dL/dz / count
 
         def encode_backward(i: int) -> Tensor:
-            hs, s = enc[i]
             align = z.new_zeros(())
-            if s is not None:
+            for j, r, h, tape in enc[i][0]:
+                g = g_sum if r is None else g_sum.index_select(0, r)
                 if w > 0:
-                    align = model.alignment(hs, z, b.enc_rows)
-                    torch.autograd.backward([s, w * align], [g_sum, None])
-                else:
-                    s.backward(g_sum)
+                    diff = (h - (z if r is None else z.index_select(0, r))).view(-1)
+                    align = align + torch.dot(diff, diff) / n_rows
+                    g = g + diff.view_as(h) * (2.0 * w / n_rows)
+                stack_backward(self.enc[j], tape, g, need_input=False)
             self.opts[i].step()
-            return align.detach()
+            return align
 
         aligns = self._each(encode_backward)
         with torch.no_grad():
@@ -367,10 +441,11 @@ def train(
         raise DataError(f"the train split of {fs.name} has {split.n} item; training needs at least two.")
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
+    present = _presence(split.features, list(fs.modalities))
     std = Standardizer.fit(split.features)
-    X, present = _prepare(split.features, std, list(fs.modalities))
+    X, present = _prepare(split.features, std, list(fs.modalities), present)
     prev_threads = torch.get_num_threads()
-    with _reproducible(cfg.seed), torch.enable_grad():
+    with _reproducible(cfg.seed):
         gen = torch.Generator().manual_seed(cfg.seed)  # shuffling, validation split, modality dropout
         model = MMAE(fs.modalities, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
         groups, threads = plan_groups(model, device)
@@ -407,7 +482,7 @@ def _fit(
         present, present_val = present_all[tr], present_all[va]
     else:
         X, present = {m: x.to(device) for m, x in X_all.items()}, present_all
-    bufs = {m: torch.empty_like(x) for m, x in X.items()}
+    bufs = {m: x.new_empty(min(cfg.batch_size, len(x)), x.shape[1]) for m, x in X.items()}
     steps = (len(present) + cfg.batch_size - 1) // cfg.batch_size
     history: list[dict] = []
     best_val, best_state, bad_epochs = float("inf"), None, 0

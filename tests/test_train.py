@@ -182,7 +182,7 @@ def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
     for j, m in enumerate(names):
         x[m][~present[:, j]] = 0.0
     batch = _Batch(x, _rows(enc_mask, names, torch.device("cpu")), _rows(present, names, torch.device("cpu")), _inv_count(enc_mask, torch.device("cpu")))
-    for groups in ([[1], [0, 2]], [[0], [1], [2]]):
+    for groups in ([[0, 1, 2]], [[1], [0, 2]], [[0], [1], [2]]):
         torch.manual_seed(0)
         ref = MMAE(DIMS, latent=8, hidden=(16, 12))
         par = MMAE(DIMS, latent=8, hidden=(16, 12))
@@ -191,7 +191,12 @@ def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
         out.loss.backward()
         step = _Stepper(par, groups, lr=0.0, align_weight=0.7)
         parts = step(batch)
-        step.close()
         torch.testing.assert_close(parts, out.parts, rtol=1e-5, atol=1e-6)
         for (name, p), q in zip(ref.named_parameters(), par.parameters()):
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+        for (name, p), q in zip(ref.named_buffers(), par.buffers()):  # BatchNorm running statistics
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        step.close()
+        assert all(q.grad is None for q in par.parameters())
+        for (name, p), q in zip(ref.named_parameters(), par.parameters()):  # lr 0: no weight moved
+            assert torch.equal(p, q), name
