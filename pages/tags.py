@@ -101,7 +101,14 @@ with u2:
 
 # -- the list ------------------------------------------------------------------------------------
 st.subheader("Proposed tags")
-catalog = store.catalog(dataset)
+cluster = st.session_state.get("tags_cluster")
+cluster = int(cluster) if cluster in set(table["cluster"].astype(int)) else int(table["cluster"].iloc[0])
+members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
+# Only the items this page shows (three representatives per proposal, the reviewed proposal's
+# representatives and members), not the whole catalog: it keeps a decision's rerun short.
+shown_ids = [str(i) for reps in table["representatives"] for i in list(reps)[:3]]
+shown_ids += [str(i) for i in table.set_index("cluster").loc[cluster, "representatives"]] + members
+catalog = store.catalog(dataset, shown_ids)
 view = table[["cluster", "name", "status", "tag", "size", "cohesion", "purity", "majority_label"]].copy()
 view.attrs = {}
 view["representative items"] = representative_titles(catalog, table["representatives"])
@@ -125,8 +132,12 @@ def describe(c: int) -> str:
     return f"{c:02d} · {shown} ({int(r['size'])} items, {r['status']})"
 
 
-cluster = st.selectbox("Review a proposal", table["cluster"].astype(int).tolist(), format_func=describe,
-                       key="tags_cluster")
+picked = st.selectbox("Review a proposal", table["cluster"].astype(int).tolist(), format_func=describe,
+                      key="tags_cluster")
+if picked != cluster:  # cannot happen with Streamlit's widget state; kept so the page never shows the wrong items
+    cluster = int(picked)
+    members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
+    catalog = store.catalog(dataset, [str(i) for i in by_cluster.loc[cluster, "representatives"]] + members)
 row = by_cluster.loc[cluster]
 with st.container(border=True):
     a, b, c, d = st.columns(4)
@@ -138,7 +149,6 @@ with st.container(border=True):
                 + (f" · tag **{row['tag']}**" if isinstance(row["tag"], str) else ""))
     st.markdown("**Most representative items** (nearest the cluster's centre)")
     show_items(item_details(catalog, list(row["representatives"])), key=f"tags_reps_{cluster}")
-    members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
     with st.expander(f"All {len(members)} items of this proposal"):
         show_items(item_details(catalog, members), key=f"tags_members_{cluster}")
 

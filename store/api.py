@@ -186,8 +186,9 @@ class Store:
     def tag_counts(self, dataset: str) -> pd.DataFrame:
         return self._db.read(lambda con: _tags.tag_counts(con, dataset))
 
-    def catalog(self, dataset: str) -> pd.DataFrame:
-        return self._db.read(lambda con: _catalog.catalog(con, dataset))
+    def catalog(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The tagged catalog, or only the items ``ids`` in that order (see ``store/catalog.py``)."""
+        return self._db.read(lambda con: _catalog.catalog(con, dataset, ids))
 
     # -- Explore / Tags / Search pages: 2-D maps (store/projections.py), batch decisions (store/tag_batch.py)
     def projection(self, dataset: str, model: str, split: str, kind: str, method: str, seed: int) -> np.ndarray | None:

@@ -221,3 +221,16 @@ def test_catalog_has_metadata_and_statuses(setup):
     assert by_id.loc["te000", "status"] == "untagged"
     assert by_id.loc["tr004", "title"] == "tr title 4" and by_id.loc["te002", "year"] == 2002
     assert by_id.loc["tr004", "label"] == "class-1"
+
+
+def test_catalog_of_chosen_items_equals_those_rows_of_the_whole_catalog(setup):
+    store, fs = setup
+    store.accept("toy", "m1", 0, "ann")
+    store.set_item("toy", "te002", "by hand", "bob")
+    whole = store.catalog("toy").set_index("item_id")
+    ids = ["te002", "tr004", "no-such-item", "tr000", "te002"]
+    part = store.catalog("toy", ids)
+    assert part["item_id"].tolist() == ["te002", "tr004", "tr000"]  # asked order, unknown and repeats dropped
+    expected = whole.loc[["te002", "tr004", "tr000"]].reset_index()
+    pd.testing.assert_frame_equal(part, expected, check_dtype=False)
+    assert len(store.catalog("toy", [])) == 0
