@@ -99,6 +99,7 @@ def main() -> None:
             if len(seeds) > 1:
                 allr = pd.concat(per_seed)
                 mm = allr[allr.method == "mmae"].pivot_table(index="k", columns="seed", values=["ari", "nmi"])
+                mm.columns = [f"mmae_{metric}_s{seed}" for metric, seed in mm.columns]
                 base = allr[(allr.method == "fused_pca") & (allr.seed == seeds[0])].set_index("k")[["ari", "nmi"]]
                 print(f"\n## {ds}: MMAE by training seed beside fused PCA (which has no training seed)")
                 with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
