@@ -392,7 +392,79 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("models", "list the registered models", ("table", "csv", "json"))
     s.add_argument("--dataset")
     s.set_defaults(fn=cmd_models)
+    add_search_commands(sub, common)
     return p
+
+
+# ---------------------------------------------------------------- cross-modal search (issue 5)
+
+def cmd_search_eval(args: argparse.Namespace) -> int:
+    from .pipeline import resolve_model
+    from .search import model_modalities, search_eval
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
+    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities)")
+    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric)
+    if args.metric == "best":
+        err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
+    emit(table, args.format)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .pipeline import resolve_model
+    from .search import search
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    if args.item is None and args.vector is None:
+        raise ConfigError("give a query: --item ID (an item of the dataset) or --vector FILE.npy (a feature vector).")
+    if args.item is not None and args.vector is not None:
+        raise ConfigError("give one query, --item or --vector, not both.")
+    data = None
+    if args.vector is not None:
+        path = Path(args.vector)
+        if not path.is_file():
+            raise ConfigError(f"{args.vector} is not a file; give the path of a .npy file holding one {args.from_} feature vector.")
+        data = path.read_bytes()
+    found = search(store, args.dataset, model, args.from_, args.to, item=args.item, vector=data, top=args.top,
+                   split=args.split, metric=args.metric, vector_name=str(args.vector))
+    what = f"item {args.item}" if args.item is not None else f"the vector in {args.vector}"
+    err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, by {args.metric}")
+    emit(found, args.format)
+    return 0
+
+
+def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    """``search-eval`` and ``search`` (cross-modal search, issue 5)."""
+    from .retrieval import METRICS
+    from .search import DEFAULT_METRIC
+
+    h = "retrieval metrics (class P@10, mAP, instance recall@1/5/10, median rank) for every ordered modality pair"
+    s = sub.add_parser("search-eval", help=h, parents=[common], description=h)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--metric", choices=("best", *METRICS, "both"), default="best",
+                   help="similarity (default: cosine and Euclidean are both measured and the better one is shown)")
+    s.set_defaults(fn=cmd_search_eval)
+
+    h = "items nearest a query (an item or a feature vector) by another modality's latent, or the fused one"
+    s = sub.add_parser("search", help=h, parents=[common], description=h)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--item", help="query item id")
+    s.add_argument("--vector", help="a .npy file holding one feature vector of the --from modality")
+    s.add_argument("--from", dest="from_", required=True, metavar="MODALITY", help="the query's modality")
+    s.add_argument("--to", required=True, metavar="MODALITY|fused", help="the latents to search in")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--split", help="split to search (default: the query item's split, else test)")
+    s.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
+    s.set_defaults(fn=cmd_search)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,18 @@
 """Search: the items nearest a query by another modality's latent (or the fused one). The query is an
 item of the dataset in one of its modalities, or an uploaded feature vector encoded with the model's
-own standardization. Results show metadata and tags and can be tagged at once. The retrieval
-metrics of the model (every ordered modality pair) are computed once per model and cached. The
-ranking and the metrics are ``mmae_core.retrieval``; this page only arranges them."""
+own standardization. Results show metadata and tags and can be tagged at once (one decision). The
+retrieval metrics of the model (every ordered modality pair) are computed once per model and cached.
+Query, index and metrics are ``mmae_core.search`` (the CLI's ``search``/``search-eval``); this page
+only arranges them."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mmae_core.checkpoint import load_checkpoint
 from mmae_core.errors import StudioError
-from mmae_core.retrieval import METRICS, encode_query, load_query_vector, nearest, retrieval_metrics
+from mmae_core.retrieval import METRICS
+from mmae_core.search import Query, query_latent, search_eval, search_items, with_details
 from store import Store
 from ui import maps
 from ui.tagging import (
@@ -22,27 +23,22 @@ MODES = {"item": "An item of the dataset", "vector": "An uploaded feature vector
 MAX_CHOICES = 300
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _trained_model(_store: Store, path: str, dataset: str, model: str, model_id: int) -> object:
-    """The model, loaded once per process (``model_id`` tells apart a model re-created under the same name)."""
-    return load_checkpoint(_store.model_checkpoint(dataset, model))
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str) -> pd.DataFrame:
-    """Retrieval metrics of a model on a split: latents never change, so the key (path, model id) is enough."""
-    s = _store
-    mods = maps.model_modalities(s, dataset, model)
-    per = {}
-    ids = None
-    for m in mods:
-        ids, per[m] = s.latents(dataset, model, split, m)
-    _, fused = s.latents(dataset, model, split, "fused")
-    cat = s.catalog(dataset).set_index("item_id")
-    labels = cat["label"].reindex(ids.astype(str)).to_numpy(dtype=object)
-    if not pd.notna(labels).any():
-        labels = None
-    return retrieval_metrics(per, labels, fused=fused, k=10, metric=metric)
+    """Retrieval metrics of a model on a split: a model's latents never change, so (path, model id) is the key."""
+    return search_eval(_store, dataset, model, split=split, metric=metric)
+
+
+def _dims(store: Store, dataset: str) -> dict[str, int]:
+    """Modality -> feature dimension, from the store's listing ("image:50, audio:1024, ...")."""
+    ds = store.list_datasets()
+    row = ds[ds["name"] == dataset]
+    out = {}
+    for part in str(row.iloc[0]["modalities"]).split(",") if len(row) else []:
+        name, _, dim = part.partition(":")
+        if dim.strip().isdigit():
+            out[name.strip()] = int(dim)
+    return out
 
 
 st.title("Search")
@@ -71,7 +67,7 @@ top = int(c4.number_input("Results", min_value=1, max_value=200, value=10, step=
 metric = c5.selectbox("Similarity", list(METRICS), key="search_metric")
 
 catalog = store.catalog(dataset)
-query: np.ndarray | None = None
+query: Query | None = None
 query_item: str | None = None
 try:
     if mode == "item":
@@ -95,32 +91,28 @@ try:
             if not np.isfinite(zq[row]).all():
                 st.warning(f"Item '{query_item}' has no {source} features; pick another query modality or item.")
             else:
-                query = zq[row]
+                query = query_latent(store, dataset, model, source, item=query_item, split=split)
     else:
-        tm = _trained_model(store, str(store.path), dataset, model, model_id)
-        dim = int(tm.modalities[source])
+        dim = _dims(store, dataset).get(source)
         up = st.file_uploader(f"A {source} feature vector ({dim} values, .npy)", type=["npy"], key="search_upload",
                               help="One vector saved with numpy.save; it is standardized as the model's training data was.")
         if up is None:
             st.caption(f"Upload a .npy file holding one {source} feature vector of {dim} values.")
         else:
-            vec = load_query_vector(up.getvalue(), dim, source, name=up.name)
-            query = encode_query(tm, source, vec)
+            query = query_latent(store, dataset, model, source, vector=up.getvalue(), split=split, vector_name=up.name)
 except StudioError as err:
     show_error(err)
     query = None
 
 if query is not None:
     try:
-        ids_t, zt = store.latents(dataset, model, split, target)
-        idx, scores = nearest(query, zt, top=top, metric=metric)
+        found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric), catalog)
     except StudioError as err:
         show_error(err)
-        idx = None
-    if idx is not None:
-        found = item_details(catalog, ids_t[idx])
-        found.insert(0, "rank", np.arange(1, len(idx) + 1))
-        found.insert(1, "cosine" if metric == "cosine" else "distance", np.round(scores, 4))
+        found = None
+    if found is not None:
+        found = found.rename(columns={"score": "cosine" if metric == "cosine" else "distance"})
+        found[found.columns[2]] = found[found.columns[2]].round(4)
         what = f"'{query_item}' by its {source} latent" if query_item else f"the uploaded {source} vector"
         st.subheader(f"{len(found)} nearest {split} items to {what}, in the {target} latents")
         if query_item is not None and query_item in set(found["item_id"]):
@@ -144,9 +136,9 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
     "p_at_10": st.column_config.NumberColumn("class P@10", format="%.3f",
                                              help="Share of the 10 nearest items (the query excluded) with the query's label."),
     "map": st.column_config.NumberColumn("class mAP", format="%.3f"),
-    "r_at_1": st.column_config.NumberColumn("R@1", format="%.3f", help="The same item's latent is the first result."),
-    "r_at_5": st.column_config.NumberColumn("R@5", format="%.3f"),
-    "r_at_10": st.column_config.NumberColumn("R@10", format="%.3f"),
+    "recall_at_1": st.column_config.NumberColumn("R@1", format="%.3f", help="The same item's latent is the first result."),
+    "recall_at_5": st.column_config.NumberColumn("R@5", format="%.3f"),
+    "recall_at_10": st.column_config.NumberColumn("R@10", format="%.3f"),
     "median_rank": st.column_config.NumberColumn("median rank", format="%.0f"),
 })
 n = int(table["queries"].max()) if len(table) else 0

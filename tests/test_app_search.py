@@ -139,3 +139,34 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
     assert not at.exception
     assert [t.value for t in at.title][-1] == "Search"
     assert len(results(at)) == 10 and len(metrics_table(at)) == 9
+
+
+def test_tag_only_the_chosen_results_as_one_transaction_by_the_sessions_curator(demo):
+    at = page_test("search")
+    at.run()
+    at.selectbox(key="search_from").set_value("image")
+    at.run()
+    at.selectbox(key="search_to").set_value("text")
+    at.text_input(key="search_find").set_value("demo-test-000020")
+    at.run()
+    found = list(results(at)["item_id"])
+    ms = next(m for m in at.multiselect if m.key.startswith("search_chosen_"))
+    chosen = found[:4]
+    ms.set_value(chosen)
+    at.selectbox(key="search_tag_pick").set_value("➕ new tag…")
+    at.text_input(key="search_tag_new").set_value("same picture")
+    at.run()
+    assert at.button(key="search_tag_go").label.startswith("Tag the 4 ")
+    before = len(demo.history(DATASET))
+    at.button(key="search_tag_go").click()
+    at.run()
+    assert not at.exception
+    cat = demo.catalog(DATASET)
+    tagged = cat.loc[cat["tag"] == "same picture"]
+    assert set(tagged["item_id"]) == set(chosen) and set(tagged["curator"]) == {"ann"}
+    assert (tagged["status"] == "manual").all()
+    hist = demo.history(DATASET)
+    assert len(hist) == before + 1 and hist["curator"].iloc[0] == "ann"  # one decision, one audit event
+    # the results list now shows the new tag on those items
+    shown = results(at).set_index("item_id")
+    assert (shown.loc[chosen, "tag"] == "same picture").all()

@@ -138,3 +138,64 @@ def test_load_query_vector_refuses_bad_files_in_one_sentence(data, words):
         load_query_vector(data, 5, "audio", name="q.npy")
     text = str(err.value)
     assert words in text and text.startswith("q.npy") and text.endswith(".") and "\n" not in text
+
+
+# -- the search index (mmae_core.search_index) ------------------------------------------------------
+from mmae_core.search_index import IndexCache, LatentIndex  # noqa: E402
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_index_ranks_as_nearest_and_skips_missing_rows(metric):
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(300, 16)).astype(np.float32)
+    t[[5, 77]] = np.nan
+    index = LatentIndex(t, metric)
+    assert index.exact and index.size == 298
+    for q in rng.normal(size=(5, 16)):
+        rows, scores = index.search(q, top=12)
+        idx, ref = nearest(q, t, top=12, metric=metric)
+        assert rows.tolist() == idx.tolist()
+        np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-5)
+        assert 5 not in rows and 77 not in rows
+    rows, _ = index.search(rng.normal(size=16), top=1000)
+    assert len(rows) == 298  # never more than the items that have the modality
+
+
+def test_index_refuses_bad_queries_in_a_sentence():
+    index = LatentIndex(np.eye(4, dtype=np.float32))
+    with pytest.raises(DataError, match="3 dimensions but the targets have 4"):
+        index.search(np.zeros(3))
+    with pytest.raises(DataError, match="NaN"):
+        index.search(np.array([np.nan, 0, 0, 0]))
+    with pytest.raises(DataError, match="not a search metric"):
+        LatentIndex(np.eye(4), "manhattan")
+
+
+def test_approximate_index_finds_nearly_all_true_neighbours_of_clustered_latents():
+    # latents of a trained model are clustered; an IVF index over them must keep recall@10 high
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 32)) * 3
+    x = (centres[rng.integers(0, 50, 20_000)] + rng.normal(size=(20_000, 32))).astype(np.float32)
+    ivf = LatentIndex(x, "cosine", exact=False)
+    assert not ivf.exact
+    hits = []
+    for q in x[rng.choice(len(x), 50, replace=False)] + 0.1 * rng.normal(size=(50, 32)):
+        rows, _ = ivf.search(q, 10)
+        truth, _ = nearest(q, x, top=10)
+        hits.append(len(set(rows.tolist()) & set(truth.tolist())) / 10)
+    assert np.mean(hits) >= 0.9
+
+
+def test_index_cache_builds_once_per_fingerprint():
+    cache = IndexCache(max_entries=2)
+    made = []
+
+    def build(v):
+        return lambda: made.append(v) or v
+
+    assert cache.get("a", 1, build("a1")) == "a1"
+    assert cache.get("a", 1, build("never")) == "a1" and made == ["a1"]
+    assert cache.get("a", 2, build("a2")) == "a2"  # the data changed: rebuilt
+    cache.get("b", 1, build("b1"))
+    cache.get("c", 1, build("c1"))  # "a" is the least recently used and drops out
+    assert cache.get("a", 2, build("a2 again")) == "a2 again" and cache.builds == 5

@@ -1,0 +1,218 @@
+"""``search-eval`` and ``search`` end to end (issue 5): the JSON contract, results that match a brute-force
+ranking of the stored latents, vector queries encoded with the model's standardization, and every bad
+input as one line on stderr with exit code 1 and nothing on stdout."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmae_core.cli import main
+from mmae_core.config import preset
+from mmae_core.pipeline import train_and_register
+from mmae_core.retrieval import nearest, retrieval_metrics
+from mmae_core.search import CACHE, search_items, query_latent
+from store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTANCE = ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank")
+
+
+def run(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[int, str, str]:
+    code = main([*argv, "--db", str(db)])
+    out, errs = capsys.readouterr()
+    return code, out, errs
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo with a 3-epoch aligned model, built through the CLI."""
+    db = tmp_path_factory.mktemp("search") / "search.duckdb"
+    assert main(["demo", "--scale", "0.04", "--db", str(db)]) == 0
+    assert main(["train", "--dataset", "demo", "--preset", "aligned", "--epochs", "3", "--model-name", "al",
+                 "--db", str(db)]) == 0
+    return db
+
+
+@pytest.fixture()
+def db(trained_db: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "store.duckdb"
+    dst.write_bytes(trained_db.read_bytes())
+    return dst
+
+
+def test_search_eval_json_is_every_ordered_pair_with_class_and_instance_metrics(db, capsys):
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)  # stdout holds the JSON alone
+    pairs = {(r["query"], r["target"]) for r in rows}
+    mods = ("image", "audio", "text")
+    assert pairs == {(a, b) for a in mods for b in mods if a != b} | {("fused", m) for m in mods}
+    for r in rows:
+        assert {"query", "target", "p_at_10", "map", "metric", "split", *INSTANCE} <= set(r)
+        assert r["split"] == "test" and 0 <= r["p_at_10"] <= 1 and 0 <= r["map"] <= 1
+    # the numbers are retrieval_metrics of the stored latents under the metric it reports
+    metric = rows[0]["metric"]
+    store = Store(db)
+    per = {m: store.latents("demo", "al", "test", m)[1] for m in mods}
+    labels = store.load_dataset("demo").splits["test"].labels
+    ref = retrieval_metrics(per, labels, fused=store.latents("demo", "al", "test", "fused")[1], metric=metric)
+    ref = ref.set_index(["query", "target"])
+    for r in rows:
+        assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"])
+        assert r["recall_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "r_at_10"])
+        assert r["median_rank"] == pytest.approx(ref.loc[(r["query"], r["target"]), "median_rank"])
+    assert "retrieves better" in errs
+
+
+def test_search_eval_best_is_the_metric_with_the_higher_mean_precision(db, capsys):
+    code, out, _ = run(capsys, db, "search-eval", "--dataset", "demo", "--metric", "both", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 18 and {r["metric"] for r in rows} == {"cosine", "euclidean"}
+    mean = {m: np.mean([r["p_at_10"] for r in rows if r["metric"] == m]) for m in ("cosine", "euclidean")}
+    code, out, _ = run(capsys, db, "search-eval", "--dataset", "demo", "--format", "json")
+    assert {r["metric"] for r in json.loads(out)} == {max(mean, key=mean.get)}
+
+
+def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
+    code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-test-000003", "--from", "text",
+                          "--to", "image", "--top", "7", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)
+    store = Store(db)
+    ids_q, zq = store.latents("demo", "al", "test", "text")
+    ids_t, zt = store.latents("demo", "al", "test", "image")
+    idx, scores = nearest(zq[list(ids_q).index("demo-test-000003")], zt, top=7)
+    assert [r["item_id"] for r in rows] == list(ids_t[idx])
+    assert [r["rank"] for r in rows] == list(range(1, 8))
+    np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-5)
+    assert {"label", "title", "caption", "tag", "status", "split", "metric"} <= set(rows[0])
+    # table output, fused target, euclidean, another split
+    code, out, _ = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-train-000001", "--from", "audio",
+                       "--to", "fused", "--metric", "euclidean")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "item_id", "score"] and len(out.splitlines()) == 11
+
+
+def test_search_by_vector_encodes_with_the_models_standardization(db, capsys, tmp_path):
+    fs = Store(db).load_dataset("demo")
+    f = tmp_path / "q.npy"
+    np.save(f, fs.splits["test"].features["audio"][5].astype(np.float64))
+    code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--vector", str(f), "--from", "audio",
+                          "--to", "text", "--format", "json")
+    assert code == 0, errs
+    by_vector = [r["item_id"] for r in json.loads(out)]
+    code, out, _ = run(capsys, db, "search", "--dataset", "demo", "--item", fs.splits["test"].item_ids[5],
+                       "--from", "audio", "--to", "text", "--format", "json")
+    assert by_vector == [r["item_id"] for r in json.loads(out)]
+
+
+def bad_vector(tmp_path: Path, arr: np.ndarray) -> str:
+    f = tmp_path / f"bad{len(list(tmp_path.glob('bad*.npy')))}.npy"
+    np.save(f, arr)
+    return str(f)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("unknown from", "'smell' is not a modality"),
+    ("unknown to", "'video' is not a modality"),
+    ("no item", "item 'nope' is not in dataset 'demo'"),
+    ("wrong split", "is not in the train split"),
+    ("no split", "no latents for a 'dev' split"),
+    ("wrong dim", "shape (7,)"),
+    ("nan", "NaN"),
+    ("no file", "is not a file"),
+    ("no query", "give a query"),
+    ("both", "not both"),
+    ("top 0", "--top must be at least 1"),
+    ("fused vector", "'fused' is not a modality"),
+    ("unknown model", "model"),
+])
+def test_bad_input_is_one_line_and_exit_1(db, capsys, tmp_path, case, words):
+    base = ["search", "--dataset", "demo", "--model", "al"]
+    item = ["--item", "demo-test-000003"]
+    argv = {
+        "unknown from": [*base, *item, "--from", "smell", "--to", "image"],
+        "unknown to": [*base, *item, "--from", "text", "--to", "video"],
+        "no item": [*base, "--item", "nope", "--from", "text", "--to", "image"],
+        "wrong split": [*base, *item, "--from", "text", "--to", "image", "--split", "train"],
+        "no split": [*base, *item, "--from", "text", "--to", "image", "--split", "dev"],
+        "wrong dim": [*base, "--vector", bad_vector(tmp_path, np.zeros(7)), "--from", "audio", "--to", "image"],
+        "nan": [*base, "--vector", bad_vector(tmp_path, np.full(1024, np.nan)), "--from", "audio", "--to", "image"],
+        "no file": [*base, "--vector", str(tmp_path / "none.npy"), "--from", "audio", "--to", "image"],
+        "no query": [*base, "--from", "audio", "--to", "image"],
+        "both": [*base, *item, "--vector", bad_vector(tmp_path, np.zeros(7)), "--from", "audio", "--to", "image"],
+        "top 0": [*base, *item, "--from", "text", "--to", "image", "--top", "0"],
+        "fused vector": [*base, "--vector", bad_vector(tmp_path, np.zeros(7)), "--from", "fused", "--to", "image"],
+        "unknown model": ["search-eval", "--dataset", "demo", "--model", "ghost"],
+    }[case]
+    code, out, errs = run(capsys, db, *argv)
+    assert code == 1 and out == ""
+    lines = errs.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], errs
+    assert lines[0].endswith(".") and lines[0].count(". ") == 0
+
+
+def test_a_model_without_per_modality_latents_is_refused_in_a_sentence(db, capsys):
+    store = Store(db)
+    fs = store.load_dataset("demo")
+    latents = {s: {"fused": np.zeros((sp.n, 4), dtype=np.float32)} for s, sp in fs.splits.items()}
+    store.add_model("demo", "fused-only", b"not used", {}, {}, latents)
+    for argv in (["search-eval", "--dataset", "demo", "--model", "fused-only"],
+                 ["search", "--dataset", "demo", "--model", "fused-only", "--item", "demo-test-000001",
+                  "--from", "text", "--to", "fused"]):
+        code, out, errs = run(capsys, db, *argv)
+        assert code == 1 and out == "" and "has no per-modality latents" in errs and len(errs.strip().splitlines()) == 1
+
+
+def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_path):
+    CACHE.clear()
+    store = Store(db)
+    q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
+    first = search_items(store, "demo", "al", q, "image")
+    builds = CACHE.builds
+    again = search_items(store, "demo", "al", q, "image")
+    assert CACHE.builds == builds and again.equals(first)
+    # the same file, dataset and model name, but other latents (the store was rebuilt with another seed)
+    other = tmp_path / "other.duckdb"
+    assert main(["demo", "--scale", "0.04", "--db", str(other)]) == 0
+    assert main(["train", "--dataset", "demo", "--preset", "aligned", "--epochs", "1", "--seed", "7",
+                 "--model-name", "al", "--db", str(other)]) == 0
+    db.write_bytes(other.read_bytes())
+    store = Store(db)
+    ids, zt = store.latents("demo", "al", "test", "image")
+    q2 = query_latent(store, "demo", "al", "text", item="demo-test-000003")
+    got = search_items(store, "demo", "al", q2, "image")
+    idx, _ = nearest(q2.vector, zt, top=10)
+    assert list(got["item_id"]) == list(ids[idx]) and CACHE.builds == builds + 1
+
+
+def test_search_eval_leaves_out_instance_metrics_where_modalities_are_not_one_media_item(tmp_path, capsys):
+    from mmae_core.demo import make_demo
+
+    fs = make_demo("paired", seed=1, scale=0.04)
+    fs.attrs["instance_pairs"] = False  # e.g. LUMA: image, audio and text of an item were paired by class
+    db = tmp_path / "p.duckdb"
+    store = Store(db)
+    store.add_dataset(fs)
+    train_and_register(store, "paired", preset("aligned", epochs=1), model_name="m")
+    code, out, _ = run(capsys, db, "search-eval", "--dataset", "paired", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 9 and not (set(INSTANCE) & set(rows[0])) and "p_at_10" in rows[0]
+
+
+def test_real_process_keeps_stdout_for_json(db):
+    env = {**os.environ, "MMAE_STUDIO_DB": str(db), "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "mmae_core", "search", "--dataset", "demo", "--item", "demo-test-000002",
+                        "--from", "image", "--to", "audio", "--top", "3", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert [r["rank"] for r in json.loads(p.stdout)] == [1, 2, 3] and "nearest" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "mmae_core", "search", "--dataset", "demo", "--item", "x",
+                        "--from", "image", "--to", "audio"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith("error: item 'x'")
