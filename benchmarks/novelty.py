@@ -31,8 +31,9 @@ def scores(tm, fs, splits: list[str], k: int, train_set=None) -> dict[str, dict[
     was trained on (``train_set``, default ``fs``)."""
     tr = (train_set or fs).splits["train"]
     z_tr, _ = encode(tm, tr.features)
-    cents, _ = train_clusters(z_tr, k)
-    ref = fit_reference(reconstruction_error(tm, tr.features), z_tr, cents, [str(i) for i in range(k)], "train clusters")
+    cents, assign = train_clusters(z_tr, k)
+    ref = fit_reference(reconstruction_error(tm, tr.features), z_tr, cents, [str(i) for i in range(k)], "train clusters",
+                        member_z=z_tr, member_assign=assign)
     out = {}
     for s in splits:
         sp = fs.splits[s]

@@ -152,7 +152,10 @@ def novelty_scores(store: object, dataset: str, model: str, splits: list[str], c
     log(f"reference: {int(ok.sum())} {groups.source}; train statistics from {fs.splits['train'].n} items")
     train_err = reconstruction_error(tm, fs.splits["train"].features)
     _, train_z = index.split("train", "fused")
-    ref = fit_reference(train_err, train_z, cents[ok], [n for n, o in zip(groups.names, ok) if o], groups.source)
+    remap = np.cumsum(ok) - 1  # group index among the groups that have a centroid
+    member_assign = np.where(ok[groups.assign], remap[groups.assign], -1)
+    ref = fit_reference(train_err, train_z, cents[ok], [n for n, o in zip(groups.names, ok) if o], groups.source,
+                        member_z=member_z, member_assign=member_assign)
     train_scores = combine_parts(ref, parts(ref, train_err, train_z), how)
     frames = []
     for s in splits:
