@@ -17,9 +17,14 @@ modalities say nothing (flat posteriors), negative when they confidently agree, 
 when they confidently name different groups, and 0 for an item with a single modality (a plain
 "probability that they disagree" would instead call every uncertain item a conflict). ``nearest``
 is each modality's most probable group; an item is ``flagged`` when those differ and the score is
-positive. The alternative measured in ``benchmarks/conflicts.py``,
-``margin``, sums over modality pairs how much farther (in units of sqrt(T_m)) each modality is from
-the other's group than from its own.
+positive.
+
+The **default score is ``margin``**: over every pair of modalities (m, m') the item has, how much
+farther z_m is from the group z_m' points to than from its own nearest group, in units of sqrt(T_m),
+in both directions, summed (0 when all point to the same group). Measured by swapping one modality of
+10% of the test items (``benchmarks/conflicts.py``): on the UCI digits ``margin`` reached AUROC
+0.906 (paper preset) and 0.979 (aligned) against 0.818 and 0.885 for ``agreement``; on the demo the
+two were within 0.015 of each other. The posterior-based ``agreement`` is kept as an option.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import pandas as pd
 from .errors import ConfigError
 
 METHODS: tuple[str, ...] = ("agreement", "margin")
-DEFAULT_METHOD = "agreement"
+DEFAULT_METHOD = "margin"  # measured: benchmarks/conflicts.py, README "Conflicts"
 
 
 @dataclass

@@ -17,10 +17,16 @@ Two signals, both measured against the *train split* (the material the model was
 
 **How they are combined (``combine``), chosen by measurement** (``benchmarks/novelty.py``, README
 "Novelty"): ``zsum`` adds the two standardized values (each is a z-score against train, so neither
-dominates by its units); ``rank`` averages the two train-percentiles instead. ``recon`` and
-``distance`` score one signal alone. ``zsum`` is the default because it was at least as good as
-every other choice in every measured setting and, unlike ``rank``, it does not saturate: two items
-beyond every train item keep their order, which is what a "most unusual first" list needs.
+dominates by its units); ``rank`` averages the two train-percentiles instead; ``recon`` and
+``distance`` score one signal alone. Measured AUROC (paper preset): held-out classes on the UCI
+digits zsum 0.958, recon 0.958, distance 0.931; held-out classes on the demo zsum 0.845, recon
+0.60, distance 0.891; the demo's OOD split zsum 1.000, recon 1.000, distance 0.979. The two signals
+fail on different data (reconstruction on the synthetic held-out classes, distance on the digits),
+and ``zsum`` is the choice that is never the worst and is best on the real set. ``rank`` turned
+out to equal ``distance``: a model trained for 100 epochs reconstructs its own train items better
+than any new item, so nearly every test item lies beyond the train split's largest error and its
+reconstruction percentile saturates at 1. ``zsum`` does not saturate (a constant shift of one part
+leaves the order intact), which is also what a "most unusual first" list needs.
 """
 from __future__ import annotations
 
