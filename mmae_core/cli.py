@@ -129,7 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _print_summary(fs: "object", fmt: str, summary: object = None) -> None:
     df = fs.summary()
     if fmt == "json":
-        sys.stdout.write(json.dumps({"dataset": fs.name, "splits": records(df), "ignored": fs.attrs.get("ignored", [])}, indent=1) + "\n")
+        sys.stdout.write(json.dumps({"dataset": fs.name, "splits": records(df), "ignored": fs.attrs.get("ignored", []),
+                                     "missing": _missing(fs)}, indent=1) + "\n")
     else:
         emit(df, fmt)
 
@@ -393,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset")
     s.set_defaults(fn=cmd_models)
     add_search_commands(sub, common)
+    add_archive_commands(add)
     return p
 
 
@@ -465,6 +467,67 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
     s.add_argument("--split", help="split to search (default: the query item's split, else test)")
     s.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
     s.set_defaults(fn=cmd_search)
+
+
+
+# ---------------------------------------------------------------- archives: novelty and conflicts (issue 6)
+
+def cmd_novelty(args: argparse.Namespace) -> int:
+    """Rank items by novelty; JSON: a list of {item_id, split, score, recon, distance, nearest}."""
+    from .archive import novelty_scores, parse_splits
+    from .pipeline import resolve_model
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    df = novelty_scores(store, args.dataset, model, parse_splits(args.split), combine=args.combine, log=err)
+    err(f"{len(df)} items scored against {df.attrs['groups']} {df.attrs['source']} ({df.attrs['combine']}); "
+        f"the train split's 99th percentile is {df.attrs['train_q99']:.2f}")
+    if args.top:
+        df = df.head(args.top)
+    emit(df, args.format)
+    return 0
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    """Rank items whose modalities point to different tags; JSON: {item_id, score, flagged, <modality>: tag}."""
+    from .archive import conflict_items
+    from .pipeline import resolve_model
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    df = conflict_items(store, args.dataset, model, args.split, method=args.method, log=err)
+    err(f"{int(df['flagged'].sum())} of {len(df)} {args.split} items have modalities pointing to different "
+        f"{df.attrs['source']}")
+    if args.flagged_only:
+        df = df[df["flagged"]]
+    if args.top:
+        df = df.head(args.top)
+    emit(df, args.format)
+    return 0
+
+
+def add_archive_commands(add: "object") -> None:
+    """``novelty`` and ``conflicts`` (kept in one block, apart from the spine's commands)."""
+    from .conflicts import METHODS
+    from .novelty import COMBINATIONS
+
+    s = add("novelty", "score items by how novel they are (reconstruction error + distance to the nearest tag)",
+            ("table", "csv", "json"))
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test,ood", help="comma-separated splits (default test,ood; absent ones are an error)")
+    s.add_argument("--combine", choices=COMBINATIONS, help="how the two signals are combined (default: zsum)")
+    s.add_argument("--top", type=int, help="only the N most novel items")
+    s.set_defaults(fn=cmd_novelty)
+
+    s = add("conflicts", "rank items whose modalities point to different tags or clusters", ("table", "csv", "json"))
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--method", choices=METHODS, help="disagreement score (default: margin)")
+    s.add_argument("--flagged-only", action="store_true", help="only items whose modalities point to different tags")
+    s.add_argument("--top", type=int, help="only the N strongest disagreements")
+    s.set_defaults(fn=cmd_conflicts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

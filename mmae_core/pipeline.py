@@ -97,7 +97,7 @@ def train_and_register(
         log(
             "note: this dataset has items with missing modalities ("
             + ", ".join(f"{m}: {c}" for m, c in missing.items() if c)
-            + "); the 'aligned' preset is trained for that and is recommended."
+            + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
     log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
     tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)

@@ -1,16 +1,17 @@
 """Explore: 2-D maps of a model's latents, coloured by cluster, label, tag or modality; select points
 to see the items and tag them. Maps are computed once per (model, split, latent, method, seed) and
-stored; everything else is in ``ui.maps`` and the store."""
+stored; everything else is in ``ui.maps`` and the store. Novelty (colour and the "New and unusual"
+ranking) comes from ``ui.archive`` over ``mmae_core.archive``."""
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
 from mmae_core.projection import METHODS
-from ui import maps
+from ui import archive, maps
 from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
 
-COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent"}
+COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent", "novelty": "novelty"}
 
 st.title("Explore")
 ctx = page_context()
@@ -29,7 +30,8 @@ kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_k
 method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method")
 seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key="explore_seed"))
 by = c5.selectbox("Colour by", list(maps.COLOUR_BY), index=1, key="explore_colour",
-                  help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay.")
+                  help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay. "
+                       "Novelty: how unusual an item is against the train split (bands at its 50/90/99% quantiles).")
 
 catalog = store.catalog(dataset)
 try:
@@ -54,7 +56,17 @@ except Exception as err:  # StudioError as one sentence; anything else logged, n
     st.stop()
 
 proposals = store.proposals(dataset, model) if by == "cluster" else None
-groups = maps.colours(by, result.rows, catalog, proposals)
+novelty_attrs = None
+if by == "novelty":
+    try:
+        with st.spinner("Scoring novelty (reconstruction error and distance to the nearest tag)…"):
+            ntable, novelty_attrs = archive.novelty(store, dataset, model, sorted(set(result.rows.splits.tolist())))
+    except Exception as err:
+        show_error(err)
+        st.stop()
+    groups = archive.novelty_colours(result.rows.ids, ntable, novelty_attrs)
+else:
+    groups = maps.colours(by, result.rows, catalog, proposals)
 s1, s2 = st.columns([2, 1])
 select = s1.radio("Select with", list(maps.SELECT_MODES), format_func=maps.SELECT_MODES.get, horizontal=True,
                   key="explore_select")
@@ -74,6 +86,8 @@ missing = len(result.rows.ids) - total
 if missing:
     notes.append(f"{missing:,} items lack this latent and are not drawn")
 notes.append(f"computed now in {result.seconds:.1f} s and stored" if result.computed else "read from the store")
+if novelty_attrs is not None:
+    notes.append(f"novelty against {novelty_attrs['groups']} {novelty_attrs['source']}")
 if by == "cluster" and proposals is not None:
     table = proposals[0]
     notes.append(f"clusters of the proposals on the {table.attrs['split']} split" if len(table)
@@ -97,3 +111,32 @@ else:
     show_items(item_details(catalog, ids), limit=300)
     if need_curator(ctx):
         tag_items_form(ctx, ids, key="explore_tag", what="selected items")
+
+# -- New and unusual: the items that fit no tag yet, most novel first -----------------------------------
+st.subheader("New and unusual")
+novel_splits = [s for s in maps.map_splits(store, dataset, model) if s not in ("train", maps.ALL_SPLITS)]
+if not novel_splits:
+    st.caption("This dataset has no split besides train to rank; import new material as its test or ood split.")
+else:
+    n1, n2 = st.columns([1, 1])
+    nsplit = n1.selectbox("Rank the items of", novel_splits, index=novel_splits.index("ood") if "ood" in novel_splits else 0,
+                          key="explore_novel_split")
+    top = int(n2.number_input("Show the top", min_value=5, max_value=5_000, value=50, step=5, key="explore_novel_top"))
+    if st.toggle("Rank them by novelty", key="explore_novel_on",
+                 help="Score = reconstruction error + distance to the nearest accepted tag, each standardized against "
+                      "the train split (README, 'Novelty'). Higher = more unusual."):
+        try:
+            with st.spinner(f"Scoring the {nsplit} items…"):
+                ranked, nattrs = archive.novelty(store, dataset, model, [nsplit])
+        except Exception as err:
+            show_error(err)
+            st.stop()
+        beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
+        st.caption(f"{beyond:,} of {len(ranked):,} {nsplit} items are more unusual than 99% of the train split; "
+                   f"the reference is {nattrs['groups']} {nattrs['source']}.")
+        head = ranked.head(top)
+        details = item_details(catalog, head["item_id"].tolist()).drop(columns=["split"], errors="ignore")
+        shown = head.rename(columns={"nearest": "nearest tag"}).merge(details, on="item_id", how="left")
+        show_items(shown, limit=top, extra_first=["item_id", "score", "recon", "distance", "nearest tag"], key="explore_novel_table")
+        if need_curator(ctx):
+            tag_items_form(ctx, head["item_id"].astype(str).tolist(), key="explore_novel_tag", what=f"top {len(head)} novel items")

@@ -11,7 +11,7 @@ import streamlit as st
 
 from mmae_core import pipeline
 from mmae_core.errors import StudioError
-from ui import maps, state
+from ui import archive, maps, state
 from ui.tagging import (
     existing_tags, item_details, need_curator, page_context, picked_tag, representative_titles, run_decision,
     show_error, show_flash, show_items, tag_picker,
@@ -220,6 +220,40 @@ else:
 
 with st.expander("Propose tags again (another k or split)"):
     propose_form(first=False)
+
+# -- items whose modalities disagree (issue 6): a caption or soundtrack that belongs to something else ----------
+st.subheader("Items whose modalities disagree")
+# Off until asked for: the scores take seconds on a demo-sized split and depend on the tags, so
+# computing them on every rerun would put them behind every tag decision (target 0.5 s).
+review = st.toggle("Find items whose modalities point to different tags", key="tags_conflict_on")
+disagree = None
+if review:
+    c_splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+    d1, d2 = st.columns([1, 1])
+    c_split = d1.selectbox("Split", c_splits, index=c_splits.index(attrs["split"]) if attrs["split"] in c_splits else 0,
+                           key="tags_conflict_split")
+    c_top = int(d2.number_input("Show the top", min_value=5, max_value=5_000, value=25, step=5, key="tags_conflict_top"))
+    try:
+        with st.spinner(f"Comparing where each modality of the {c_split} items points…"):
+            disagree, c_attrs = archive.conflicts(store, dataset, model, c_split)
+    except StudioError as err:
+        show_error(err)
+else:
+    st.caption("Lists the items whose image, audio or text latents point to different tags: a caption or "
+               "soundtrack that may belong to another item. Switch it on to compute them.")
+if disagree is not None:
+    flagged = disagree[disagree["flagged"]]
+    st.caption(f"{len(flagged):,} of {len(disagree):,} {c_split} items have modalities whose latents point to different "
+               f"{c_attrs['source']}; ranked by how strongly they disagree (score: README, 'Conflicts'). Check whether "
+               "one modality belongs to another item.")
+    if len(flagged):
+        head = flagged.head(c_top)
+        mods = [c for c in head.columns if c not in ("item_id", "score", "flagged")]
+        details = item_details(store.catalog(dataset, head["item_id"].tolist()), head["item_id"].tolist())
+        shown = head.drop(columns=["flagged"]).rename(columns={m: f"{m} → tag" for m in mods}).merge(
+            details.drop(columns=["split"], errors="ignore"), on="item_id", how="left")
+        show_items(shown, limit=c_top, extra_first=["item_id", "score", *[f"{m} → tag" for m in mods]],
+                   key="tags_conflict_table")
 
 # -- the audit trail -----------------------------------------------------------------------------
 st.subheader("Audit trail")

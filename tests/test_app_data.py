@@ -180,3 +180,37 @@ def test_server_paths_stay_under_the_root(tmp_path):
             resolve_server_path(bad, root)
     with pytest.raises(DataError, match="No folder"):
         resolve_server_path("  ", root)
+
+
+def test_upload_of_tables_with_absent_ids_reports_missing_and_an_empty_item_is_refused(empty_store, app):
+    """Parquet/CSV per modality: an item_id absent from one file is a missing modality (issue 6); an
+    item listed in the items table but in no feature file is refused with one sentence."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    ids = [f"it{i}" for i in range(30)]
+    image = pd.DataFrame(rng.standard_normal((30, 3)), columns=["a", "b", "c"]).assign(item_id=ids)
+    text = pd.DataFrame(rng.standard_normal((25, 2)), columns=["u", "v"]).assign(item_id=ids[5:])  # it0-it4 lack text
+    buf = io.BytesIO()
+    image.to_parquet(buf, index=False)
+    files = [("train_image.parquet", buf.getvalue(), "application/octet-stream"),
+             ("train_text.csv", text.to_csv(index=False).encode(), "text/csv")]
+    at = app("data")
+    at.file_uploader(key="data_upload").set_value(files).run()
+    by_label(at.text_input, "Dataset name").input("tables").run()
+    by_label(at.button, "Import").click().run()
+    no_bug(at)
+    assert not at.error, [e.value for e in at.error]
+    report = at.dataframe[0].value
+    assert int(report[(report["split"] == "train") & (report["modality"] == "text")]["missing rows"].iloc[0]) == 5
+    assert any("text: 5" in w.value and "'aligned' preset" in w.value for w in at.warning)
+
+    before = empty_store.store().checksum()
+    items = pd.DataFrame({"item_id": [*ids, "ghost"]})
+    at.file_uploader(key="data_upload").set_value([*files, ("train_items.csv", items.to_csv(index=False).encode(), "text/csv")]).run()
+    by_label(at.text_input, "Dataset name").input("ghosts").run()
+    by_label(at.button, "Import").click().run()
+    no_bug(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "'ghost'" in errors[0] and "no modality at all" in errors[0]
+    assert empty_store.store().checksum() == before

@@ -168,3 +168,35 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
     assert not at.exception
     assert [t.value for t in at.title][-1] == "Explore"
     assert len(chart_data(at)) == 150 and len(demo.projections(DATASET, MODEL)) == 1
+
+
+# -- novelty (issue 6) ----------------------------------------------------------------------------------
+def test_colour_by_novelty_bands_every_point_against_the_train_split(demo):
+    from mmae_core.archive import NOVELTY_BANDS, novelty_scores
+
+    at = page_test("explore", explore_colour="novelty")
+    at.run()
+    assert not at.exception
+    data = chart_data(at)
+    assert len(data) == 150 and set(data["c"]) <= set(NOVELTY_BANDS) and len(set(data["c"])) >= 2
+    # the same bands as the core's scores of the test split
+    scores = novelty_scores(demo, DATASET, MODEL, ["test"])
+    ids, _ = demo.latents(DATASET, MODEL, "test", "fused")
+    q99 = scores.attrs["train_q99"]
+    beyond = set(scores.loc[scores["score"] > q99, "item_id"])
+    drawn = set(ids[data.loc[data["c"] == NOVELTY_BANDS[3], "i"].to_numpy()].astype(str))
+    assert drawn == beyond
+    assert "novelty against" in captions(at)
+
+
+def test_new_and_unusual_ranks_the_ood_split_most_novel_first(demo):
+    at = page_test("explore", explore_novel_on=True)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="explore_novel_split").value == "ood"
+    table = next(d.value for d in at.dataframe if "score" in d.value.columns)
+    assert list(table.columns[:5]) == ["item_id", "score", "recon", "distance", "nearest tag"]
+    assert len(table) == 50 and table["score"].is_monotonic_decreasing
+    assert table["item_id"].str.contains("-ood-").all()
+    # the OOD split of the demo is noisier than test: its top items beat the train split's 99th percentile
+    assert "more unusual than 99% of the train split" in captions(at)

@@ -331,3 +331,23 @@ def test_the_page_runs_inside_the_app_frame(proposed, app):
     assert not at.exception
     assert len(tag_rows(proposed)) == int(proposed.proposals(DATASET, MODEL)[0]["size"].iloc[0])
     assert any("accepted cluster 0" in m.lower() for m in messages(at, "success"))
+
+
+def test_items_whose_modalities_disagree_are_listed_for_review(proposed):
+    from mmae_core.archive import conflict_items
+
+    at = page_test("tags")
+    at.run()
+    assert not at.exception
+    assert any(s.value == "Items whose modalities disagree" for s in at.subheader)
+    assert not any("score" in d.value.columns for d in at.dataframe)  # computed only when asked for
+    at.toggle(key="tags_conflict_on").set_value(True).run()
+    assert not at.exception
+    expected = conflict_items(proposed, DATASET, MODEL, "test")
+    flagged = expected[expected["flagged"]]
+    shown = next(d.value for d in at.dataframe if "score" in d.value.columns)
+    assert list(shown.columns[:5]) == ["item_id", "score", "image → tag", "audio → tag", "text → tag"]
+    assert shown["item_id"].tolist() == flagged["item_id"].head(25).tolist()
+    names = set(proposed.proposals(DATASET, MODEL)[0]["name"])
+    assert set(shown["image → tag"].dropna()) <= names
+    assert any(f"{len(flagged):,} of {len(expected):,} test items" in c.value for c in at.caption)

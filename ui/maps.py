@@ -38,7 +38,7 @@ from store.projections import ALL_SPLITS, OVERLAY
 FUSED = "fused"
 SPLIT_ORDER = ("train", "test", "ood")
 METHOD_LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
-COLOUR_BY = ("cluster", "label", "tag", "modality")
+COLOUR_BY = ("cluster", "label", "tag", "modality", "novelty")  # novelty: ui.archive.novelty_colours
 MAX_POINTS = 30_000  # the full demo (29,059 items) is drawn whole by default
 DRAW_CAPS = (5_000, 10_000, 30_000, 100_000)
 LIVELY_MAX = 5_000  # above this many points: no fading of unselected points, no tooltips

@@ -1,0 +1,99 @@
+"""Shared pieces of the archive benchmarks (novelty.py, conflicts.py, missing.py).
+
+They work on ``FeatureSet``s in memory with the core functions the CLI uses (train, encode,
+reconstruction_error, the novelty and conflict scores), so a sweep does not pay for a store round trip
+per setting. Presets are read from ``mmae_core.config.PRESETS`` at run time, never copied here.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmae_core.config import PRESETS, TrainConfig  # noqa: E402
+from mmae_core.dataset import FeatureSet, Split  # noqa: E402
+from mmae_core.demo import make_demo  # noqa: E402
+from mmae_core.evaluate import kmeans_labels  # noqa: E402
+from mmae_core.realdata import make_real  # noqa: E402
+from mmae_core.train import TrainedModel, train  # noqa: E402
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+
+
+def dataset(name: str, scale: float, seed: int = 42) -> FeatureSet:
+    """'demo' (synthetic, at ``scale``) or 'mfeat' (the real UCI digits)."""
+    return make_demo("demo", seed=seed, scale=scale) if name == "demo" else make_real("mfeat", seed=seed)
+
+
+def config(preset: str, epochs: int | None, seed: int = 42) -> TrainConfig:
+    base = PRESETS[preset]
+    return replace(base, seed=seed, **({"epochs": epochs} if epochs else {})).checked()
+
+
+def fit(fs: FeatureSet, cfg: TrainConfig) -> tuple[TrainedModel, float]:
+    t0 = time.perf_counter()
+    tm = train(fs, cfg)
+    return tm, time.perf_counter() - t0
+
+
+def with_split(fs: FeatureSet, split: str, sp: Split) -> FeatureSet:
+    splits = dict(fs.splits)
+    splits[split] = sp
+    return FeatureSet(fs.name, dict(fs.modalities), splits, fs.synthetic, fs.source, dict(fs.attrs))
+
+
+def subset(sp: Split, rows: np.ndarray) -> Split:
+    return Split(
+        item_ids=sp.item_ids[rows],
+        features={m: np.ascontiguousarray(x[rows]) for m, x in sp.features.items()},
+        labels=None if sp.labels is None else sp.labels[rows],
+        meta=None if sp.meta is None else sp.meta.iloc[rows].reset_index(drop=True),
+    )
+
+
+def hold_out(fs: FeatureSet, classes: list[str]) -> FeatureSet:
+    """The set with ``classes`` removed from train only (test keeps them: they are the novel items)."""
+    tr = fs.splits["train"]
+    keep = np.flatnonzero(~np.isin(tr.labels.astype(str), classes))
+    return with_split(fs, "train", subset(tr, keep))
+
+
+def train_clusters(z_train: np.ndarray, k: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, assignment) of KMeans on the train latents: the reference a fresh model is scored
+    against before any tag is accepted (``archive.reference_groups``, case 3)."""
+    ok = np.isfinite(z_train).all(axis=1)
+    lab = kmeans_labels(np.ascontiguousarray(z_train[ok]), k, 4, seed)
+    assign = np.full(len(z_train), -1, dtype=np.int64)
+    assign[ok] = lab
+    cents = np.stack([z_train[ok][lab == c].mean(axis=0) for c in range(k)])
+    return cents, assign
+
+
+def drop_modalities(sp: Split, rate: float, rng: np.random.Generator) -> Split:
+    """``rate`` of the items lose a uniformly drawn non-empty proper subset of their modalities (each
+    keeps at least one): the missing-modality protocol of benchmarks/missing.py."""
+    mods = list(sp.features)
+    n, mcount = sp.n, len(mods)
+    hit = np.flatnonzero(rng.random(n) < rate)
+    feats = {m: sp.features[m].copy() for m in mods}
+    for i in hit:
+        while True:
+            drop = rng.random(mcount) < 0.5
+            if 0 < drop.sum() < mcount:
+                break
+        for j in np.flatnonzero(drop):
+            feats[mods[j]][i] = np.nan
+    return Split(sp.item_ids, feats, sp.labels, sp.meta)
+
+
+def fmt(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.3f}"

@@ -1,0 +1,111 @@
+"""Conflicting modalities: the disagreement score on made-up latents, the swap experiment with a real
+(tiny) model, and the CLI contract."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmae_core.cli import main
+from mmae_core.conflicts import METHODS, conflict_table, fit_reference, score
+from mmae_core.config import preset
+from mmae_core.dataset import Split
+from mmae_core.errors import ConfigError
+from mmae_core.novelty import auroc
+from mmae_core.pipeline import train_and_register
+from mmae_core.train import encode, train
+from store import Store
+
+from .test_novelty import TINY, toy_set
+
+
+def latents(assign: np.ndarray, cents: dict[str, np.ndarray], rng: np.random.Generator, noise: float = 0.3) -> dict[str, np.ndarray]:
+    return {m: c[assign] + noise * rng.standard_normal((len(assign), c.shape[1])) for m, c in cents.items()}
+
+
+def test_a_modality_from_another_group_is_flagged_and_ranked_first() -> None:
+    rng = np.random.default_rng(0)
+    cents = {m: rng.standard_normal((4, 5)) * 3 for m in ("image", "audio", "text")}  # unaligned spaces
+    ref_assign = np.repeat(np.arange(4), 50)
+    ref = fit_reference(latents(ref_assign, cents, rng), ref_assign, list("abcd"), "made up")
+    assign = np.array([0, 1, 2, 3, 0, 1])
+    per = latents(assign, cents, rng)
+    per["text"][0] = cents["text"][2]  # item 0: its text belongs to group c
+    per["audio"][1] = np.nan  # item 1 lacks audio and agrees otherwise
+    per["image"][5] = np.nan
+    per["audio"][5] = np.nan  # item 5 has text only: nothing to disagree with
+    for method in METHODS:
+        s, near = score(ref, per, method)
+        assert s.argmax() == 0 and s[5] == 0.0
+        assert near["text"][0] == 2 and near["image"][0] == 0 and near["audio"][1] == -1
+    table = conflict_table(ref, per, np.array([f"i{i}" for i in range(6)]))
+    assert table["item_id"].iloc[0] == "i0" and bool(table["flagged"].iloc[0])
+    assert table.set_index("item_id").loc["i0", ["image", "audio", "text"]].tolist() == ["a", "a", "c"]
+    assert table["flagged"].sum() == 1 and pd.isna(table.set_index("item_id").loc["i1", "audio"])
+    with pytest.raises(ConfigError, match="two tags"):
+        fit_reference(per, np.zeros(6, dtype=int), ["only"], "x")
+
+
+def swap(sp: Split, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``n`` items get one modality (drawn uniformly) of an item of another class."""
+    feats = {m: x.copy() for m, x in sp.features.items()}
+    mods = list(feats)
+    labels = sp.labels.astype(str)
+    rows = rng.choice(sp.n, size=n, replace=False)
+    for i in rows:
+        m = mods[int(rng.integers(len(mods)))]
+        donor = int(rng.choice(np.flatnonzero(labels != labels[i])))
+        feats[m][i] = sp.features[m][donor]
+    swapped = np.zeros(sp.n, dtype=bool)
+    swapped[rows] = True
+    return feats, swapped
+
+
+@pytest.mark.parametrize("name", ["paper", "aligned"])
+def test_swapped_modalities_rank_first_at_small_size(name: str) -> None:
+    fs = toy_set(n_classes=5, per_class={"train": 60, "test": 40})
+    tm = train(fs, preset(name, **TINY))
+    z_tr, per_tr = encode(tm, fs.splits["train"].features)
+    from sklearn.cluster import KMeans
+
+    assign = KMeans(5, n_init=4, random_state=0).fit_predict(z_tr)
+    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters")
+    feats, swapped = swap(fs.splits["test"], 20, np.random.default_rng(3))  # 10% of 200 test items
+    _, per = encode(tm, feats)
+    s, _ = score(ref, per)
+    top = np.argsort(-s, kind="mergesort")[:20]
+    # random scores: AUROC 0.5 +- 0.07 and precision@20 about 0.1; these bounds cannot be met by chance
+    assert auroc(s[~swapped], s[swapped]) > 0.85
+    assert swapped[top].mean() >= 0.5
+
+
+@pytest.fixture(scope="module")
+def toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("conflicts") / "s.duckdb"
+    store = Store(db)
+    store.add_dataset(toy_set(per_class={"train": 60, "test": 20}))
+    train_and_register(store, "toy", preset("aligned", **TINY), model_name="m")
+    return db
+
+
+def test_cli_conflicts_json_contract(toy_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conflicts", "--dataset", "toy", "--model", "m", "--format", "json", "--db", str(toy_db)]) == 0
+    out, errs = capsys.readouterr()
+    rows = json.loads(out)
+    assert len(rows) == 100
+    assert list(rows[0])[:3] == ["item_id", "score", "flagged"] and {"image", "audio", "text"} <= set(rows[0])
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert all(r["item_id"].startswith("test-") for r in rows)
+    assert "train clusters" in errs and "of 100 test items" in errs
+    for r in rows:
+        assert r["flagged"] == (len({r["image"], r["audio"], r["text"]}) > 1 and r["score"] > 0)
+    assert main(["conflicts", "--dataset", "toy", "--model", "m", "--flagged-only", "--top", "3", "--format", "json",
+                 "--db", str(toy_db)]) == 0
+    few = json.loads(capsys.readouterr()[0])
+    assert len(few) <= 3 and all(r["flagged"] for r in few)
+    assert main(["conflicts", "--dataset", "toy", "--split", "ood", "--db", str(toy_db)]) == 1
+    out, errs = capsys.readouterr()
+    assert out == "" and errs.startswith("error: ") and errs.count("\n") == 1

@@ -1,0 +1,55 @@
+"""Streamlit glue for the archive views (issue 6): novelty on Explore, conflicting modalities on Tags.
+
+The scores come from ``mmae_core.archive`` (the same functions as the CLI's ``novelty`` and
+``conflicts``). They depend on the model and on the curator's tags and proposals, so the cache key is
+the store file, dataset, model, splits and the *tag state* (how many decisions the audit trail holds
+and the latest proposal set): a decision or a new proposal set recomputes them, revisiting does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mmae_core.archive import NOVELTY_BANDS, conflict_items, novelty_band, novelty_scores
+from store import Store
+
+NO_SCORE = "(no score)"
+
+
+def tag_state(store: Store, dataset: str, model: str) -> tuple[int, int | None]:
+    """What the reference groups depend on: the audit trail's length and the latest proposal set."""
+    table, _ = store.proposals(dataset, model)
+    return len(store.history(dataset)), table.attrs.get("set_id") if len(table) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _novelty(_store: Store, path: str, dataset: str, model: str, splits: tuple[str, ...], key: tuple) -> tuple[pd.DataFrame, dict]:
+    df = novelty_scores(_store, dataset, model, list(splits))
+    return df, dict(df.attrs)
+
+
+def novelty(store: Store, dataset: str, model: str, splits: list[str]) -> tuple[pd.DataFrame, dict]:
+    """(item_id, split, score, recon, distance, nearest) most novel first, and its attrs (source, quantiles)."""
+    return _novelty(store, str(store.path), dataset, model, tuple(splits), tag_state(store, dataset, model))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _conflicts(_store: Store, path: str, dataset: str, model: str, split: str, key: tuple) -> tuple[pd.DataFrame, dict]:
+    df = conflict_items(_store, dataset, model, split)
+    return df, dict(df.attrs)
+
+
+def conflicts(store: Store, dataset: str, model: str, split: str) -> tuple[pd.DataFrame, dict]:
+    return _conflicts(store, str(store.path), dataset, model, split, tag_state(store, dataset, model))
+
+
+def novelty_colours(ids: np.ndarray, table: pd.DataFrame, attrs: dict) -> np.ndarray:
+    """The novelty band of every map row (by item id), for colouring the map."""
+    score = pd.Series(table["score"].to_numpy(), index=table["item_id"].astype(str))
+    got = score.reindex(np.asarray(ids).astype(str)).to_numpy(dtype=np.float64)
+    bands = novelty_band(got, attrs)
+    return np.array([b if b is not None else NO_SCORE for b in bands], dtype=object)
+
+
+__all__ = ["NOVELTY_BANDS", "NO_SCORE", "conflicts", "novelty", "novelty_colours", "tag_state"]
