@@ -38,6 +38,25 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__).rstrip(".")
 
 
+_DISK_FULL = re.compile(r"No space left|File too large|Disk quota|Could not write|could not write|Could not truncate", re.I)
+
+
+def write_failure(path: Path, err: BaseException) -> StoreError | None:
+    """One sentence for a write the disk refused (full, quota, file-size limit), else None.
+
+    DuckDB reports these as IO or transaction errors that name the WAL file; the user needs to know
+    that the disk is the problem and that the transaction was rolled back, not DuckDB's wording.
+    """
+    msg = str(err)
+    if not _DISK_FULL.search(msg):
+        return None
+    reason = "the disk is full" if re.search(r"No space left|Disk quota", msg, re.I) else "the disk or a file-size limit refused it"
+    return StoreError(
+        f"The store {path} could not be written because {reason}, so nothing of this action was saved; "
+        "free some disk space and try again."
+    )
+
+
 def lock_holder(message: str) -> str:
     """'PID 123, /usr/bin/python3' from DuckDB's lock error, or a vaguer phrase when it has no PID."""
     m = _LOCK_HOLDER.search(message)
@@ -240,6 +259,11 @@ class Database:
             raise StoreError(
                 f"The store refused the change because it breaks a rule ({_first_line(err)}); nothing was saved."
             ) from err
+        except (duckdb.Error, OSError) as err:
+            full = write_failure(self.path, err)
+            if full is None:
+                raise
+            raise full from err
         finally:
             self._set_current(None)
             self._file.release(cur, self.linger)
