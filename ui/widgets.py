@@ -169,6 +169,15 @@ def root_entries(root: Path, limit: int = 200) -> list[str]:
 
 
 # -- uploads --------------------------------------------------------------------------------------
+def upload_limit_bytes() -> int:
+    """The dashboard's upload limit: Streamlit's ``server.maxUploadSize`` (MB, set in .streamlit/config.toml).
+
+    Streamlit's uploader enforces it in the browser too; the page checks again so an upload that got
+    past it (another client, a changed setting) is still refused in one sentence before it is read.
+    """
+    return int(float(st.get_option("server.maxUploadSize")) * 2**20)
+
+
 def uploaded_files(files: Iterable[Any] | Any | None) -> list[tuple[str, bytes]]:
     """(name, bytes) pairs from what ``st.file_uploader`` returned (one file, a list, or None)."""
     if files is None:
