@@ -458,3 +458,160 @@ def disk_limit(limit_bytes: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return apply
+
+
+# -- load: concurrent curators, decisions beside training and evaluation ---------------------------------------
+@dataclass
+class CuratorRun:
+    decisions: int  # committed (an event id came back)
+    refused: int  # refused with a sentence (e.g. renaming a tag another curator just renamed)
+    in_trail: int  # of the committed ones, how many the audit trail holds
+    replay_equal: bool  # the tags equal a serial replay of the audit trail on the starting store
+    seconds: float
+    bugs: list[str]
+
+
+def curators(db: Path, threads: int, per_thread: int, seed: int = 0) -> CuratorRun:
+    """``threads`` curators in threads of one process (as the server runs sessions), each making
+    ``per_thread`` decisions (accept, rename, move an item, undo) through the Store API."""
+    import random
+    import threading
+
+    from mmae_core.errors import StudioError
+    from store import Store
+
+    start = copy_store(db, db.with_name(db.stem + "-start.duckdb"))
+    store = Store(db, linger=1.0)
+    items = [str(i) for i in store.catalog(DATASET)["item_id"]]
+    k = len(store.proposals(DATASET, MODEL)[0])
+    first_event = int(store.history(DATASET)["id"].max())
+    ids: list[int] = []
+    refused = [0]
+    bugs: list[str] = []
+    lock = threading.Lock()
+
+    def curator(t: int) -> None:
+        rng = random.Random(seed * 1000 + t)
+        mine: list[str] = []
+        for j in range(per_thread):
+            action = rng.choice(("accept", "rename", "move", "move", "undo"))
+            try:
+                if action == "accept":
+                    res = store.accept(DATASET, MODEL, rng.randrange(k), f"c{t}", name=f"c{t}-tag{j}")
+                    mine.append(res["tag"])
+                elif action == "rename" and mine:
+                    old = mine.pop(rng.randrange(len(mine)))
+                    res = store.rename(DATASET, old, f"c{t}-renamed{j}", f"c{t}")
+                    mine.append(f"c{t}-renamed{j}")
+                elif action == "undo":
+                    res = store.undo(DATASET, f"c{t}")
+                else:
+                    res = store.set_item(DATASET, rng.choice(items), f"c{t}-item{j}", f"c{t}")
+                    mine.append(f"c{t}-item{j}")
+                with lock:
+                    ids.append(int(res["event"]))
+            except StudioError:
+                with lock:
+                    refused[0] += 1
+            except Exception as err:  # noqa: BLE001 - reported, the run goes on
+                with lock:
+                    bugs.append(f"{type(err).__name__}: {err}")
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=curator, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - t0
+    with store.reader() as con:
+        trail = con.execute(
+            "SELECT e.id, e.action, e.curator, e.payload FROM tag_events e JOIN datasets d ON d.id = e.dataset_id "
+            "WHERE d.name = ? AND e.id > ? ORDER BY e.id", [DATASET, first_event]).fetchall()
+    in_trail = len(set(ids) & {r[0] for r in trail})
+    replay_equal = replay(start, trail) == tag_rows(db)
+    return CuratorRun(len(ids), refused[0], in_trail, replay_equal, seconds, bugs)
+
+
+def tag_rows(db: Path) -> list[tuple]:
+    from store import Store
+
+    with Store(db).reader() as con:
+        return sorted(con.execute(
+            "SELECT item_id, tag, source, model_id, set_id, cluster, curator FROM tags ORDER BY item_id").fetchall())
+
+
+def replay(start: Path, trail: list[tuple]) -> list[tuple]:
+    """Apply the audit trail's decisions one by one, in id order, to the starting store."""
+    from store import Store
+
+    store = Store(start, linger=1.0)
+    for _, action, curator, payload in trail:
+        p = json.loads(payload)
+        if action == "accept":
+            store.accept(DATASET, p["model"], p["cluster"], curator, name=p["tags"][0])
+        elif action == "rename":
+            store.rename(DATASET, p["old"], p["new"], curator)
+        elif action == "set_item":
+            store.set_item(DATASET, p["item_id"], p["tag"], curator)
+        elif action == "undo":
+            store.undo(DATASET, curator)
+        elif action == "merge":
+            store.merge(DATASET, p["sources"], p["into"], curator)
+        elif action == "reject":
+            store.reject(DATASET, p["model"], p["cluster"], curator)
+    return tag_rows(start)
+
+
+@dataclass
+class Latency:
+    decisions: int
+    p50: float
+    p95: float
+    max: float
+    train_epochs: int
+    evaluations: int
+
+
+def decisions_beside_training(db: Path, seconds: float, epochs: int = 200) -> Latency:
+    """A training job (the job manager) and evaluations (a thread, as a Compare page) run while a
+    curator makes a tag decision every 0.1 s; returns the decisions' latency."""
+    import threading
+
+    from mmae_core.config import EvalConfig, preset
+    from mmae_core.jobs import JobManager
+    from mmae_core.pipeline import evaluate_model
+    from store import Store
+
+    store = Store(db, linger=1.0)
+    items = [str(i) for i in store.catalog(DATASET)["item_id"]]
+    mgr = JobManager(store, throttle_s=1.0)
+    job = mgr.start_training(DATASET, preset("paper", epochs=epochs, latent=16), "under-load")
+    stop = threading.Event()
+    evaluations = [0]
+
+    def evaluate() -> None:
+        while not stop.is_set():
+            evaluate_model(store, DATASET, MODEL, EvalConfig(k_grid=(5, 10), n_init=1))
+            evaluations[0] += 1
+
+    ev = threading.Thread(target=evaluate, daemon=True)
+    while mgr.get(job).progress.get("epoch", 0) < 1:  # wait until training really runs
+        time.sleep(0.05)
+    ev.start()
+    lat: list[float] = []
+    t_end = time.monotonic() + seconds
+    j = 0
+    while time.monotonic() < t_end:
+        t0 = time.perf_counter()
+        store.set_item(DATASET, items[j % len(items)], f"load-{j}", "latency")
+        lat.append(time.perf_counter() - t0)
+        j += 1
+        time.sleep(0.1)
+    done_epochs = int(mgr.get(job).progress.get("epoch", 0))
+    mgr.cancel(job)
+    stop.set()
+    ev.join(300)
+    mgr.wait(job, 300)
+    a = np.asarray(lat)
+    return Latency(len(a), float(np.median(a)), float(np.percentile(a, 95)), float(a.max()), done_epochs, evaluations[0])
