@@ -14,6 +14,7 @@ outside this module) is retried a few times. A lock held by another process is w
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 import time
@@ -76,29 +77,95 @@ def _open_error(path: Path, err: duckdb.Error) -> StoreError:
     return StoreError(f"The store {path} cannot be opened ({_first_line(err)}); check the path and its permissions.")
 
 
+# -- taking turns between processes ------------------------------------------------------------
+# DuckDB has no queue for its file lock: a busy dashboard that reopens the file for every decision
+# (and keeps it a second longer) would win every race against a CLI job polling for it. So a process
+# that waits says so in ``<store>.want`` (its PID); a holder seeing it releases the file as soon as
+# its current unit of work ends, and does not reopen it until the waiter has had its turn.
+STALE_WANT_S = 60.0
+YIELD_MAX_S = 5.0
+
+
+def want_path(path: Path) -> Path:
+    return path.with_name(path.name + ".want")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def other_waiter(path: Path) -> int | None:
+    """The PID of another live process waiting for ``path``, if any (stale notes are ignored)."""
+    note = want_path(path)
+    try:
+        text = note.read_text().strip()
+        age = time.time() - note.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    try:
+        pid = int(text or 0)
+    except ValueError:
+        return None
+    if pid <= 0 or pid == os.getpid() or age > STALE_WANT_S or not _pid_alive(pid):
+        return None
+    return pid
+
+
+def _say_we_wait(path: Path) -> None:
+    try:
+        want_path(path).write_text(str(os.getpid()))
+    except OSError:
+        pass  # a read-only folder: we still wait, only without asking for a turn
+
+
+def _done_waiting(path: Path) -> None:
+    note = want_path(path)
+    try:
+        if note.read_text().strip() == str(os.getpid()):
+            note.unlink()
+    except OSError:
+        pass
+
+
 def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
     """Open ``path`` read-write, waiting up to ``lock_timeout`` s while another process holds it."""
     deadline = time.monotonic() + max(0.0, lock_timeout)
+    # another process asked for a turn: let it have the file first (bounded, it may have died)
+    yield_until = min(deadline, time.monotonic() + YIELD_MAX_S)
+    while other_waiter(path) is not None and time.monotonic() < yield_until:
+        time.sleep(0.05)
     delay = 0.05
     told = False
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.Error as err:
-            msg = str(err)
-            if "Could not set lock" not in msg and "Conflicting lock" not in msg:
-                raise _open_error(path, err) from None
-            holder = lock_holder(msg)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StoreError(
-                    f"The store {path} is locked by {holder}; wait for that program to finish or stop it, then try again."
-                ) from None
-            if on_wait is not None and not told:
-                told = True
-                on_wait(f"The store {path} is in use by {holder}; waiting up to {lock_timeout:g} s for it to be released.")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+    try:
+        while True:
+            try:
+                return duckdb.connect(str(path))
+            except duckdb.Error as err:
+                msg = str(err)
+                if "Could not set lock" not in msg and "Conflicting lock" not in msg:
+                    raise _open_error(path, err) from None
+                holder = lock_holder(msg)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreError(
+                        f"The store {path} is locked by {holder}; wait for that program to finish or stop it, then try again."
+                    ) from None
+                if not told:
+                    told = True
+                    _say_we_wait(path)
+                    if on_wait is not None:
+                        on_wait(f"The store {path} is in use by {holder}; waiting up to {lock_timeout:g} s for it to be released.")
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.25)
+    finally:
+        if told:
+            _done_waiting(path)
 
 
 class _SharedFile:
@@ -135,7 +202,7 @@ class _SharedFile:
             with self.mutex:
                 self.users -= 1
                 if self.users == 0:
-                    if linger > 0:
+                    if linger > 0 and other_waiter(self.path) is None:
                         self.timer = threading.Timer(linger, self._close_if_idle)
                         self.timer.daemon = True
                         self.timer.start()
