@@ -256,12 +256,14 @@ def limits_and_jobs(template: Path, work: Path) -> list[Outcome]:
     return rows
 
 
-def table(rows: list[Outcome]) -> str:
+def table(rows: list[Outcome], strip: str = "") -> str:
+    """Markdown; the temporary folder's path is shown as ``…`` so the sentences fit."""
     head = "| case | surface | what the user saw | exit | store unchanged | rows lost | works after |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for o in rows:
         r = o.row()
-        saw = r["what the user saw"].replace("|", "\\|").replace("\n", " ")
+        saw = o.saw.replace(strip, "…") if strip else o.saw
+        saw = (saw if len(saw) <= 150 else saw[:147] + "...").replace("|", "\\|").replace("\n", " ")
         if o.note:
             saw += f" ({o.note})"
         lines.append(f"| {r['case']} | {r['surface']} | {saw} | {r['exit']} | {r['store unchanged']} | {r['rows lost']} | {r['works after']} |")
@@ -297,7 +299,7 @@ def main() -> None:
             rows += exports(sub)
             rows.sort(key=lambda o: (int(o.case.split()[0]), o.surface))
             print("\n### Fault and bad-input matrix\n")
-            print(table(rows))
+            print(table(rows, strip=str(work)))
             bad = [o for o in rows if o.unchanged is False or o.rows_lost or not o.works_after
                    or (not o.saw.startswith(("(succeeded)", "killed", "job", "payload")) and not o.sentence_ok)]
             print(f"\n{len(rows)} rows; {len(bad)} break a promise" + (": " + "; ".join(o.case for o in bad) if bad else "."))
