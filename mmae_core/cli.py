@@ -542,8 +542,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (MemoryError, RuntimeError, OSError) as e:
+        return _resource_failure(e)
     except Exception as e:  # a bug of ours: one line, the traceback only on request
         if os.environ.get("MMAE_DEBUG"):
             traceback.print_exc()
         err(f"internal error: {type(e).__name__}: {e} (set MMAE_DEBUG=1 for the traceback and report it)")
         return 2
+
+
+# ---------------------------------------------------------------- reliability (issue 4)
+
+def _resource_failure(e: BaseException) -> int:
+    """Out of memory or disk is the machine, not a bug: one sentence and exit 1; anything else stays a bug (2)."""
+    from .errors import resource_error
+
+    known = resource_error(e)
+    if known is not None:
+        err(f"error: {known}")
+        return 1
+    if os.environ.get("MMAE_DEBUG"):
+        traceback.print_exception(e)
+    err(f"internal error: {type(e).__name__}: {e} (set MMAE_DEBUG=1 for the traceback and report it)")
+    return 2

@@ -33,3 +33,33 @@ class NotFoundError(StoreError):
 
 class CancelledError(StudioError):
     """A long job was cancelled by the user between steps."""
+
+
+class ResourceError(StudioError):
+    """The machine ran out of something a job needs: memory or disk space."""
+
+
+def resource_error(err: BaseException) -> ResourceError | None:
+    """One sentence for running out of memory or disk, or None for any other error.
+
+    Out of memory shows up as Python's ``MemoryError``, as torch's "DefaultCPUAllocator: can't allocate
+    memory" RuntimeError, or as numpy's "Unable to allocate" ``MemoryError``; a full disk as an
+    ``OSError`` with ENOSPC, EDQUOT or EFBIG. None of these is the user's input being wrong, so the
+    sentence says what ran out and what to try.
+    """
+    import errno
+
+    text = str(err)
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
+        return ResourceError(
+            "The job ran out of memory, so it stopped and nothing of it was saved; use a smaller batch size, "
+            "latent or hidden size, or a smaller dataset, or free memory on the server, and try again."
+        )
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ResourceError(
+            f"The disk refused a write ({err.strerror}), so the action stopped and nothing of it was saved; "
+            "free some disk space and try again."
+        )
+    return None

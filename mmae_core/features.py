@@ -22,7 +22,7 @@ from .io_zip import extract, open_checked, safe_relpath
 
 DEFAULT_MAX_UNCOMPRESSED = 4 * 2**30
 
-__all__ = ["load_path", "load_files", "DEFAULT_MAX_UNCOMPRESSED"]
+__all__ = ["load_path", "load_files", "check_upload_size", "DEFAULT_MAX_UNCOMPRESSED"]
 
 
 F = TypeVar("F", bound=Callable[..., FeatureSet])
@@ -63,15 +63,18 @@ def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MA
 
 @_capitalised
 def load_files(
-    files: list[tuple[str, bytes]], name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED
+    files: list[tuple[str, bytes]], name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+    max_upload_bytes: int | None = None,
 ) -> FeatureSet:
     """Load what a browser upload gives: several loose files, or one file (often a ``.zip``).
 
     The bytes are written to a private temp folder and loaded with the same code as a folder on disk,
-    so uploads get no separate, less tested path.
+    so uploads get no separate, less tested path. ``max_upload_bytes`` caps the upload as a whole
+    (the dashboard passes its configured upload limit), checked before anything is written.
     """
     if not files:
         raise DataError("No files were given; choose the feature files or one .zip to upload.")
+    check_upload_size(files, max_upload_bytes)
     with tempfile.TemporaryDirectory(prefix="mmae-upload-") as tmp:
         root = Path(tmp)
         rels: list[str] = []
@@ -93,6 +96,18 @@ def load_files(
         source = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
         layout = plan(rels, lambda rel: FileRef(root / rel, rel), "the upload")
         return _build(layout, name, f"upload ({source})", max_uncompressed)
+
+
+def check_upload_size(files: list[tuple[str, bytes]], max_upload_bytes: int | None) -> None:
+    """Refuse an upload whose files add up to more than ``max_upload_bytes`` (None: no limit)."""
+    if max_upload_bytes is None:
+        return
+    total = sum(len(data) for _, data in files)
+    if total > max_upload_bytes:
+        raise DataError(
+            f"The upload is {total / 2**20:.1f} MB, more than the {max_upload_bytes / 2**20:.1f} MB upload limit; "
+            "put the data in a folder under the data root and import it from there."
+        )
 
 
 def _walk(root: Path, max_depth: int = 6) -> list[str]:

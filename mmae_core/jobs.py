@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import TrainConfig
-from .errors import CancelledError, StudioError
+from .errors import CancelledError, StudioError, resource_error
 
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled", "interrupted")
@@ -95,6 +95,9 @@ def _reason(err: BaseException) -> str:
     """One sentence for the job's message: ours as written, anything else named as an internal error."""
     if isinstance(err, StudioError):
         return str(err)
+    resource = resource_error(err)
+    if resource is not None:
+        return str(resource)
     text = str(err).strip().splitlines()
     detail = f": {text[0]}" if text else ""
     return f"Internal error ({type(err).__name__}{detail}); the job stopped, please report it."
@@ -292,7 +295,7 @@ class JobManager:
         except CancelledError as err:
             self._finish(live, "cancelled", str(err))
         except BaseException as err:  # noqa: BLE001 - the job must end with a reason, whatever happened
-            if not isinstance(err, StudioError):
+            if not isinstance(err, StudioError) and resource_error(err) is None:
                 log.exception("job %s failed with an internal error", live.view.id)
             self._finish(live, "failed", _reason(err))
 

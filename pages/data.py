@@ -21,6 +21,7 @@ from ui.widgets import (
     resolve_server_path,
     root_entries,
     run_action,
+    upload_limit_bytes,
     uploaded_files,
 )
 
@@ -102,7 +103,7 @@ if source == "Upload files":
         proposed = default_name(pairs)
 
         def loader(name: str, pairs=pairs):  # bound now, called on click
-            return load_files(pairs, name)
+            return load_files(pairs, name, max_upload_bytes=upload_limit_bytes())
 else:
     st.caption(f"Data root on the server: `{root}` (set by the operator with MMAE_STUDIO_DATA_ROOT).")
     entries = root_entries(root)

@@ -37,17 +37,26 @@ def default_path() -> Path:
     return Path(os.environ.get("MMAE_STUDIO_DB") or DEFAULT_FILE).expanduser()
 
 
+def default_lock_timeout() -> float:
+    """``$MMAE_STUDIO_LOCK_TIMEOUT`` seconds if set (an operator's choice for slow batch jobs), else 10."""
+    text = os.environ.get("MMAE_STUDIO_LOCK_TIMEOUT", "").strip()
+    try:
+        return max(0.0, float(text)) if text else 10.0
+    except ValueError:
+        raise StoreError(f"MMAE_STUDIO_LOCK_TIMEOUT is '{text}', not a number of seconds; set it to e.g. 10.") from None
+
+
 class Store:
     """The MMAE Studio store in one DuckDB file.
 
     ``lock_timeout``: seconds to wait while another process holds the file before giving up with a
-    ``StoreError``; ``on_wait`` is told once, in a sentence, when such a wait starts (it runs in the waiting
+    ``StoreError`` (default: ``$MMAE_STUDIO_LOCK_TIMEOUT``, else 10); ``on_wait`` is told once, in a sentence, when such a wait starts (it runs in the waiting
     thread and must not call the store). ``linger`` keeps the
     file open that many seconds after the last unit of work (a dashboard saves reopening; 0 = release at
     once). ``migrations`` exists for tests of the migration machinery; leave it alone otherwise.
     """
 
-    def __init__(self, path: str | Path, lock_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None,
+    def __init__(self, path: str | Path, lock_timeout: float | None = None, on_wait: Callable[[str], None] | None = None,
                  *, linger: float = 0.0, migrations: Sequence[_schema.Migration] | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
         if self.path.is_dir():
@@ -56,7 +65,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreError(f"The folder for the store {self.path} cannot be created ({err.strerror}); choose another path.") from None
-        self._db = Database(self.path, lock_timeout, on_wait, linger)
+        self._db = Database(self.path, default_lock_timeout() if lock_timeout is None else lock_timeout, on_wait, linger)
         self.version = _schema.ensure_schema(self._db, _schema.MIGRATIONS if migrations is None else migrations)
 
     def __repr__(self) -> str:

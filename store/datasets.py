@@ -20,6 +20,7 @@ from mmae_core.errors import StoreError
 
 from . import schema
 from .common import BACKUP_MARK, check_name, dataset_id, dumps, ident, loads, one, registered, utcnow
+from .faults import pause_point
 
 CHUNK_BYTES = 32 * 1024 * 1024
 
@@ -117,6 +118,7 @@ def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
                     [ds_id, sname, modality, chunk, start, int(block.shape[0]), int(dim), _npy(block)],
                 )
         sizes[sname] = sp.n
+        pause_point("import")  # crash tests: killed with part of the dataset written, not committed
     return {
         "name": name,
         "id": ds_id,

@@ -14,6 +14,7 @@ outside this module) is retried a few times. A lock held by another process is w
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 import time
@@ -38,6 +39,25 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__).rstrip(".")
 
 
+_DISK_FULL = re.compile(r"No space left|File too large|Disk quota|Could not write|could not write|Could not truncate", re.I)
+
+
+def write_failure(path: Path, err: BaseException) -> StoreError | None:
+    """One sentence for a write the disk refused (full, quota, file-size limit), else None.
+
+    DuckDB reports these as IO or transaction errors that name the WAL file; the user needs to know
+    that the disk is the problem and that the transaction was rolled back, not DuckDB's wording.
+    """
+    msg = str(err)
+    if not _DISK_FULL.search(msg):
+        return None
+    reason = "the disk is full" if re.search(r"No space left|Disk quota", msg, re.I) else "the disk or a file-size limit refused it"
+    return StoreError(
+        f"The store {path} could not be written because {reason}, so nothing of this action was saved; "
+        "free some disk space and try again."
+    )
+
+
 def lock_holder(message: str) -> str:
     """'PID 123, /usr/bin/python3' from DuckDB's lock error, or a vaguer phrase when it has no PID."""
     m = _LOCK_HOLDER.search(message)
@@ -57,29 +77,95 @@ def _open_error(path: Path, err: duckdb.Error) -> StoreError:
     return StoreError(f"The store {path} cannot be opened ({_first_line(err)}); check the path and its permissions.")
 
 
+# -- taking turns between processes ------------------------------------------------------------
+# DuckDB has no queue for its file lock: a busy dashboard that reopens the file for every decision
+# (and keeps it a second longer) would win every race against a CLI job polling for it. So a process
+# that waits says so in ``<store>.want`` (its PID); a holder seeing it releases the file as soon as
+# its current unit of work ends, and does not reopen it until the waiter has had its turn.
+STALE_WANT_S = 60.0
+YIELD_MAX_S = 5.0
+
+
+def want_path(path: Path) -> Path:
+    return path.with_name(path.name + ".want")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def other_waiter(path: Path) -> int | None:
+    """The PID of another live process waiting for ``path``, if any (stale notes are ignored)."""
+    note = want_path(path)
+    try:
+        text = note.read_text().strip()
+        age = time.time() - note.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    try:
+        pid = int(text or 0)
+    except ValueError:
+        return None
+    if pid <= 0 or pid == os.getpid() or age > STALE_WANT_S or not _pid_alive(pid):
+        return None
+    return pid
+
+
+def _say_we_wait(path: Path) -> None:
+    try:
+        want_path(path).write_text(str(os.getpid()))
+    except OSError:
+        pass  # a read-only folder: we still wait, only without asking for a turn
+
+
+def _done_waiting(path: Path) -> None:
+    note = want_path(path)
+    try:
+        if note.read_text().strip() == str(os.getpid()):
+            note.unlink()
+    except OSError:
+        pass
+
+
 def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
     """Open ``path`` read-write, waiting up to ``lock_timeout`` s while another process holds it."""
     deadline = time.monotonic() + max(0.0, lock_timeout)
+    # another process asked for a turn: let it have the file first (bounded, it may have died)
+    yield_until = min(deadline, time.monotonic() + YIELD_MAX_S)
+    while other_waiter(path) is not None and time.monotonic() < yield_until:
+        time.sleep(0.05)
     delay = 0.05
     told = False
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.Error as err:
-            msg = str(err)
-            if "Could not set lock" not in msg and "Conflicting lock" not in msg:
-                raise _open_error(path, err) from None
-            holder = lock_holder(msg)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StoreError(
-                    f"The store {path} is locked by {holder}; wait for that program to finish or stop it, then try again."
-                ) from None
-            if on_wait is not None and not told:
-                told = True
-                on_wait(f"The store {path} is in use by {holder}; waiting up to {lock_timeout:g} s for it to be released.")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+    try:
+        while True:
+            try:
+                return duckdb.connect(str(path))
+            except duckdb.Error as err:
+                msg = str(err)
+                if "Could not set lock" not in msg and "Conflicting lock" not in msg:
+                    raise _open_error(path, err) from None
+                holder = lock_holder(msg)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreError(
+                        f"The store {path} is locked by {holder}; wait for that program to finish or stop it, then try again."
+                    ) from None
+                if not told:
+                    told = True
+                    _say_we_wait(path)
+                    if on_wait is not None:
+                        on_wait(f"The store {path} is in use by {holder}; waiting up to {lock_timeout:g} s for it to be released.")
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.25)
+    finally:
+        if told:
+            _done_waiting(path)
 
 
 class _SharedFile:
@@ -116,7 +202,7 @@ class _SharedFile:
             with self.mutex:
                 self.users -= 1
                 if self.users == 0:
-                    if linger > 0:
+                    if linger > 0 and other_waiter(self.path) is None:
                         self.timer = threading.Timer(linger, self._close_if_idle)
                         self.timer.daemon = True
                         self.timer.start()
@@ -240,6 +326,11 @@ class Database:
             raise StoreError(
                 f"The store refused the change because it breaks a rule ({_first_line(err)}); nothing was saved."
             ) from err
+        except (duckdb.Error, OSError) as err:
+            full = write_failure(self.path, err)
+            if full is None:
+                raise
+            raise full from err
         finally:
             self._set_current(None)
             self._file.release(cur, self.linger)

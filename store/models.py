@@ -15,6 +15,7 @@ from mmae_core.errors import NotFoundError, StoreError
 
 from . import schema
 from .common import check_name, check_split, dataset_id, dumps, ident, loads, model_row, one, registered, utcnow
+from .faults import pause_point
 
 FUSED = "fused"
 
@@ -70,6 +71,7 @@ def add(con: duckdb.DuckDBPyConnection, dataset: str, name: str, checkpoint: byt
                     f"INSERT INTO {table} SELECT ?, ?, ?, row_idx, item_id, vec FROM _latents_in",
                     [model_id, split, kind],
                 )
+                pause_point("latents")  # crash tests: killed with some latents written, not committed
     return model_id
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from mmae_core.errors import NotFoundError, StoreError
 
 from .common import check_name, dataset_id, dumps, loads, one, registered, to_utc_naive, utcnow
+from .faults import pause_point
 from .proposals import require_latest_set
 
 _TAG_SCHEMA = pa.schema([
@@ -81,6 +82,7 @@ def _event(con: duckdb.DuckDBPyConnection, ds_id: int, action: str, curator: str
         "INSERT INTO tag_events VALUES (nextval('tag_event_ids'), ?, ?, ?, ?, ?, ?, false, ?) RETURNING id",
         [ds_id, action, curator, utcnow(), dumps(payload), dumps(before), undoes],
     )
+    pause_point("decision")  # crash tests: killed with the decision written, not committed
     return int(row[0])
 
 

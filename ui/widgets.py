@@ -20,7 +20,7 @@ import streamlit as st
 
 from mmae_core.config import EvalConfig
 from mmae_core.dataset import FeatureSet
-from mmae_core.errors import DataError, NotFoundError, StudioError
+from mmae_core.errors import DataError, NotFoundError, StudioError, resource_error
 
 from . import state
 
@@ -41,6 +41,9 @@ class Outcome:
 
 
 def internal_error_sentence(err: BaseException) -> str:
+    known = resource_error(err)  # out of memory or disk is the machine, not a bug: say that
+    if known is not None:
+        return str(known)
     first = (str(err).strip().splitlines() or [""])[0][:200]
     detail = f": {first}" if first else ""
     return f"Internal error ({type(err).__name__}{detail}); nothing more was done, please report it (the server log has the details)."
@@ -61,6 +64,10 @@ def run_action(fn: Callable[[], Any], success_msg: str | Callable[[Any], str] | 
         target.error(str(err))
         return Outcome(False, None, str(err))
     except Exception as err:  # noqa: BLE001 - never a traceback in the page
+        known = resource_error(err)
+        if known is not None:  # out of memory or disk: the machine, not a bug
+            target.error(str(known))
+            return Outcome(False, None, str(known))
         log.exception("internal error in a dashboard action")
         msg = internal_error_sentence(err)
         target.error(msg)
@@ -162,6 +169,15 @@ def root_entries(root: Path, limit: int = 200) -> list[str]:
 
 
 # -- uploads --------------------------------------------------------------------------------------
+def upload_limit_bytes() -> int:
+    """The dashboard's upload limit: Streamlit's ``server.maxUploadSize`` (MB, set in .streamlit/config.toml).
+
+    Streamlit's uploader enforces it in the browser too; the page checks again so an upload that got
+    past it (another client, a changed setting) is still refused in one sentence before it is read.
+    """
+    return int(float(st.get_option("server.maxUploadSize")) * 2**20)
+
+
 def uploaded_files(files: Iterable[Any] | Any | None) -> list[tuple[str, bytes]]:
     """(name, bytes) pairs from what ``st.file_uploader`` returned (one file, a list, or None)."""
     if files is None:
