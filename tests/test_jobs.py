@@ -122,3 +122,29 @@ def test_manager_for_is_one_per_store_file(demo_store):
     assert a is b
     with pytest.raises(Exception):
         a.get(12345)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")
+def test_job_threads_run_below_the_server_and_their_child_threads_inherit_it():
+    import threading
+
+    from mmae_core.jobs import JOB_NICENESS, lower_thread_priority
+
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: dict[str, int] = {}
+
+    def child() -> None:
+        seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def job() -> None:
+        assert lower_thread_priority()
+        seen["job"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        c = threading.Thread(target=child)  # like the trainer's modality-group pool
+        c.start()
+        c.join()
+
+    t = threading.Thread(target=job)
+    t.start()
+    t.join()
+    assert seen["job"] == min(19, main_nice + JOB_NICENESS) and seen["child"] == seen["job"]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the server keeps its own
