@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -94,14 +95,18 @@ class _BlasSingleThread:
 
 blas_single_thread = _BlasSingleThread()
 _controller: ThreadpoolController | None = None
+_controller_modules = -1
 
 
 def threadpool_controller() -> ThreadpoolController:
     """One shared controller: building one scans every loaded library (milliseconds), and the grid
-    limits threads around each of its ~100 KMeans runs."""
-    global _controller
-    if _controller is None:
+    limits threads around each of its ~100 KMeans runs. It is rebuilt when modules were imported
+    since the scan, because an import can load another BLAS (faiss brings its own OpenBLAS), which a
+    stale controller would leave multi-threaded."""
+    global _controller, _controller_modules
+    if _controller is None or len(sys.modules) != _controller_modules:
         _controller = ThreadpoolController()
+        _controller_modules = len(sys.modules)
     return _controller
 
 

@@ -119,3 +119,22 @@ def test_blas_pin_is_restored_after_concurrent_nested_use() -> None:
     insides = parallel_map(work, [0, 1], workers=2)
     assert all(t == 1 for ins in insides for t in ins), insides
     assert _blas_threads() == before
+
+
+def test_blas_loaded_after_the_first_pin_is_pinned_too() -> None:
+    """faiss ships its own OpenBLAS; when it is imported after the grid first ran, it must be pinned too."""
+    import subprocess
+    import sys
+
+    code = (
+        "from mmae_core.baselines import blas_single_thread\n"
+        "from threadpoolctl import threadpool_info\n"
+        "with blas_single_thread(): pass\n"
+        "import faiss  # loads another BLAS\n"
+        "with blas_single_thread():\n"
+        "    print([d['num_threads'] for d in threadpool_info() if d['user_api'] == 'blas'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    counts = __import__("ast").literal_eval(out.stdout.strip())  # a printed list of ints
+    assert len(counts) >= 2 and all(t == 1 for t in counts), counts
