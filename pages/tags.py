@@ -127,9 +127,14 @@ by_cluster = table.set_index("cluster")
 
 
 def describe(c: int) -> str:
+    # Only what a decision cannot change (the proposed name and size; status and tag are in the table
+    # above and the box below). Streamlit sends a selectbox's choice back as its label, and the browser
+    # keeps the label it was given when the choice was made: had the label changed since (an accept
+    # turns "proposed" into "accepted", here or in another session), the next click would find no such
+    # option, the page would jump to the first proposal, and Accept/Reject would read the label text
+    # instead of the cluster number (a ValueError traceback).
     r = by_cluster.loc[c]
-    shown = r["tag"] if isinstance(r["tag"], str) and r["tag"] else r["name"]
-    return f"{c:02d} · {shown} ({int(r['size'])} items, {r['status']})"
+    return f"{c:02d} · {r['name']} ({int(r['size'])} items)"
 
 
 picked = st.selectbox("Review a proposal", table["cluster"].astype(int).tolist(), format_func=describe,
@@ -173,9 +178,9 @@ with st.container(border=True):
     title_col = next((col for col in ("title", "caption") if col in titles.columns), None)
 
     def item_label(i: str) -> str:
+        # Without the item's tag, which decisions change: a stale label would move another item (see describe).
         t = titles.loc[i, title_col] if title_col else None
-        tag = titles.loc[i, "tag"]
-        return f"{i}" + (f" — {t}" if isinstance(t, str) else "") + (f" [{tag}]" if isinstance(tag, str) else "")
+        return f"{i}" + (f" — {t}" if isinstance(t, str) else "")
 
     st.selectbox("Item", members, format_func=item_label, key="tags_move_item")
     tag_picker(store, dataset, key="tags_move")
