@@ -67,5 +67,6 @@ def catalog(con: duckdb.DuckDBPyConnection, dataset: str, ids: Sequence[str] | N
     meta = meta.rename(columns={c: f"meta_{c}" for c in meta.columns if c in reserved}).reindex(df.index)
     out = pd.concat([df[list(BASE)], meta, df[list(TAIL)]], axis=1)
     if ids is not None:
-        out = out.set_index("item_id").reindex([i for i in wanted if i in set(out["item_id"])]).reset_index()
+        found = set(out["item_id"].tolist())
+        out = out.set_index("item_id").reindex([i for i in wanted if i in found]).reset_index()
     return out
