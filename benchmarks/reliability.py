@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -256,6 +257,19 @@ def limits_and_jobs(template: Path, work: Path) -> list[Outcome]:
     return rows
 
 
+def browser_sessions_row() -> str:
+    """Three curators in three Chromium sessions against ``streamlit run app.py``, each accepting two
+    proposals and moving one item at the same moment. The test asserts every one of the 9 decisions in
+    the store (curator, cluster, items) and that a session sees the others' on its next rerun; the
+    benchmark runs that same test rather than a copy of it."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/browser/test_concurrent_curators.py"], cwd=ROOT, capture_output=True, text=True)
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    result = "passed: all 9 in the store, none lost" if proc.returncode == 0 else f"FAILED: {last}"
+    return f"| 3 | 9 (3 x: accept, accept, move an item) | {result} | {time.perf_counter() - t0:.0f} |"
+
+
 def table(rows: list[Outcome], strip: str = "") -> str:
     """Markdown; the temporary folder's path is shown as ``…`` so the sentences fit."""
     head = "| case | surface | what the user saw | exit | store unchanged | rows lost | works after |"
@@ -277,6 +291,7 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--quick", action="store_true", help="8 x 50 decisions and 15 s of latency")
     ap.add_argument("--only", choices=("matrix", "load"), default=None)
+    ap.add_argument("--no-browser", action="store_true", help="skip the 3 real browser sessions (needs /usr/bin/chromium)")
     args = ap.parse_args()
     if args.quick:
         args.decisions, args.latency_seconds = 50, 15.0
@@ -316,6 +331,10 @@ def main() -> None:
             print("\n| decisions beside training + evaluation | p50 s | p95 s | max s | epochs trained meanwhile | evaluations meanwhile |")
             print("|---|---|---|---|---|---|")
             print(f"| {lat.decisions} | {lat.p50:.3f} | {lat.p95:.3f} | {lat.max:.3f} | {lat.train_epochs} | {lat.evaluations} |")
+            if not args.no_browser:
+                print("\n| real browser sessions deciding at once | decisions checked in the store | result | seconds |")
+                print("|---|---|---|---|")
+                print(browser_sessions_row())
         print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
 
 
