@@ -81,9 +81,12 @@ class _BlasSingleThread:
                 self._limiter = threadpool_controller().limit(limits=1, user_api="blas")
                 OpenBLASController.clear_controlling_thread(force=True)
             self._depth += 1
+        own = _pin_openmp_blas_here()
         try:
             yield
         finally:
+            for lib, n in own:
+                lib.set_num_threads(n)
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0 and self._limiter is not None:
@@ -108,6 +111,21 @@ def threadpool_controller() -> ThreadpoolController:
         _controller = ThreadpoolController()
         _controller_modules = len(sys.modules)
     return _controller
+
+
+def _pin_openmp_blas_here() -> list[tuple[object, int]]:
+    """Pin every OpenMP-threaded BLAS to one thread *for the calling thread*; returns what to restore.
+
+    An OpenBLAS built on OpenMP (faiss ships one) keeps its thread count in OpenMP's per-thread state,
+    so the process-wide pin above, set from whichever thread entered first, does not reach the other
+    worker threads; each thread sets its own.
+    """
+    saved = []
+    for lib in threadpool_controller().lib_controllers:
+        if lib.user_api == "blas" and getattr(lib, "threading_layer", None) == "openmp":
+            saved.append((lib, lib.get_num_threads()))
+            lib.set_num_threads(1)
+    return saved
 
 
 def single_blas(fn: Callable[..., R]) -> Callable[..., R]:

@@ -138,3 +138,22 @@ def test_blas_loaded_after_the_first_pin_is_pinned_too() -> None:
                          env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
     counts = __import__("ast").literal_eval(out.stdout.strip())  # a printed list of ints
     assert len(counts) >= 2 and all(t == 1 for t in counts), counts
+
+
+def test_concurrent_pin_reaches_an_openmp_blas_in_every_thread() -> None:
+    """faiss's OpenBLAS keeps its thread count per thread (OpenMP); the nested, concurrent pin of the
+    evaluation grid must reach it in each worker, not only in the thread that entered first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import faiss  # an OpenMP-threaded OpenBLAS, loaded before anything is pinned\n"
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "import test_baselines as t\n"
+        "t.test_blas_pin_is_restored_after_concurrent_nested_use()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
