@@ -26,16 +26,6 @@ from store import Store
 from . import reliability_cases as rc
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return rc.copy_store(template, tmp_path / "studio.duckdb")
-
-
 def after_crash(db: Path, snap: rc.Snapshot) -> tuple[bool, int]:
     """Reopen as a new process would (a new ``Store`` after the killed one) and compare."""
     return snap.compare()

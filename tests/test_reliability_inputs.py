@@ -22,11 +22,6 @@ PAGE_KEYS = ("rows", "dims", "nan", "cut_zip", "pickle_npz", "slip", "bomb", "te
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
-
-
-@pytest.fixture(scope="module")
 def world(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One store copy and data root for the module: every case must leave the store as it found it."""
     folder = tmp_path_factory.mktemp("reliability-inputs")

@@ -10,11 +10,6 @@ import pytest
 from . import reliability_cases as rc
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
-
-
 def test_eight_curators_lose_nothing_and_equal_a_serial_replay(template: Path, tmp_path: Path) -> None:
     db = rc.copy_store(template, tmp_path / "studio.duckdb")
     run = rc.curators(db, threads=8, per_thread=30)

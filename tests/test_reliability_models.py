@@ -23,16 +23,6 @@ from . import reliability_cases as rc
 from .test_store_helpers import make_featureset
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return rc.copy_store(template, tmp_path / "studio.duckdb")
-
-
 class CodePayload:
     """Unpickling this runs ``touch marker`` (the classic pickle attack)."""
 

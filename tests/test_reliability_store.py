@@ -23,16 +23,6 @@ from store.schema import MIGRATIONS
 from . import reliability_cases as rc
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return rc.copy_store(template, tmp_path / "studio.duckdb")
-
-
 HOSTILE = ["O'Brien \"quoted\"; DROP TABLE tags; --", "../../etc/passwd", "名前 🎵"]
 
 
