@@ -28,8 +28,18 @@ st.caption(f"Dataset **{dataset}** · model **{model}**: proposed tags are clust
 show_flash()
 
 
+def latent_splits() -> list[str]:
+    """The splits with latents of the model, read once per run (two sections ask)."""
+    if "splits" not in _run:
+        _run["splits"] = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+    return _run["splits"]
+
+
+_run: dict[str, list[str]] = {}
+
+
 def propose_form(first: bool) -> None:
-    splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+    splits = latent_splits()
     with st.form("tags_propose"):
         c1, c2, c3 = st.columns(3)
         k = c1.number_input("Number of proposed tags (k)", min_value=2, max_value=10_000, value=50, step=1,
@@ -124,6 +134,7 @@ st.dataframe(view, hide_index=True, width="stretch", column_config={
 })
 
 by_cluster = table.set_index("cluster")
+tags = existing_tags(store, dataset)
 
 
 def describe(c: int) -> str:
@@ -183,7 +194,7 @@ with st.container(border=True):
         return f"{i}" + (f" — {t}" if isinstance(t, str) else "")
 
     st.selectbox("Item", members, format_func=item_label, key="tags_move_item")
-    tag_picker(store, dataset, key="tags_move")
+    tag_picker(store, dataset, key="tags_move", tags=tags)
 
     def move_item() -> None:
         item = st.session_state.get("tags_move_item")
@@ -194,7 +205,6 @@ with st.container(border=True):
 
 # -- rename and merge ----------------------------------------------------------------------------
 st.subheader("Rename or merge tags")
-tags = existing_tags(store, dataset)
 if not tags:
     st.caption("No tags yet: accept a proposal or tag items first.")
 else:
@@ -233,7 +243,7 @@ st.subheader("Items whose modalities disagree")
 review = st.toggle("Find items whose modalities point to different tags", key="tags_conflict_on")
 disagree = None
 if review:
-    c_splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+    c_splits = latent_splits()
     d1, d2 = st.columns([1, 1])
     c_split = d1.selectbox("Split", c_splits, index=c_splits.index(attrs["split"]) if attrs["split"] in c_splits else 0,
                            key="tags_conflict_split")
@@ -268,8 +278,10 @@ who = f1.selectbox("Curator", [ANYONE, *curators], key="tags_hist_curator")
 tag_filter = f2.selectbox("Tag", [ANY_TAG, *tags], key="tags_hist_tag")
 since = f3.date_input("Since (UTC)", value=None, key="tags_hist_since")
 try:
-    trail = store.history(dataset, None if who == ANYONE else who, None if tag_filter == ANY_TAG else tag_filter,
-                          None if since is None else dt.datetime.combine(since, dt.time.min))
+    filtered = who != ANYONE or tag_filter != ANY_TAG or since is not None
+    trail = history if not filtered else store.history(
+        dataset, None if who == ANYONE else who, None if tag_filter == ANY_TAG else tag_filter,
+        None if since is None else dt.datetime.combine(since, dt.time.min))
 except StudioError as err:
     show_error(err)
     trail = history.iloc[0:0]

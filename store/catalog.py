@@ -7,6 +7,8 @@ cluster) or 'untagged'. ``cluster``/``model`` are those of the tag, else of the 
 from __future__ import annotations
 
 import io
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import duckdb
@@ -54,10 +56,7 @@ def catalog(con: duckdb.DuckDBPyConnection, dataset: str, ids: Sequence[str] | N
         [set_id, ds_id] + ([wanted] if ids is not None else []),
     ).df()
     df["cluster"] = df["cluster"].astype("Int64")
-    metas: dict[str, pd.DataFrame | None] = {
-        split: None if blob is None else pq.read_table(io.BytesIO(blob)).to_pandas()
-        for split, blob in con.execute("SELECT split, meta FROM splits WHERE dataset_id = ? ORDER BY position", [ds_id]).fetchall()
-    }
+    metas = split_meta(con, ds_id, df["split"].unique().tolist())
     parts = []
     for split, rows in df.groupby("split", sort=False):
         m = metas.get(split)
@@ -69,4 +68,39 @@ def catalog(con: duckdb.DuckDBPyConnection, dataset: str, ids: Sequence[str] | N
     if ids is not None:
         found = set(out["item_id"].tolist())
         out = out.set_index("item_id").reindex([i for i in wanted if i in found]).reset_index()
+    return out
+
+
+# A split's metadata is written once, when its dataset is registered, and never changed; dataset ids
+# come from a sequence and are never reused. Decoding the Parquet blob costs tens of milliseconds per
+# split on the demo, on every Tags-page rerun, so decoded tables are kept, keyed by what identifies
+# the blob (id, registration time and size: a different store file cannot plausibly match all three).
+_META_CACHE: OrderedDict[tuple, pd.DataFrame | None] = OrderedDict()
+_META_CACHE_SIZE = 16
+_META_LOCK = threading.Lock()  # the dashboard's sessions read from several threads
+
+
+def split_meta(con: duckdb.DuckDBPyConnection, ds_id: int, splits: Sequence[str]) -> dict[str, pd.DataFrame | None]:
+    """The metadata tables of the given splits (None where a split has none), decoded once per process."""
+    if not splits:
+        return {}
+    keys = con.execute(
+        """SELECT s.split, d.created_at, octet_length(s.meta) FROM splits s JOIN datasets d ON d.id = s.dataset_id
+           WHERE s.dataset_id = ? AND s.split IN (SELECT unnest(?::VARCHAR[]))""", [ds_id, list(splits)]).fetchall()
+    out: dict[str, pd.DataFrame | None] = {}
+    for split, created, size in keys:
+        key = (ds_id, split, created, size)
+        with _META_LOCK:
+            hit = key in _META_CACHE
+            if hit:
+                _META_CACHE.move_to_end(key)
+                out[split] = _META_CACHE[key]
+        if hit:
+            continue
+        blob = con.execute("SELECT meta FROM splits WHERE dataset_id = ? AND split = ?", [ds_id, split]).fetchone()[0]
+        table = None if blob is None else pq.read_table(io.BytesIO(blob)).to_pandas()
+        with _META_LOCK:
+            _META_CACHE[key] = out[split] = table
+            while len(_META_CACHE) > _META_CACHE_SIZE:
+                _META_CACHE.popitem(last=False)
     return out

@@ -145,3 +145,23 @@ def test_large_block_is_chunked_and_exact(tmp_path):
     back = store.load_dataset("big")
     np.testing.assert_array_equal(back.splits["train"].features["audio"], x)
     assert back.splits["train"].labels is None and back.splits["train"].meta is None
+
+
+def test_catalog_metadata_is_never_stale_across_replace_and_store_files(tmp_path):
+    """The catalog keeps decoded metadata per process (store/catalog.py); a replaced dataset of the
+    same name, or another store file with the same dataset id, must still show its own metadata."""
+    def with_titles(word: str, seed: int = 0) -> FeatureSet:
+        fs = make_featureset(seed=seed)
+        for sp in fs.splits.values():
+            sp.meta = pd.DataFrame({"title": [f"{word} {i}" for i in sp.item_ids]})
+        return fs
+
+    a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
+    a.add_dataset(with_titles("first"))
+    b.add_dataset(with_titles("other"))  # same dataset id (1) in another file
+    assert a.catalog("toy", ["tr001"])["title"].tolist() == ["first tr001"]
+    assert b.catalog("toy", ["tr001"])["title"].tolist() == ["other tr001"]
+    a.add_dataset(with_titles("second"), replace=True)
+    assert a.catalog("toy", ["tr001", "te002"])["title"].tolist() == ["second tr001", "second te002"]
+    full = a.catalog("toy")
+    assert len(full) == 42 and full["title"].str.startswith("second ").all()

@@ -99,9 +99,10 @@ def existing_tags(store: Store, dataset: str) -> list[str]:
     return sorted(counts["tag"].astype(str).tolist()) if len(counts) else []
 
 
-def tag_picker(store: Store, dataset: str, key: str, allow_remove: bool = True) -> None:
-    """An existing tag, a new name, or (optionally) 'remove the tag'; read back with ``picked_tag``."""
-    options = [NEW_TAG, *existing_tags(store, dataset)] + ([NO_TAG] if allow_remove else [])
+def tag_picker(store: Store, dataset: str, key: str, allow_remove: bool = True, tags: list[str] | None = None) -> None:
+    """An existing tag, a new name, or (optionally) 'remove the tag'; read back with ``picked_tag``.
+    ``tags``: the dataset's tags when the page has read them already."""
+    options = [NEW_TAG, *(existing_tags(store, dataset) if tags is None else tags)] + ([NO_TAG] if allow_remove else [])
     c1, c2 = st.columns(2)
     with c1:
         st.selectbox("Tag", options, key=f"{key}_pick", help="Pick an existing tag, or a new tag and type its name.")
@@ -187,15 +188,12 @@ def item_details(catalog: pd.DataFrame, ids: list[str] | np.ndarray) -> pd.DataF
 def representative_titles(catalog: pd.DataFrame, representatives: pd.Series, n: int = 3) -> list[str]:
     """Per proposal, the titles (else captions, else ids) of its first ``n`` representative items."""
     col = next((c for c in ("title", "caption") if c in catalog.columns), None)
-    names = catalog.set_index("item_id")[col] if col else None
+    # a plain dict, not a reindex per proposal: this runs on every rerun of the Tags page
+    names = dict(zip(catalog["item_id"].astype(str), catalog[col])) if col else {}
     out = []
     for reps in representatives:
         ids = [str(i) for i in list(reps)[:n]]
-        if names is not None:
-            got = names.reindex(ids)
-            out.append(" · ".join(str(t) if isinstance(t, str) and t else i for i, t in zip(ids, got)))
-        else:
-            out.append(" · ".join(ids))
+        out.append(" · ".join(t if isinstance(t := names.get(i), str) and t else i for i in ids))
     return out
 
 
