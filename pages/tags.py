@@ -13,7 +13,7 @@ from mmae_core import pipeline
 from mmae_core.errors import StudioError
 from ui import archive, maps, state
 from ui.tagging import (
-    existing_tags, item_details, need_curator, page_context, picked_tag, representative_titles, run_decision,
+    existing_tags, item_details, need_curator, page_context, picked_existing, picked_tag, representative_titles, run_decision,
     show_error, show_flash, show_items, tag_picker,
 )
 
@@ -199,7 +199,8 @@ with st.container(border=True):
     def move_item() -> None:
         item = st.session_state.get("tags_move_item")
         remove, name = picked_tag("tags_move")
-        run_decision(lambda: store.set_item(dataset, str(item), None if remove else name, curator))
+        existing = picked_existing("tags_move")
+        run_decision(lambda: store.set_item(dataset, str(item), None if remove else name, curator, existing=existing))
 
     st.button("Move the item", key="tags_move_go", disabled=not can_decide or not members, on_click=move_item)
 

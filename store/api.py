@@ -179,9 +179,10 @@ class Store:
     def merge(self, dataset: str, tags: list[str], into: str, curator: str) -> dict:
         return self._db.write(lambda con: _tags.merge(con, dataset, tags, into, curator))
 
-    def set_item(self, dataset: str, item_id: str, tag: str | None, curator: str) -> dict:
-        """Tag one item by hand (``tag=None`` removes its tag)."""
-        return self._db.write(lambda con: _tags.set_item(con, dataset, item_id, tag, curator))
+    def set_item(self, dataset: str, item_id: str, tag: str | None, curator: str, *, existing: bool = False) -> dict:
+        """Tag one item by hand (``tag=None`` removes its tag); ``existing``: refuse a tag that is gone
+        (it was picked from a list another curator has changed since)."""
+        return self._db.write(lambda con: _tags.set_item(con, dataset, item_id, tag, curator, existing))
 
     def undo(self, dataset: str, curator: str) -> dict:
         """Undo the newest decision on ``dataset`` that is not undone yet (whoever made it)."""
@@ -215,10 +216,12 @@ class Store:
         from . import projections as _projections
         return self._db.read(lambda con: _projections.listing(con, dataset, model))
 
-    def set_items(self, dataset: str, item_ids: Sequence[str], tag: str | None, curator: str) -> dict:
-        """Tag many items by hand in one transaction and one audit event (``tag=None`` untags them)."""
+    def set_items(self, dataset: str, item_ids: Sequence[str], tag: str | None, curator: str, *,
+                  existing: bool = False) -> dict:
+        """Tag many items by hand in one transaction and one audit event (``tag=None`` untags them);
+        ``existing`` as in ``set_item``."""
         from . import tag_batch as _tag_batch
-        return self._db.write(lambda con: _tag_batch.set_items(con, dataset, item_ids, tag, curator))
+        return self._db.write(lambda con: _tag_batch.set_items(con, dataset, item_ids, tag, curator, existing))
 
     def accept_many(self, dataset: str, model: str, clusters: Sequence[int] | None, curator: str,
                     min_purity: float | None = None) -> dict:

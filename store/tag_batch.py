@@ -35,11 +35,14 @@ def _tag_items(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> int:
 
 
 def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[object], tag: str | None,
-              curator: str) -> dict:
-    """Tag every item in ``item_ids`` as ``tag`` by hand (``None`` removes their tags): one event."""
+              curator: str, existing: bool = False) -> dict:
+    """Tag every item in ``item_ids`` as ``tag`` by hand (``None`` removes their tags): one event.
+    ``existing``: the tag was picked from the existing ones and must still exist."""
     curator = check_name(curator, "curator name")
     ds_id = dataset_id(con, dataset)
     tag = None if tag is None else check_name(tag, "tag name")
+    if existing and tag is not None:
+        _tags.require_existing(con, ds_id, dataset, tag)
     ids = list(dict.fromkeys(str(i) for i in item_ids))
     if not ids:
         raise StoreError("No items are selected; select at least one item to tag.")

@@ -215,10 +215,13 @@ def merge(con: duckdb.DuckDBPyConnection, dataset: str, tags: list[str], into: s
     return {"event": eid, "items": len(before["keys"]), "summary": payload["summary"]}
 
 
-def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: str | None, curator: str) -> dict:
+def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: str | None, curator: str,
+             existing: bool = False) -> dict:
     curator = check_name(curator, "curator name")
     ds_id = dataset_id(con, dataset)
     tag = None if tag is None else check_name(tag, "tag name")
+    if existing and tag is not None:
+        require_existing(con, ds_id, dataset, tag)
     if one(con, "SELECT 1 FROM items WHERE dataset_id = ? AND item_id = ?", [ds_id, str(item_id)]) is None:
         raise NotFoundError(f"Dataset '{dataset}' has no item '{item_id}'; check the id in the catalog.")
     item_id = str(item_id)
@@ -238,6 +241,15 @@ def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: st
                "item_id": item_id, "tag": tag, "previous": old}
     eid = _event(con, ds_id, "set_item", curator, payload, before)
     return {"event": eid, "items": 1, "summary": summary}
+
+
+def require_existing(con: duckdb.DuckDBPyConnection, ds_id: int, dataset: str, tag: str) -> None:
+    """Refuse a tag that was picked from a list of existing tags and is gone now: checked inside the
+    decision's transaction, so another curator's rename or merge between the pick and the click
+    cannot make the picked (stale) name a new tag again."""
+    if not _tag_exists(con, ds_id, tag):
+        raise NotFoundError(f"Tag '{tag}' no longer exists in dataset '{dataset}' (another curator may have renamed "
+                            "or merged it); pick the tag again.")
 
 
 def undo(con: duckdb.DuckDBPyConnection, dataset: str, curator: str) -> dict:

@@ -247,6 +247,29 @@ def test_move_one_item_to_an_existing_tag_and_to_a_new_one(proposed):
     assert proposed.catalog(DATASET).set_index("item_id").loc[item, "tag"] == "odd one"
 
 
+def test_a_tag_renamed_by_another_curator_before_the_click_is_refused(proposed):
+    table, assign = proposed.proposals(DATASET, MODEL)
+    c0, c1 = (int(c) for c in table["cluster"].iloc[:2])
+    proposed.accept(DATASET, MODEL, c0, "bob", name="alpha")
+    item = sorted(assign.loc[assign["cluster"] == c1, "item_id"])[0]
+    at = page_test("tags")
+    at.run()
+    at.selectbox(key="tags_cluster").set_value(c1)
+    at.run()
+    assert "alpha" in at.selectbox(key="tags_move_pick").options
+    proposed.rename(DATASET, "alpha", "beta", "bob")  # another session, between drawing and clicking
+    before = proposed.checksum()
+    at.selectbox(key="tags_move_item").set_value(item)
+    at.selectbox(key="tags_move_pick").set_value("alpha")
+    at.button(key="tags_move_go").click()
+    at.run()
+    assert not at.exception
+    errors = messages(at, "error")
+    assert len(errors) == 1 and "no longer exists" in errors[0] and one_sentence(errors[0]), errors
+    assert proposed.checksum() == before and not proposed.tag_exists(DATASET, "alpha")
+    assert "beta" in at.selectbox(key="tags_move_pick").options
+
+
 @pytest.mark.parametrize("case", ["empty rename", "duplicate rename", "duplicate accept name", "empty move"])
 def test_bad_names_are_one_sentence_and_leave_the_store_as_it_was(proposed, case):
     table, assign = proposed.proposals(DATASET, MODEL)

@@ -99,3 +99,21 @@ def test_accept_unique_refuses_another_tags_name_but_allows_its_own(store):
     store.accept_unique("toy", "m1", 0, "ann", name="dogs")  # re-accepting under its own tag is fine
     store.accept_unique("toy", "m1", 1, "ann", name="proposed-1")  # its proposed name is fine
     store.accept_unique("toy", "m1", 2, "ann")
+
+
+def test_a_tag_picked_from_the_list_is_refused_once_another_curator_renamed_it(store):
+    """The dashboard's tag picker offers the tags that existed when the page was drawn; a rename or
+    merge by another curator before the click must not turn the stale name into a new tag."""
+    store.accept("toy", "m1", 0, "ann", name="dogs")
+    store.rename("toy", "dogs", "canines", "bob")
+    before = store.checksum()
+    for act in (lambda: store.set_items("toy", ["tr000", "tr001"], "dogs", "ann", existing=True),
+                lambda: store.set_item("toy", "tr000", "dogs", "ann", existing=True)):
+        with pytest.raises(NotFoundError) as err:
+            act()
+        assert "no longer exists" in str(err.value) and "pick the tag again" in str(err.value)
+        assert one_sentence(str(err.value))
+        assert store.checksum() == before
+    store.set_items("toy", ["tr000"], "canines", "ann", existing=True)  # a tag that exists is applied
+    store.set_item("toy", "tr001", "dogs", "ann")  # typed as a new name: a new tag, as before
+    assert store.tag_exists("toy", "dogs") and store.tag_exists("toy", "canines")

@@ -121,12 +121,19 @@ def picked_tag(key: str) -> tuple[bool, str | None]:
     return False, str(pick)
 
 
+def picked_existing(key: str) -> bool:
+    """Whether a ``tag_picker``'s tag was picked from the existing tags (the store then refuses it if
+    another curator renamed or merged it away since the list was drawn)."""
+    return st.session_state.get(f"{key}_pick", NEW_TAG) not in (NEW_TAG, NO_TAG, None)
+
+
 def tag_items_callback(store: Store, dataset: str, ids_key: str, picker_key: str) -> None:
     """``on_click``: tag the item ids held in ``st.session_state[ids_key]`` as the picked tag (one decision)."""
     ids = list(st.session_state.get(ids_key) or [])
     remove, name = picked_tag(picker_key)
     curator = current_curator()
-    if run_decision(lambda: store.set_items(dataset, ids, None if remove else name, curator)):
+    existing = picked_existing(picker_key)
+    if run_decision(lambda: store.set_items(dataset, ids, None if remove else name, curator, existing=existing)):
         st.session_state[f"{picker_key}_new"] = ""
 
 
