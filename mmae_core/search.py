@@ -10,13 +10,14 @@ metadata and tags to the results. Every user mistake is one sentence (``StudioEr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError, NotFoundError
 from .retrieval import METRICS, encode_query, load_query_vector, retrieval_metrics
-from .search_index import IndexCache, LatentIndex
+from .search_index import IndexCache, IndexFiles, LatentIndex
 
 FUSED = "fused"
 K = 10
@@ -146,14 +147,14 @@ def query_latent(store: "object", dataset: str, model: str, source: str, item: s
         return Query(np.asarray(encode_query(tm, source, vec), dtype=np.float32), source, sp)
     _check_kind(source, mods, "the query modality")
     item = str(item)
+    # one item's rows, not the whole catalog and latent matrix: at archive size those take seconds
     if split is None:
-        cat = store.catalog(dataset)
-        hit = cat.loc[cat["item_id"].astype(str) == item, "split"]
+        hit = store.catalog(dataset, [item])["split"]
         if not len(hit):
             raise NotFoundError(f"item '{item}' is not in dataset '{dataset}'; check the id (export lists every item id).")
         split = str(hit.iloc[0])
     _check_split(store, dataset, model, split)
-    ids, z = store.latents(dataset, model, split, source)
+    ids, z = store.latents(dataset, model, split, source, ids=[item])
     rows = np.flatnonzero(ids.astype(str) == item)
     if not rows.size:
         raise NotFoundError(f"item '{item}' is not in the {split} split of dataset '{dataset}'; check the id or the --split.")
@@ -175,28 +176,42 @@ def _fingerprint(store: "object", dataset: str, model: str, split: str, kind: st
     return (int(row["id"].iloc[0]), str(row["created_at"].iloc[0]), int(n.iloc[0]) if len(n) else 0)
 
 
+def index_files(store: "object") -> IndexFiles:
+    """The on-disk copies of a store's large indexes: a folder beside the store file (``STORE.indexes``)."""
+    path = Path(str(store.path))
+    return IndexFiles(path.with_name(path.name + ".indexes"))
+
+
 def target_index(store: "object", dataset: str, model: str, split: str, target: str, metric: str = DEFAULT_METRIC,
-                 cache: IndexCache = CACHE) -> tuple[np.ndarray, LatentIndex]:
-    """(item ids, index) of a model's ``target`` latents of ``split``: built once, rebuilt when they change."""
+                 cache: IndexCache = CACHE, files: IndexFiles | None = None) -> tuple[np.ndarray, LatentIndex]:
+    """(item ids, index) of a model's ``target`` latents of ``split``: built once (kept in the process,
+    and on disk when large), rebuilt when they change."""
     if metric not in METRICS:
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine or euclidean.")
     key = (str(store.path), dataset, model, split, target, metric)
+    fingerprint = _fingerprint(store, dataset, model, split, target)
+    files = index_files(store) if files is None else files
 
     def build() -> tuple[np.ndarray, LatentIndex]:
+        loaded = files.load(key, fingerprint)
+        if loaded is not None:
+            return loaded
         ids, z = store.latents(dataset, model, split, target)
-        return ids, LatentIndex(z, metric)
+        index = LatentIndex(z, metric)
+        files.save(key, fingerprint, ids, index)
+        return ids, index
 
-    return cache.get(key, _fingerprint(store, dataset, model, split, target), build)  # type: ignore[return-value]
+    return cache.get(key, fingerprint, build)  # type: ignore[return-value]
 
 
 def search_items(store: "object", dataset: str, model: str, query: Query, target: str, top: int = 10,
-                 metric: str = DEFAULT_METRIC, cache: IndexCache = CACHE) -> pd.DataFrame:
+                 metric: str = DEFAULT_METRIC, cache: IndexCache = CACHE, files: IndexFiles | None = None) -> pd.DataFrame:
     """The ``top`` items of ``query.split`` nearest the query in the ``target`` latents: rank, item_id, score."""
     mods = model_modalities(store, dataset, model)
     _check_kind(target, mods, "the latents to search in")
     if int(top) < 1:
         raise ConfigError(f"--top must be at least 1 (got {top}).")
-    ids, index = target_index(store, dataset, model, query.split, target, metric, cache)
+    ids, index = target_index(store, dataset, model, query.split, target, metric, cache, files)
     rows, scores = index.search(query.vector, int(top))
     return pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "item_id": ids[rows].astype(str), "score": scores})
 
@@ -213,7 +228,9 @@ def search(store: "object", dataset: str, model: str, source: str, target: str, 
            vector_name: str = "the query file") -> pd.DataFrame:
     """The CLI's ``search``: query, nearest items, their details; ``df.attrs`` says what was asked."""
     q = query_latent(store, dataset, model, source, item=item, vector=vector, split=split, vector_name=vector_name)
-    found = with_details(search_items(store, dataset, model, q, target, top, metric), store.catalog(dataset))
+    hits = search_items(store, dataset, model, q, target, top, metric)
+    # only the found items' catalog rows: the whole catalog of an archive-sized dataset takes seconds
+    found = with_details(hits, store.catalog(dataset, hits["item_id"].tolist()))
     found.insert(3, "metric", metric)
     found.attrs.update(query=q.item, source=source, target=target, split=q.split)
     return found

@@ -21,12 +21,23 @@ left out of the index and never returned.
 fingerprint of the stored latents (model id and row count) on every use, so an index is built once
 per model and modality and rebuilt when those latents change (a model re-created under the same
 name, latents added to a split).
+
+``IndexFiles`` keeps the large (IVF) ones on disk too, in a folder beside the store, because a
+process that lives for one query (each CLI call) would otherwise rebuild a 1M-latent index every
+time (19-44 s here). Loading one is a memory map of the file (milliseconds). The files are a cache:
+named by a hash of the key and of the fingerprint, written under a temporary name and renamed, and
+a file that does not load is rebuilt, never an error.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +49,7 @@ IVF_NPROBE = 32
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 
 _faiss_ready = False
+log = logging.getLogger("mmae_studio")
 
 
 def _faiss() -> object:
@@ -96,6 +108,16 @@ class LatentIndex:
         if n:
             self.index.add(data)
 
+    @classmethod
+    def _restore(cls, index: object, rows: np.ndarray, metric: str, n_total: int, exact: bool) -> "LatentIndex":
+        """An index read back from ``IndexFiles`` (no data needed: the file holds the vectors)."""
+        self = cls.__new__(cls)
+        self.metric, self.n_total, self.rows, self.exact, self.index = metric, int(n_total), rows, bool(exact), index
+        self.dim = int(index.d)
+        if not self.exact:
+            index.nprobe = int(min(IVF_NPROBE, index.nlist))
+        return self
+
     @property
     def size(self) -> int:
         """Rows in the index (the rows of the matrix that have the modality)."""
@@ -152,3 +174,78 @@ class IndexCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def _save_parts(path: str, ids: np.ndarray, index: LatentIndex) -> None:
+    with open(path, "wb") as fh:  # a file object: given a name, np.savez would append ".npz"
+        np.savez(fh, ids=np.asarray(ids, dtype=str), rows=index.rows, metric=np.array(index.metric),
+                 n_total=np.array(index.n_total), exact=np.array(index.exact))
+
+
+class IndexFiles:
+    """Indexes of at least ``min_rows`` rows saved in ``folder`` (see the module docstring).
+
+    ``load``/``save`` take the same key and fingerprint as ``IndexCache``; ``loads`` and ``saves``
+    count what happened (the tests and ``benchmarks/search_cli.py`` read them).
+    """
+
+    def __init__(self, folder: str | Path, min_rows: int = EXACT_MAX + 1) -> None:
+        self.folder = Path(folder)
+        self.min_rows = int(min_rows)
+        self.loads = 0
+        self.saves = 0
+
+    @staticmethod
+    def _hash(value: Hashable) -> str:
+        return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+    def _paths(self, key: Hashable, fingerprint: Hashable) -> tuple[Path, Path]:
+        stem = f"{self._hash(key)}-{self._hash(fingerprint)}"
+        return self.folder / f"{stem}.faiss", self.folder / f"{stem}.npz"
+
+    def load(self, key: Hashable, fingerprint: Hashable) -> tuple[np.ndarray, LatentIndex] | None:
+        index_path, parts_path = self._paths(key, fingerprint)
+        if not (index_path.exists() and parts_path.exists()):
+            return None
+        try:
+            faiss = _faiss()
+            with np.load(parts_path, allow_pickle=False) as parts:
+                ids, rows = parts["ids"].astype(object), parts["rows"]
+                metric, n_total, exact = str(parts["metric"]), int(parts["n_total"]), bool(parts["exact"])
+            index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            if int(index.ntotal) != len(rows) or metric not in METRICS:
+                raise ValueError("the index and its row map do not match")
+        except Exception:  # noqa: BLE001 - a cache file that does not load is rebuilt
+            log.warning("search index file %s could not be read; rebuilding it", index_path, exc_info=True)
+            return None
+        self.loads += 1
+        return ids, LatentIndex._restore(index, rows, metric, n_total, exact)
+
+    def save(self, key: Hashable, fingerprint: Hashable, ids: np.ndarray, index: LatentIndex) -> bool:
+        """Keep ``index`` on disk (if it is large enough) and drop older files of the same key."""
+        if index.size < self.min_rows:
+            return False
+        index_path, parts_path = self._paths(key, fingerprint)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            faiss = _faiss()
+            for final, write in (
+                (parts_path, lambda f: _save_parts(f, ids, index)),
+                (index_path, lambda f: faiss.write_index(index.index, f)),
+            ):
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.folder)
+                os.close(fd)
+                try:
+                    write(tmp)
+                    os.replace(tmp, final)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            for old in self.folder.glob(f"{self._hash(key)}-*"):
+                if old not in (index_path, parts_path):
+                    old.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - only a speed-up: a full disk or a read-only folder costs a rebuild next time
+            log.warning("search index could not be saved in %s", self.folder, exc_info=True)
+            return False
+        self.saves += 1
+        return True

@@ -129,9 +129,10 @@ class Store:
     def model_config(self, dataset: str, model: str) -> dict:
         return self._db.read(lambda con: _models.config(con, dataset, model))
 
-    def latents(self, dataset: str, model: str, split: str, kind: str = "fused") -> tuple[np.ndarray, np.ndarray]:
-        """(item ids, float32 matrix) in the split's item order."""
-        return self._db.read(lambda con: _models.latents(con, dataset, model, split, kind))
+    def latents(self, dataset: str, model: str, split: str, kind: str = "fused",
+                ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, float32 matrix) in the split's item order; ``ids``: only those items."""
+        return self._db.read(lambda con: _models.latents(con, dataset, model, split, kind, ids))
 
     def latent_kinds(self, dataset: str, model: str) -> pd.DataFrame:
         return self._db.read(lambda con: _models.latent_kinds(con, dataset, model))

@@ -6,6 +6,8 @@ model whose latents are missing. Latents go in through Arrow fixed-size lists in
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -119,16 +121,24 @@ def latest(con: duckdb.DuckDBPyConnection, dataset: str) -> str | None:
     return None if row is None else row[0]
 
 
-def latents(con: duckdb.DuckDBPyConnection, dataset: str, model: str, split: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def latents(con: duckdb.DuckDBPyConnection, dataset: str, model: str, split: str, kind: str,
+            ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``ids``: only those items (in split order; unknown ids are left out), e.g. one search query's
+    latent without reading the million rows of an archive's split."""
     ds_id = dataset_id(con, dataset)
     mid, dim = model_row(con, ds_id, dataset, model)
     table = ident(schema.latents_table(dim))
     if schema.latents_table(dim) not in schema.table_names(con):
         raise NotFoundError(f"Model '{model}' has no latents stored; register it again with its latents.")
+    only = "" if ids is None else " AND item_id IN (SELECT unnest($4::VARCHAR[]))"
     result = con.sql(
-        f"SELECT item_id, vec FROM {table} WHERE model_id = $1 AND split = $2 AND kind = $3 ORDER BY row_idx",
-        params=[mid, split, kind],
+        f"SELECT item_id, vec FROM {table} WHERE model_id = $1 AND split = $2 AND kind = $3{only} ORDER BY row_idx",
+        params=[mid, split, kind] + ([[str(i) for i in ids]] if ids is not None else []),
     ).to_arrow_table()
+    if result.num_rows == 0 and ids is not None:
+        ok = con.execute(f"SELECT 1 FROM {table} WHERE model_id = ? AND split = ? AND kind = ? LIMIT 1", [mid, split, kind]).fetchone()
+        if ok is not None:
+            return np.empty(0, dtype=object), np.empty((0, dim), dtype=np.float32)
     if result.num_rows == 0:
         have = con.execute(
             f"SELECT DISTINCT split || '/' || kind FROM {table} WHERE model_id = ? ORDER BY 1", [mid]

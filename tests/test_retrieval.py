@@ -199,3 +199,38 @@ def test_index_cache_builds_once_per_fingerprint():
     cache.get("b", 1, build("b1"))
     cache.get("c", 1, build("c1"))  # "a" is the least recently used and drops out
     assert cache.get("a", 2, build("a2 again")) == "a2 again" and cache.builds == 5
+
+
+from mmae_core.search_index import IndexFiles  # noqa: E402
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_index_files_give_back_the_same_answers_and_follow_the_fingerprint(tmp_path, metric):
+    """A large index is saved beside the store so the next process (a CLI call) loads it instead of
+    rebuilding; a new fingerprint replaces the old files, a damaged file is rebuilt, not an error."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 16)) * 3
+    x = (centres[rng.integers(0, 20, 5_000)] + rng.normal(size=(5_000, 16))).astype(np.float32)
+    x[[3, 4000]] = np.nan
+    ids = np.array([f"item-{i}" for i in range(len(x))], dtype=object)
+    ivf = LatentIndex(x, metric, exact=False)
+    files = IndexFiles(tmp_path / "s.duckdb.indexes", min_rows=1_000)
+    key = ("s.duckdb", "demo", "m", "test", "image", metric)
+    assert files.load(key, (1, "t", 5_000)) is None
+    assert files.save(key, (1, "t", 5_000), ids, ivf) and files.saves == 1
+    got_ids, back = files.load(key, (1, "t", 5_000))
+    assert not back.exact and back.size == ivf.size == 4_998 and back.dim == 16 and back.metric == metric
+    assert got_ids.tolist() == ids.tolist()
+    for q in x[rng.choice(len(x), 20)] + 0.05:
+        if np.isfinite(q).all():
+            (r1, s1), (r2, s2) = ivf.search(q, 10), back.search(q, 10)
+            assert r1.tolist() == r2.tolist()
+            np.testing.assert_allclose(s1, s2, rtol=1e-5)
+    assert files.load(key, (2, "t", 5_000)) is None  # other latents: not this file
+    files.save(key, (2, "t", 5_000), ids, ivf)
+    assert len(list(files.folder.glob("*"))) == 2  # the old fingerprint's files are gone
+    for f in files.folder.glob("*.faiss"):
+        f.write_bytes(b"not an index")
+    assert files.load(key, (2, "t", 5_000)) is None  # damaged: rebuilt by the caller
+    small = IndexFiles(tmp_path / "other", min_rows=10_000)
+    assert not small.save(key, (1, "t", 5_000), ids, ivf) and not small.folder.exists()

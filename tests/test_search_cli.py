@@ -16,7 +16,7 @@ from mmae_core.cli import main
 from mmae_core.config import preset
 from mmae_core.pipeline import train_and_register
 from mmae_core.retrieval import nearest, retrieval_metrics
-from mmae_core.search import CACHE, search_items, query_latent
+from mmae_core.search import CACHE, index_files, query_latent, search_items
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +216,19 @@ def test_real_process_keeps_stdout_for_json(db):
     p = subprocess.run([sys.executable, "-m", "mmae_core", "search", "--dataset", "demo", "--item", "x",
                         "--from", "image", "--to", "audio"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith("error: item 'x'")
+
+
+def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path):
+    """What a second CLI call does with a large index (files of any size here: min_rows=0)."""
+    from mmae_core.search_index import IndexCache, IndexFiles
+
+    store = Store(db)
+    q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
+    first_files = IndexFiles(tmp_path / "idx", min_rows=0)
+    first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files)
+    assert first_files.saves == 1 and first_files.loads == 0
+    later_files = IndexFiles(tmp_path / "idx", min_rows=0)  # a new process: empty memory cache
+    later_cache = IndexCache()
+    again = search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files)
+    assert later_files.loads == 1 and later_files.saves == 0 and again.equals(first)
+    assert index_files(store).folder == db.with_name(db.name + ".indexes")

@@ -36,6 +36,12 @@ def test_latents_are_fixed_size_float_arrays_and_round_trip(tmp_path):
     assert store.model_config("toy", "m1") == {"latent": 8, "preset": "paper"}
     kinds = store.latent_kinds("toy", "m1")
     assert len(kinds) == 8 and set(kinds["items"]) == {30, 12}
+    # a few items only (a search query), in split order; unknown ids are left out, not an error
+    ids, got = store.latents("toy", "m1", "train", "image", ids=["tr005", "nope", "tr002"])
+    assert ids.tolist() == ["tr002", "tr005"]
+    np.testing.assert_array_equal(got, lat["train"]["image"][[2, 5]])
+    ids, got = store.latents("toy", "m1", "train", "image", ids=["nope"])
+    assert ids.tolist() == [] and got.shape == (0, 8)
 
 
 def test_models_of_two_latent_sizes_live_side_by_side(tmp_path):

@@ -1,0 +1,104 @@
+"""Cross-modal search from the command line at archive size (issue 5: a query on 1M stored latents).
+
+Each ``python -m mmae_core search`` is a new process, so without help it would rebuild the index of
+the target latents on every call (19-44 s at 1M on this machine). The first call builds it and saves
+it beside the store (``STORE.indexes/``, ``mmae_core/search_index.IndexFiles``); every later call
+memory-maps it. This script builds a store with ``n`` items whose 128-d image and text latents are
+drawn from 50 Gaussian classes (no training: the latents are the point), then times ``--calls``
+consecutive CLI searches (text -> image, top 10, JSON) as a user would run them, wall clock from
+process start to exit, Python and library imports included.
+
+Run: ``.venv/bin/python benchmarks/search_cli.py [--sizes 100000,1000000] [--calls 3]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmae_core.dataset import FeatureSet, Split  # noqa: E402
+from store import Store  # noqa: E402
+
+DIM = 128
+CLASSES = 50
+
+
+def build(db: Path, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(CLASSES, DIM)).astype(np.float32) * 2
+    splits, latents = {}, {}
+    for split, size in (("train", 1_000), ("test", n)):  # a dataset needs a train split; the search runs on test
+        ids = np.asarray([f"{split[:2]}{i:07d}" for i in range(size)], dtype=object)
+        labels = rng.integers(0, CLASSES, size)
+        feats = {m: rng.normal(size=(size, 4)).astype(np.float32) for m in ("image", "text")}
+        splits[split] = Split(item_ids=ids, features=feats, labels=labels.astype(str).astype(object))
+        lat = {k: centres[labels] + rng.normal(size=(size, DIM)).astype(np.float32) for k in ("image", "text")}
+        lat["fused"] = (lat["image"] + lat["text"]) / 2
+        latents[split] = lat
+    fs = FeatureSet(name="archive", modalities={"image": 4, "text": 4}, splits=splits, synthetic=True,
+                    source="benchmarks/search_cli.py", attrs={"seed": seed})
+    store = Store(db)
+    store.add_dataset(fs)
+    store.add_model("archive", "m", b"latents only", {"latent": DIM}, {}, latents)
+
+
+def cli_search(db: Path, item: str) -> tuple[float, list[dict]]:
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "mmae_core", "search", "--dataset", "archive", "--model", "m", "--item", item,
+         "--from", "text", "--to", "image", "--top", "10", "--format", "json", "--db", str(db)],
+        cwd=ROOT, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t, json.loads(out.stdout)
+
+
+def folder_mb(p: Path) -> float:
+    return sum(f.stat().st_size for f in p.glob("*")) / 2**20 if p.exists() else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--calls", type=int, default=3)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"Python {platform.python_version()}", flush=True)
+    rows = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="search-cli-") as t:
+            db = Path(t) / "archive.duckdb"
+            t0 = time.perf_counter()
+            build(db, n)
+            print(f"  {n:,} items and {2 * n:,} latents stored in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            files = db.with_name(db.name + ".indexes")
+            first = None
+            for call in range(1, args.calls + 1):
+                had = files.exists()
+                secs, found = cli_search(db, f"te{(call * 7919) % n:07d}")
+                first = first or secs
+                how = "loaded from disk" if had else ("built and saved" if files.exists() else "built (small: exact, not saved)")
+                rows.append((n, call, how, secs, len(found), folder_mb(files)))
+                print(f"  {n:,} call {call}: {secs:.2f} s", file=sys.stderr, flush=True)
+    print(f"\n| stored latents | call | index | wall s (process start to exit) | results | index files MB |")
+    print("|---|---|---|---|---|---|")
+    for n, call, how, secs, k, mb in rows:
+        print(f"| {n:,} | {call} | {how} | {secs:.2f} | {k} | {mb:.0f} |")
+    for n in sorted({r[0] for r in rows}):
+        later = [r[3] for r in rows if r[0] == n and r[1] > 1]
+        if later:
+            print(f"{n:,}: later calls median {statistics.median(later):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
