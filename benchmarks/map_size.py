@@ -11,7 +11,10 @@ full size (29,059 items). This measures the chart ``ui.maps`` builds, in two par
    longest main-thread task (``longtask`` entries; >50 ms is what a user feels as a stutter) while
    zooming with the wheel, panning with shift-drag and dragging a selection box, and the time from
    releasing the box to the page showing the selected items (the Streamlit rerun round trip).
-   ``--svg`` adds the SVG renderer for contrast.
+   ``--svg`` adds the SVG renderer for contrast; ``--plotly`` adds the alternative component: Plotly's
+   WebGL ``Scattergl`` through ``st.plotly_chart(on_select=...)`` (box and lasso selection), one trace
+   per colour group (needs ``pip install plotly==7.1.0``; not a dependency of the app, because the
+   measurement chose Altair: see the README's "Map interactivity").
 
 Usage: ``.venv/bin/python benchmarks/map_size.py [--sizes 4200,29059] [--no-browser] [--svg]``
 """
@@ -78,6 +81,20 @@ n = int(st.query_params.get("n", 4200))
 renderer = st.query_params.get("renderer", "canvas")
 tip = st.query_params.get("tooltip")
 xy, groups = synthetic(n)
+if st.query_params.get("chart") == "plotly":
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=str(g), customdata=idx,
+                                   marker=dict(size=4, opacity=0.7), hoverinfo="name"))
+    fig.update_layout(dragmode="pan", height=600, margin=dict(l=0, r=0, t=0, b=0), uirevision="map",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    state = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="map",
+                            config={"scrollZoom": True, "displaylogo": False})
+    st.markdown(f"Selection: {len(state.selection.points) if state else 0} items")
+    st.stop()
 frame, _ = maps.map_frame(xy, groups, max_points=n)
 chart = maps.build_chart(frame, "label", "box", tooltip=None if tip is None else tip == "1",
                          mark=st.query_params.get("mark", "circle"), highlight=None if st.query_params.get("highlight") is None else st.query_params.get("highlight") == "1")
@@ -102,6 +119,8 @@ DRAWN = """() => {
   for (let i = 3; i < d.length; i += 4 * 61) if (d[i] > 0) painted++;
   return painted > 50;
 }"""
+
+PLOTLY_DRAWN = """() => !!document.querySelector('.js-plotly-plot canvas')"""
 
 SVG_DRAWN = """() => document.querySelectorAll('[data-testid="stVegaLiteChart"] svg path, [data-testid="stVegaLiteChart"] svg circle').length > 100"""
 
@@ -156,19 +175,23 @@ def browser(sizes: list[int], variants: list[tuple[str, dict[str, str]]]) -> lis
                 for n in sizes:
                     query = "&".join(f"{k}={v}" for k, v in {"n": str(n), **params}.items())
                     renderer = params.get("renderer", "canvas")
+                    plotly = params.get("chart") == "plotly"
                     page = b.new_page(viewport={"width": 1400, "height": 1000})
                     page.add_init_script(LONGTASKS)
                     t0 = time.perf_counter()
                     page.goto(f"http://127.0.0.1:{port}/?{query}")
                     try:
-                        page.wait_for_function(DRAWN if renderer == "canvas" else SVG_DRAWN, timeout=180_000, polling=100)
+                        drawn = PLOTLY_DRAWN if plotly else DRAWN if renderer == "canvas" else SVG_DRAWN
+                        page.wait_for_function(drawn, timeout=180_000, polling=100)
+                        if plotly:
+                            page.get_by_text("Selection: 0 items").wait_for(timeout=180_000)
                     except Exception:
                         out.append({"points": n, "variant": name, "load_s": float("nan")})
                         page.close()
                         continue
                     load = time.perf_counter() - t0
                     load_long = _max_long(page)
-                    box = page.locator('[data-testid="stVegaLiteChart"]').bounding_box()
+                    box = page.locator(".js-plotly-plot" if plotly else '[data-testid="stVegaLiteChart"]').first.bounding_box()
                     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
                     page.mouse.move(cx, cy)
                     t = time.perf_counter()
@@ -177,16 +200,22 @@ def browser(sizes: list[int], variants: list[tuple[str, dict[str, str]]]) -> lis
                         _frames(page)
                     zoom_ms = (time.perf_counter() - t) * 100  # per wheel step
                     zoom_long = _max_long(page)
-                    page.keyboard.down("Shift")
+                    pan_key = None if plotly else "Shift"  # Plotly: drag pans (dragmode "pan"); Altair: shift-drag
+                    if pan_key:
+                        page.keyboard.down(pan_key)
                     page.mouse.move(cx, cy)
                     page.mouse.down()
                     t = time.perf_counter()
                     page.mouse.move(cx + 120, cy + 60, steps=20)
                     page.mouse.up()
-                    page.keyboard.up("Shift")
+                    if pan_key:
+                        page.keyboard.up(pan_key)
                     _frames(page)
                     pan_ms = (time.perf_counter() - t) * 1000 / 20
                     pan_long = _max_long(page)
+                    if plotly:  # the modebar's box tool, as a curator would pick it
+                        page.locator('[data-title="Box Select"]').first.click()
+                        _max_long(page)
                     page.mouse.move(cx - 150, cy - 100)
                     page.mouse.down()
                     page.mouse.move(cx + 150, cy + 100, steps=20)
@@ -232,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--svg", action="store_true", help="also time the SVG renderer (slow at 29k)")
     ap.add_argument("--compare", action="store_true", help="also time tooltips on every point and square marks")
+    ap.add_argument("--plotly", action="store_true", help="also time Plotly's WebGL scatter (pip install plotly==7.1.0)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -256,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                      ("canvas + fading outside the selection", {"highlight": "1"})]
     if args.svg:
         variants += [("SVG", {"renderer": "svg"})]
+    if args.plotly:
+        variants += [("Plotly Scattergl (WebGL)", {"chart": "plotly"})]
     rows = browser(sizes, variants)
     print(_table(rows, [("points", "points"), ("variant", "chart"), ("load_s", "load→drawn (s)"),
                         ("load_longest_ms", "longest task at load (ms)"), ("zoom_step_ms", "wheel step (ms)"),
