@@ -14,12 +14,15 @@ Both jobs compare items with **reference groups**, chosen in this order (``refer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from .dataset import FeatureSet
 
 Log = Callable[[str], None]
 FALLBACK_K = 10
@@ -125,20 +128,28 @@ def parse_splits(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def novelty_scores(store: object, dataset: str, model: str, splits: list[str], combine: str | None = None,
-                   log: Log = _noop) -> pd.DataFrame:
-    """Novelty of every item of ``splits``: item_id, split, score (higher = more novel), recon,
-    distance, nearest; sorted most novel first. ``attrs``: the reference ``source`` and the train
-    split's score quantiles ``train_q50``/``train_q90``/``train_q99`` (what "unusual" means here)."""
+@dataclass
+class _NoveltyContext:
+    """What every novelty score of one model is measured against (see ``novelty_scores``)."""
+
+    tm: object  # the TrainedModel
+    ref: object  # novelty.NoveltyReference
+    how: str
+    train_scores: np.ndarray
+    source: str
+    have: list[str]
+    index: LatentIndex
+
+
+def _novelty_context(store: object, dataset: str, model: str, combine: str | None, log: Log) -> tuple[_NoveltyContext, object]:
     from .checkpoint import check_fits, load_checkpoint
-    from .novelty import DEFAULT_COMBINE, combine as combine_parts, fit_reference, parts, score_items
+    from .novelty import DEFAULT_COMBINE, combine as combine_parts, fit_reference, parts
     from .train import reconstruction_error
 
     how = combine or DEFAULT_COMBINE
     have = _model_splits(store, dataset, model)
     if "train" not in have:
         raise NotFoundError(f"model {model} has no train latents for {dataset}; register it again.")
-    _check_split(have, splits, dataset, model)
     fs = store.load_dataset(dataset)  # type: ignore[attr-defined]
     tm = load_checkpoint(store.model_checkpoint(dataset, model))  # type: ignore[attr-defined]
     check_fits(tm, fs)
@@ -157,23 +168,72 @@ def novelty_scores(store: object, dataset: str, model: str, splits: list[str], c
     ref = fit_reference(train_err, train_z, cents[ok], [n for n, o in zip(groups.names, ok) if o], groups.source,
                         member_z=member_z, member_assign=member_assign)
     train_scores = combine_parts(ref, parts(ref, train_err, train_z), how)
+    return _NoveltyContext(tm, ref, how, train_scores, groups.source, have, index), fs
+
+
+def _ranked(ctx: _NoveltyContext, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    out = pd.concat(frames, ignore_index=True).sort_values(["score", "item_id"], ascending=[False, True], kind="mergesort")
+    out = out.reset_index(drop=True)
+    q = np.quantile(ctx.train_scores, [0.5, 0.9, 0.99])
+    out.attrs.update({"source": ctx.source, "combine": ctx.how, "groups": len(ctx.ref.names),
+                      "train_q50": float(q[0]), "train_q90": float(q[1]), "train_q99": float(q[2])})
+    return out
+
+
+def novelty_scores(store: object, dataset: str, model: str, splits: list[str], combine: str | None = None,
+                   log: Log = _noop) -> pd.DataFrame:
+    """Novelty of every item of ``splits``: item_id, split, score (higher = more novel), recon,
+    distance, nearest; sorted most novel first. ``attrs``: the reference ``source`` and the train
+    split's score quantiles ``train_q50``/``train_q90``/``train_q99`` (what "unusual" means here)."""
+    from .novelty import score_items
+    from .train import reconstruction_error
+
+    _check_split(_model_splits(store, dataset, model), splits, dataset, model)
+    ctx, fs = _novelty_context(store, dataset, model, combine, log)
     frames = []
     for s in splits:
         sp = fs.splits[s]
-        ids, z = index.split(s, "fused")
+        ids, z = ctx.index.split(s, "fused")
         if not np.array_equal(ids.astype(str), sp.item_ids.astype(str)):
             raise NotFoundError(f"the {s} latents of model {model} do not match the dataset's items; register it again.")
         log(f"scoring {sp.n} {s} items")
-        df = score_items(ref, reconstruction_error(tm, sp.features), z, how)
+        df = score_items(ctx.ref, reconstruction_error(ctx.tm, sp.features), z, ctx.how)
         df.insert(0, "split", s)
         df.insert(0, "item_id", ids.astype(str))
         frames.append(df)
-    out = pd.concat(frames, ignore_index=True).sort_values(["score", "item_id"], ascending=[False, True], kind="mergesort")
-    out = out.reset_index(drop=True)
-    q = np.quantile(train_scores, [0.5, 0.9, 0.99])
-    out.attrs.update({"source": groups.source, "combine": how, "groups": len(ref.names),
-                      "train_q50": float(q[0]), "train_q90": float(q[1]), "train_q99": float(q[2])})
-    return out
+    return _ranked(ctx, frames)
+
+
+def novelty_of_features(store: object, dataset: str, model: str, new: "FeatureSet", combine: str | None = None,
+                        log: Log = _noop) -> pd.DataFrame:
+    """The same ranking for items that are not in the store: a new upload or folder (``new``, any
+    split names, any non-empty subset of the model's modalities), encoded with the model and scored
+    against the dataset's reference. Nothing is written; import the items to tag them."""
+    from .checkpoint import load_checkpoint
+    from .novelty import score_items
+    from .train import encode, reconstruction_error
+
+    # checked before the reference is built (seconds on a large dataset): a wrong upload fails at once
+    known = load_checkpoint(store.model_checkpoint(dataset, model)).modalities  # type: ignore[attr-defined]
+    unknown = [m for m in new.modalities if m not in known]
+    if unknown:
+        raise ConfigError(f"{new.source or new.name} has the modality '{unknown[0]}', which model {model} does not know; "
+                          f"give features of {', '.join(known)} only.")
+    wrong = [m for m in new.modalities if int(new.modalities[m]) != int(known[m])]
+    if wrong:
+        m = wrong[0]
+        raise ConfigError(f"{new.source or new.name} has {m} features of dimension {new.modalities[m]} but model {model} "
+                          f"expects {known[m]}; give features of the same kind it was trained on.")
+    ctx, _ = _novelty_context(store, dataset, model, combine, log)
+    frames = []
+    for s, sp in new.splits.items():
+        log(f"encoding and scoring {sp.n} {s} items of {new.source or new.name}")
+        z, _ = encode(ctx.tm, sp.features)
+        df = score_items(ctx.ref, reconstruction_error(ctx.tm, sp.features), z, ctx.how)
+        df.insert(0, "split", s)
+        df.insert(0, "item_id", sp.item_ids.astype(str))
+        frames.append(df)
+    return _ranked(ctx, frames)
 
 
 NOVELTY_BANDS: tuple[str, ...] = ("1 usual (below the train median)", "2 above the train median",

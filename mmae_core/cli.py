@@ -474,12 +474,18 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
 
 def cmd_novelty(args: argparse.Namespace) -> int:
     """Rank items by novelty; JSON: a list of {item_id, split, score, recon, distance, nearest}."""
-    from .archive import novelty_scores, parse_splits
+    from .archive import novelty_of_features, novelty_scores, parse_splits
     from .pipeline import resolve_model
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
-    df = novelty_scores(store, args.dataset, model, parse_splits(args.split), combine=args.combine, log=err)
+    if args.path:  # new material, not in the store: every split of it is ranked (--split does not apply)
+        from .features import load_path
+
+        new = load_path(args.path, name="new material", require_train=False)
+        df = novelty_of_features(store, args.dataset, model, new, combine=args.combine, log=err)
+    else:
+        df = novelty_scores(store, args.dataset, model, parse_splits(args.split), combine=args.combine, log=err)
     err(f"{len(df)} items scored against {df.attrs['groups']} {df.attrs['source']} ({df.attrs['combine']}); "
         f"the train split's 99th percentile is {df.attrs['train_q99']:.2f}")
     if args.top:
@@ -518,6 +524,8 @@ def add_archive_commands(add: "object") -> None:
     s.add_argument("--split", default="test,ood", help="comma-separated splits (default test,ood; absent ones are an error)")
     s.add_argument("--combine", choices=COMBINATIONS, help="how the two signals are combined (default: zsum)")
     s.add_argument("--top", type=int, help="only the N most novel items")
+    s.add_argument("--path", metavar="PATH", help="rank new material that is not in the store (a folder, zip or "
+                   "file in any import layout, any split names) against the dataset instead of its splits")
     s.set_defaults(fn=cmd_novelty)
 
     s = add("conflicts", "rank items whose modalities point to different tags or clusters", ("table", "csv", "json"))

@@ -73,14 +73,15 @@ class FeatureSet:
                 )
         return pd.DataFrame(rows)
 
-    def validate(self, source: str | None = None) -> "FeatureSet":
-        """Check the whole set; raise ``DataError`` with one sentence naming the problem."""
+    def validate(self, source: str | None = None, require_train: bool = True) -> "FeatureSet":
+        """Check the whole set; raise ``DataError`` with one sentence naming the problem.
+        ``require_train=False``: items only to be scored by a trained model (no split is trained on)."""
         where = source or self.source or self.name
         if not self.name or not str(self.name).strip():
             raise DataError("The dataset has no name; give it one with --name.")
         if len(self.modalities) < 1:
             raise DataError(f"{where}: no modality was found; supply at least one feature array.")
-        if "train" not in self.splits:
+        if require_train and "train" not in self.splits:
             raise DataError(f"{where}: there is no train split; a dataset needs one to fit models on.")
         for m in self.modalities:
             if m in RESERVED_NAMES:

@@ -47,8 +47,12 @@ def _capitalised(fn: F) -> F:
 
 
 @_capitalised
-def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> FeatureSet:
-    """Load a folder, a ``.zip``, an ``.npz`` (train unless named ``{split}.npz``) or one ``.npy``/``.parquet``/``.csv``."""
+def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+              require_train: bool = True) -> FeatureSet:
+    """Load a folder, a ``.zip``, an ``.npz`` (train unless named ``{split}.npz``) or one ``.npy``/``.parquet``/``.csv``.
+
+    ``require_train=False`` is for items that are only scored, never trained on (a new upload ranked
+    by novelty): any split names, checked against the first split instead of train."""
     p = Path(path)
     shown = str(path)
     if not p.exists():
@@ -57,14 +61,14 @@ def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MA
         root = shown.rstrip("/\\") or shown
         rels = _walk(p)
         layout = plan(rels, lambda rel: FileRef(p / rel, f"{root}/{rel}"), shown)
-        return _build(layout, name, shown, max_uncompressed)
-    return _load_file(p, shown, name, max_uncompressed)
+        return _build(layout, name, shown, max_uncompressed, require_train)
+    return _load_file(p, shown, name, max_uncompressed, require_train)
 
 
 @_capitalised
 def load_files(
     files: list[tuple[str, bytes]], name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
-    max_upload_bytes: int | None = None,
+    max_upload_bytes: int | None = None, require_train: bool = True,
 ) -> FeatureSet:
     """Load what a browser upload gives: several loose files, or one file (often a ``.zip``).
 
@@ -89,13 +93,13 @@ def load_files(
             target.write_bytes(data)
             rels.append(rel)
         if len(rels) == 1:
-            return _load_file(root / rels[0], rels[0], name, max_uncompressed)
+            return _load_file(root / rels[0], rels[0], name, max_uncompressed, require_train)
         zips = [r for r in rels if r.lower().endswith(".zip")]
         if zips:
             raise DataError(f"{zips[0]} was uploaded together with other files; upload either one .zip or the loose files.")
         source = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
         layout = plan(rels, lambda rel: FileRef(root / rel, rel), "the upload")
-        return _build(layout, name, f"upload ({source})", max_uncompressed)
+        return _build(layout, name, f"upload ({source})", max_uncompressed, require_train)
 
 
 def check_upload_size(files: list[tuple[str, bytes]], max_upload_bytes: int | None) -> None:
@@ -122,9 +126,9 @@ def _walk(root: Path, max_depth: int = 6) -> list[str]:
     return sorted(out)
 
 
-def _load_file(p: Path, shown: str, name: str, max_uncompressed: int) -> FeatureSet:
+def _load_file(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
     if p.suffix.lower() == ".zip":
-        return _load_zip(p, shown, name, max_uncompressed)
+        return _load_zip(p, shown, name, max_uncompressed, require_train)
     entry = classify_single(p.name, shown)
     sf = SplitFiles(entry.split)
     ref = FileRef(p, shown)
@@ -134,10 +138,10 @@ def _load_file(p: Path, shown: str, name: str, max_uncompressed: int) -> Feature
         sf.arrays[entry.name] = ref
     else:
         sf.tables[entry.name] = ref
-    return _build(Layout({entry.split: sf}, []), name, shown, max_uncompressed)
+    return _build(Layout({entry.split: sf}, []), name, shown, max_uncompressed, require_train)
 
 
-def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int) -> FeatureSet:
+def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
     """Vet the whole archive, plan from member names, then read ``.npy`` members in place and
     extract only the other members the plan uses (npz and Parquet need a seekable file)."""
     zf, members = open_checked(p, shown, max_uncompressed)
@@ -152,16 +156,16 @@ def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int) -> FeatureS
             return FileRef(dest / rel, shown_rel, direct)
 
         layout = plan(list(members), ref, shown)
-        if "train" in layout.splits:
+        if "train" in layout.splits or not require_train:
             for r in layout.used():
                 if r.member is None:
                     rel = by_shown[r.shown]
                     extract(zf, members[rel], rel, dest, shown)
-        return _build(layout, name, shown, max_uncompressed)
+        return _build(layout, name, shown, max_uncompressed, require_train)
 
 
-def _build(layout: Layout, name: str, source: str, max_uncompressed: int) -> FeatureSet:
-    if "train" not in layout.splits:
+def _build(layout: Layout, name: str, source: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
+    if require_train and "train" not in layout.splits:
         found = ", ".join(r.shown for r in layout.used()[:4])
         raise DataError(
             f"{source} has no train split (found {found}); add train.npz or train/{{modality}}.npy files, "
@@ -183,28 +187,30 @@ def _build(layout: Layout, name: str, source: str, max_uncompressed: int) -> Fea
         source=source,
         attrs={"ignored": list(layout.ignored), "files": [r.shown for r in layout.used()], "layout": "+".join(kinds)},
     )
-    return fs.validate(source)
+    return fs.validate(source, require_train=require_train)
 
 
 def _check_splits(layout: Layout, loaded: dict[str, Loaded]) -> dict[str, int]:
-    """Every split has train's modalities with train's dimensions; features are put in train's order."""
-    train = loaded["train"]
+    """Every split has train's modalities with train's dimensions; features are put in train's order.
+    (Without a train split, the first split plays its part; the messages then name that split.)"""
+    ref_name = "train" if "train" in loaded else next(iter(loaded))
+    train = loaded[ref_name]
     modalities = {m: int(x.shape[1]) for m, x in train.split.features.items()}
     for s, ld in loaded.items():
-        if s == "train":
+        if s == ref_name:
             continue
         feats = ld.split.features
         missing = [m for m in modalities if m not in feats]
         if missing:
             m = missing[0]
             raise DataError(
-                f"the {s} split ({layout.splits[s].describe()}) lacks the modality '{m}' that train has in "
-                f"{train.where[m]}; add it to {s} (all-NaN rows if unknown) or remove it from train."
+                f"the {s} split ({layout.splits[s].describe()}) lacks the modality '{m}' that {ref_name} has in "
+                f"{train.where[m]}; add it to {s} (all-NaN rows if unknown) or remove it from {ref_name}."
             )
         extra = [m for m in feats if m not in modalities]
         if extra:
             m = extra[0]
-            raise DataError(f"{ld.where[m]} gives the modality '{m}', which the train split lacks; add it to train or remove that file.")
+            raise DataError(f"{ld.where[m]} gives the modality '{m}', which the {ref_name} split lacks; add it to {ref_name} or remove that file.")
         for m, d in modalities.items():
             if feats[m].shape[1] != d:
                 raise DataError(

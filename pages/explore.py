@@ -10,6 +10,7 @@ import streamlit as st
 from mmae_core.projection import METHODS
 from ui import archive, maps
 from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
+from ui.widgets import upload_limit_bytes, uploaded_files
 
 COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent", "novelty": "novelty"}
 
@@ -115,8 +116,31 @@ else:
 # -- New and unusual: the items that fit no tag yet, most novel first -----------------------------------
 st.subheader("New and unusual")
 novel_splits = [s for s in maps.map_splits(store, dataset, model) if s not in ("train", maps.ALL_SPLITS)]
+UPLOAD = "New material (upload, not imported)"
 if not novel_splits:
-    st.caption("This dataset has no split besides train to rank; import new material as its test or ood split.")
+    st.caption("This dataset has no split besides train to rank; upload new material below, or import it as "
+               "the dataset's test or ood split.")
+what = st.radio("Rank", [*(["A split of this dataset"] if novel_splits else []), UPLOAD], horizontal=True,
+                key="explore_novel_what")
+if what == UPLOAD:
+    st.caption("Feature files of items that are not in the store yet, in any import layout (split folders or "
+               "files such as ood/image.npy, an .npz, or a .zip), with some or all of the model's modalities. They "
+               "are scored against this dataset and not saved; import them on the Data page to tag them.")
+    files = st.file_uploader("Feature files or one .zip", accept_multiple_files=True, key="explore_novel_upload")
+    pairs = uploaded_files(files)
+    if pairs:
+        top = int(st.number_input("Show the top", min_value=5, max_value=5_000, value=50, step=5, key="explore_novel_up_top"))
+        try:
+            with st.spinner(f"Encoding the upload with model {model} and scoring it…"):
+                ranked, nattrs = archive.upload_novelty(store, dataset, model, pairs, upload_limit_bytes())
+        except Exception as err:
+            show_error(err)
+            st.stop()
+        beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
+        st.caption(f"{beyond:,} of {len(ranked):,} uploaded items are more unusual than 99% of the train split; "
+                   f"the reference is {nattrs['groups']} {nattrs['source']}.")
+        show_items(ranked.rename(columns={"nearest": "nearest tag"}), limit=top,
+                   extra_first=["item_id", "split", "score", "recon", "distance", "nearest tag"], key="explore_novel_up_table")
 else:
     n1, n2 = st.columns([1, 1])
     nsplit = n1.selectbox("Rank the items of", novel_splits, index=novel_splits.index("ood") if "ood" in novel_splits else 0,

@@ -200,3 +200,38 @@ def test_new_and_unusual_ranks_the_ood_split_most_novel_first(demo):
     assert table["item_id"].str.contains("-ood-").all()
     # the OOD split of the demo is noisier than test: its top items beat the train split's 99th percentile
     assert "more unusual than 99% of the train split" in captions(at)
+
+
+def _zip(arrays: dict[str, np.ndarray]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, arr in arrays.items():
+            one = io.BytesIO()
+            np.save(one, arr)
+            zf.writestr(name, one.getvalue())
+    return buf.getvalue()
+
+
+def test_new_and_unusual_ranks_an_upload_without_importing_it(demo):
+    ood = demo.load_dataset(DATASET).splits["ood"]
+    ids = np.array([f"new-{i}" for i in range(ood.n)])
+    good = _zip({"ood/image.npy": ood.features["image"], "ood/text.npy": ood.features["text"], "ood/ids.npy": ids})
+    at = page_test("explore", explore_novel_what="New material (upload, not imported)")
+    at.run()
+    before = demo.checksum()  # after the first run, which stores the page's map
+    at.file_uploader(key="explore_novel_upload").set_value(("new.zip", good, "application/zip")).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "score" in d.value.columns)
+    assert list(table.columns[:6]) == ["item_id", "split", "score", "recon", "distance", "nearest tag"]
+    assert len(table) == 50 and table["score"].is_monotonic_decreasing and table["item_id"].str.startswith("new-").all()
+    assert "uploaded items are more unusual than 99% of the train split" in captions(at)
+    assert demo.checksum() == before  # scored, not imported
+
+    bad = _zip({"ood/image.npy": np.zeros((3, ood.features["image"].shape[1] + 2), dtype=np.float32)})
+    at.file_uploader(key="explore_novel_upload").set_value(("bad.zip", bad, "application/zip")).run()
+    assert not at.exception
+    errors = messages(at, "error")
+    assert len(errors) == 1 and "expects" in errors[0] and errors[0].count(". ") == 0, errors
+    assert demo.checksum() == before

@@ -144,3 +144,47 @@ def test_cli_novelty_unknown_split_is_one_line(toy_db: Path, capsys: pytest.Capt
     assert main(["novelty", "--dataset", "toy", "--split", "test,nope", "--db", str(toy_db)]) == 1
     out, errs = capsys.readouterr()
     assert out == "" and errs.count("\n") == 1 and "nope" in errs and errs.startswith("error: ")
+
+
+def _write_split(root: Path, split: str, sp: Split, modalities: list[str]) -> None:
+    (root / split).mkdir(parents=True, exist_ok=True)
+    for m in modalities:
+        np.save(root / split / f"{m}.npy", sp.features[m])
+    np.save(root / split / "ids.npy", sp.item_ids.astype(str))
+
+
+def test_cli_novelty_ranks_new_material_from_a_path_as_if_it_were_stored(toy_db: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`novelty --path`: items not in the store, scored against the same reference; the store's own
+    ood split given as files must score exactly as stored, and nothing is written."""
+    db = tmp_path / "s.duckdb"
+    db.write_bytes(toy_db.read_bytes())
+    fs = toy_set()
+    up = tmp_path / "new"
+    _write_split(up, "ood", fs.splits["ood"], list(DIMS))  # no train split: new material is only scored
+    before = Store(db).checksum()
+    assert main(["novelty", "--dataset", "toy", "--model", "m", "--split", "ood", "--format", "json", "--db", str(db)]) == 0
+    stored = {r["item_id"]: r["score"] for r in json.loads(capsys.readouterr()[0])}
+    assert main(["novelty", "--dataset", "toy", "--model", "m", "--path", str(up), "--format", "json", "--db", str(db)]) == 0
+    out, errs = capsys.readouterr()
+    uploaded = json.loads(out)
+    assert [r["split"] for r in uploaded] == ["ood"] * 50 and "encoding and scoring 50 ood items" in errs
+    assert {r["item_id"] for r in uploaded} == set(stored)
+    np.testing.assert_allclose([r["score"] for r in uploaded], [stored[r["item_id"]] for r in uploaded], rtol=1e-4, atol=1e-5)
+    assert Store(db).checksum() == before
+
+    # any non-empty subset of the model's modalities: here no audio
+    part = tmp_path / "part"
+    _write_split(part, "test", fs.splits["test"], ["image", "text"])
+    assert main(["novelty", "--dataset", "toy", "--model", "m", "--path", str(part), "--format", "json", "--db", str(db)]) == 0
+    rows = json.loads(capsys.readouterr()[0])
+    assert len(rows) == 100 and all(np.isfinite(r["score"]) for r in rows)
+
+    # features the model does not know: one line, exit 1, nothing written
+    wrong = tmp_path / "wrong"
+    (wrong / "ood").mkdir(parents=True)
+    np.save(wrong / "ood" / "image.npy", np.zeros((4, DIMS["image"] + 1), dtype=np.float32))
+    assert main(["novelty", "--dataset", "toy", "--model", "m", "--path", str(wrong), "--db", str(db)]) == 1
+    out, errs = capsys.readouterr()
+    assert out == "" and errs.count("\n") == 1 and "dimension 9" in errs and "expects 8" in errs
+    assert Store(db).checksum() == before

@@ -7,11 +7,14 @@ and the latest proposal set): a decision or a new proposal set recomputes them, 
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mmae_core.archive import NOVELTY_BANDS, conflict_items, novelty_band, novelty_scores
+from mmae_core.archive import NOVELTY_BANDS, conflict_items, novelty_band, novelty_of_features, novelty_scores
+from mmae_core.features import load_files
 from store import Store
 
 NO_SCORE = "(no score)"
@@ -32,6 +35,25 @@ def _novelty(_store: Store, path: str, dataset: str, model: str, splits: tuple[s
 def novelty(store: Store, dataset: str, model: str, splits: list[str]) -> tuple[pd.DataFrame, dict]:
     """(item_id, split, score, recon, distance, nearest) most novel first, and its attrs (source, quantiles)."""
     return _novelty(store, str(store.path), dataset, model, tuple(splits), tag_state(store, dataset, model))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _upload_novelty(_store: Store, path: str, dataset: str, model: str, digest: str, _files: tuple, key: tuple,
+                    limit: int) -> tuple[pd.DataFrame, dict]:
+    fs = load_files(list(_files), "new material", max_upload_bytes=limit, require_train=False)
+    df = novelty_of_features(_store, dataset, model, fs)
+    meta = pd.concat([sp.meta.assign(item_id=sp.item_ids.astype(str)) for sp in fs.splits.values() if sp.meta is not None],
+                     ignore_index=True) if any(sp.meta is not None for sp in fs.splits.values()) else None
+    if meta is not None:
+        df = df.merge(meta.drop_duplicates("item_id"), on="item_id", how="left", suffixes=("", " (meta)"))
+    return df, dict(df.attrs)
+
+
+def upload_novelty(store: Store, dataset: str, model: str, files: list[tuple[str, bytes]], limit: int) -> tuple[pd.DataFrame, dict]:
+    """New material that is not in the store, ranked like a split (``mmae_core.archive.novelty_of_features``),
+    with the upload's own metadata; cached by the files' content and the tag state."""
+    digest = hashlib.sha256(b"".join(name.encode() + b"\0" + hashlib.sha256(data).digest() for name, data in files)).hexdigest()
+    return _upload_novelty(store, str(store.path), dataset, model, digest, tuple(files), tag_state(store, dataset, model), limit)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
