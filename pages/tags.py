@@ -5,6 +5,7 @@ curator's name; the logic is in ``store`` (tags, tag_batch) and ``mmae_core.pipe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import pandas as pd
 import streamlit as st
@@ -28,14 +29,10 @@ st.caption(f"Dataset **{dataset}** · model **{model}**: proposed tags are clust
 show_flash()
 
 
+@functools.cache  # defined anew on every run of the page: read once per run (two sections ask)
 def latent_splits() -> list[str]:
-    """The splits with latents of the model, read once per run (two sections ask)."""
-    if "splits" not in _run:
-        _run["splits"] = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
-    return _run["splits"]
-
-
-_run: dict[str, list[str]] = {}
+    """The splits with latents of the model."""
+    return [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
 
 
 def propose_form(first: bool) -> None:
