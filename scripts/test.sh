@@ -12,4 +12,12 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 export PYTHONHASHSEED=0
-exec .venv/bin/python -m pytest -q "$@"
+# Test files run in parallel, one worker per core up to 4 (MMAE_TEST_WORKERS overrides; 0 = serial):
+# most of the time is CLI subprocesses, servers and browsers waiting, and the suite must finish in a
+# few minutes on a 2-core machine. A file's tests stay on one worker (--dist loadfile), so its
+# module fixtures are built once.
+workers="${MMAE_TEST_WORKERS:-$(n=$(nproc 2>/dev/null || echo 2); echo $(( n < 4 ? n : 4 )))}"
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest -q "$@"
+fi
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
