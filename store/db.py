@@ -168,6 +168,29 @@ def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb
             _done_waiting(path)
 
 
+LINGER_POLL_S = 0.05
+
+
+class _Linger(threading.Timer):
+    """Closes an idle file after ``interval`` s, or as soon as another process asks for it.
+
+    Why not a plain ``Timer``: a waiting process writes ``<store>.want`` while the file lingers, and
+    would otherwise wait out the whole linger (a second on the dashboard) before its turn.
+    """
+
+    def __init__(self, interval: float, shared: "_SharedFile") -> None:
+        super().__init__(interval, shared._close_if_idle)
+        self.path = shared.path
+
+    def run(self) -> None:
+        end = time.monotonic() + self.interval
+        while not self.finished.wait(min(LINGER_POLL_S, max(0.0, end - time.monotonic()))):
+            if time.monotonic() >= end or other_waiter(self.path) is not None:
+                self.function()
+                break
+        self.finished.set()
+
+
 class _SharedFile:
     """Per-file state shared by every ``Database`` of this process that points at the same path."""
 
@@ -177,7 +200,7 @@ class _SharedFile:
         self.write_lock = threading.RLock()  # one write transaction at a time in this process
         self.root: duckdb.DuckDBPyConnection | None = None
         self.users = 0
-        self.timer: threading.Timer | None = None
+        self.timer: threading.Timer | None = None  # a _Linger while the idle file is kept open
         self.local = threading.local()  # the thread's open unit of work, so nested calls join it
 
     def acquire(self, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
@@ -203,7 +226,7 @@ class _SharedFile:
                 self.users -= 1
                 if self.users == 0:
                     if linger > 0 and other_waiter(self.path) is None:
-                        self.timer = threading.Timer(linger, self._close_if_idle)
+                        self.timer = _Linger(linger, self)
                         self.timer.daemon = True
                         self.timer.start()
                     else:

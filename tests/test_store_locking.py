@@ -117,3 +117,20 @@ def test_eight_threads_fifty_decisions_each_lose_nothing(tmp_path):
     newest = hist.sort_values("id").groupby(hist["summary"].str.extract(r"item '([^']+)'")[0]).tail(1)
     expected = {s.split("'")[1]: s.split("'")[3] for s in newest["summary"]}
     assert {r[1]: r[2] for r in table_rows(store, "tags")} == expected
+
+
+def test_a_lingering_store_lets_a_waiting_process_in_at_once(tmp_path):
+    """The dashboard keeps the file open for a while after its last use (``linger``); a CLI job that
+    asks for it (``<store>.want``) must get it within a poll, not after the whole linger."""
+    path = tmp_path / "s.duckdb"
+    store = Store(path, linger=20.0)
+    store.add_dataset(make_featureset())
+    store.dataset_names()  # the file is now open and lingering for 20 s
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys, time; from store import Store; t = time.monotonic(); "
+            "names = Store(sys.argv[1], lock_timeout=30).dataset_names(); print(names, round(time.monotonic() - t, 2))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    names, waited = out.stdout.rsplit(" ", 1)
+    assert names == "['toy']" and float(waited) < 5.0, out.stdout
+    assert store.dataset_names() == ["toy"]  # and this process simply reopens it
