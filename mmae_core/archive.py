@@ -137,11 +137,12 @@ class _NoveltyContext:
     how: str
     train_scores: np.ndarray
     source: str
-    have: list[str]
     index: LatentIndex
 
 
-def _novelty_context(store: object, dataset: str, model: str, combine: str | None, log: Log) -> tuple[_NoveltyContext, object]:
+def _novelty_context(store: object, dataset: str, model: str, combine: str | None, log: Log,
+                     splits: list[str] | None = None, tm: object | None = None) -> tuple[_NoveltyContext, object]:
+    """The reference of ``model`` (``splits``: checked to have latents; ``tm``: the model, if loaded)."""
     from .checkpoint import check_fits, load_checkpoint
     from .novelty import DEFAULT_COMBINE, combine as combine_parts, fit_reference, parts
     from .train import reconstruction_error
@@ -150,8 +151,11 @@ def _novelty_context(store: object, dataset: str, model: str, combine: str | Non
     have = _model_splits(store, dataset, model)
     if "train" not in have:
         raise NotFoundError(f"model {model} has no train latents for {dataset}; register it again.")
+    if splits:
+        _check_split(have, splits, dataset, model)
     fs = store.load_dataset(dataset)  # type: ignore[attr-defined]
-    tm = load_checkpoint(store.model_checkpoint(dataset, model))  # type: ignore[attr-defined]
+    if tm is None:
+        tm = load_checkpoint(store.model_checkpoint(dataset, model))  # type: ignore[attr-defined]
     check_fits(tm, fs)
     index = LatentIndex(store, dataset, model, have)
     groups = reference_groups(store, dataset, model, index)
@@ -168,7 +172,7 @@ def _novelty_context(store: object, dataset: str, model: str, combine: str | Non
     ref = fit_reference(train_err, train_z, cents[ok], [n for n, o in zip(groups.names, ok) if o], groups.source,
                         member_z=member_z, member_assign=member_assign)
     train_scores = combine_parts(ref, parts(ref, train_err, train_z), how)
-    return _NoveltyContext(tm, ref, how, train_scores, groups.source, have, index), fs
+    return _NoveltyContext(tm, ref, how, train_scores, groups.source, index), fs
 
 
 def _ranked(ctx: _NoveltyContext, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -188,8 +192,7 @@ def novelty_scores(store: object, dataset: str, model: str, splits: list[str], c
     from .novelty import score_items
     from .train import reconstruction_error
 
-    _check_split(_model_splits(store, dataset, model), splits, dataset, model)
-    ctx, fs = _novelty_context(store, dataset, model, combine, log)
+    ctx, fs = _novelty_context(store, dataset, model, combine, log, splits=splits)
     frames = []
     for s in splits:
         sp = fs.splits[s]
@@ -214,7 +217,8 @@ def novelty_of_features(store: object, dataset: str, model: str, new: "FeatureSe
     from .train import encode, reconstruction_error
 
     # checked before the reference is built (seconds on a large dataset): a wrong upload fails at once
-    known = load_checkpoint(store.model_checkpoint(dataset, model)).modalities  # type: ignore[attr-defined]
+    tm = load_checkpoint(store.model_checkpoint(dataset, model))  # type: ignore[attr-defined]
+    known = tm.modalities
     unknown = [m for m in new.modalities if m not in known]
     if unknown:
         raise ConfigError(f"{new.source or new.name} has the modality '{unknown[0]}', which model {model} does not know; "
@@ -224,7 +228,7 @@ def novelty_of_features(store: object, dataset: str, model: str, new: "FeatureSe
         m = wrong[0]
         raise ConfigError(f"{new.source or new.name} has {m} features of dimension {new.modalities[m]} but model {model} "
                           f"expects {known[m]}; give features of the same kind it was trained on.")
-    ctx, _ = _novelty_context(store, dataset, model, combine, log)
+    ctx, _ = _novelty_context(store, dataset, model, combine, log, tm=tm)
     frames = []
     for s, sp in new.splits.items():
         log(f"encoding and scoring {sp.n} {s} items of {new.source or new.name}")

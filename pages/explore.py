@@ -4,7 +4,10 @@ stored; everything else is in ``ui.maps`` and the store. Novelty (colour and the
 ranking) comes from ``ui.archive`` over ``mmae_core.archive``."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from mmae_core.projection import METHODS
@@ -120,6 +123,21 @@ UPLOAD = "New material (upload, not imported)"
 if not novel_splits:
     st.caption("This dataset has no split besides train to rank; upload new material below, or import it as "
                "the dataset's test or ood split.")
+def show_ranked(what: str, spinner: str, score: Callable[[], tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
+    """Run a novelty ranking under a spinner (an error is its sentence and stops the page) and say how
+    many of ``what`` beat the train split's 99th percentile."""
+    try:
+        with st.spinner(spinner):
+            ranked, nattrs = score()
+    except Exception as err:
+        show_error(err)
+        st.stop()
+    beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
+    st.caption(f"{beyond:,} of {len(ranked):,} {what} are more unusual than 99% of the train split; "
+               f"the reference is {nattrs['groups']} {nattrs['source']}.")
+    return ranked
+
+
 what = st.radio("Rank", [*(["A split of this dataset"] if novel_splits else []), UPLOAD], horizontal=True,
                 key="explore_novel_what")
 if what == UPLOAD:
@@ -130,15 +148,8 @@ if what == UPLOAD:
     pairs = uploaded_files(files)
     if pairs:
         top = int(st.number_input("Show the top", min_value=5, max_value=5_000, value=50, step=5, key="explore_novel_up_top"))
-        try:
-            with st.spinner(f"Encoding the upload with model {model} and scoring it…"):
-                ranked, nattrs = archive.upload_novelty(store, dataset, model, pairs, upload_limit_bytes())
-        except Exception as err:
-            show_error(err)
-            st.stop()
-        beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
-        st.caption(f"{beyond:,} of {len(ranked):,} uploaded items are more unusual than 99% of the train split; "
-                   f"the reference is {nattrs['groups']} {nattrs['source']}.")
+        ranked = show_ranked("uploaded items", f"Encoding the upload with model {model} and scoring it…",
+                             lambda: archive.upload_novelty(store, dataset, model, pairs, upload_limit_bytes()))
         show_items(ranked.rename(columns={"nearest": "nearest tag"}), limit=top,
                    extra_first=["item_id", "split", "score", "recon", "distance", "nearest tag"], key="explore_novel_up_table")
 else:
@@ -149,15 +160,8 @@ else:
     if st.toggle("Rank them by novelty", key="explore_novel_on",
                  help="Score = reconstruction error + distance to the nearest accepted tag, each standardized against "
                       "the train split (README, 'Novelty'). Higher = more unusual."):
-        try:
-            with st.spinner(f"Scoring the {nsplit} items…"):
-                ranked, nattrs = archive.novelty(store, dataset, model, [nsplit])
-        except Exception as err:
-            show_error(err)
-            st.stop()
-        beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
-        st.caption(f"{beyond:,} of {len(ranked):,} {nsplit} items are more unusual than 99% of the train split; "
-                   f"the reference is {nattrs['groups']} {nattrs['source']}.")
+        ranked = show_ranked(f"{nsplit} items", f"Scoring the {nsplit} items…",
+                             lambda: archive.novelty(store, dataset, model, [nsplit]))
         head = ranked.head(top)
         details = item_details(catalog, head["item_id"].tolist()).drop(columns=["split"], errors="ignore")
         shown = head.rename(columns={"nearest": "nearest tag"}).merge(details, on="item_id", how="left")
