@@ -202,12 +202,15 @@ def test_new_and_unusual_ranks_the_ood_split_most_novel_first(demo):
     assert "more unusual than 99% of the train split" in captions(at)
 
 
-def _zip(arrays: dict[str, np.ndarray]) -> bytes:
+def _zip(arrays: dict[str, np.ndarray | bytes]) -> bytes:
     import zipfile
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, arr in arrays.items():
+            if isinstance(arr, bytes):  # a table such as ood/items.csv
+                zf.writestr(name, arr)
+                continue
             one = io.BytesIO()
             np.save(one, arr)
             zf.writestr(name, one.getvalue())
@@ -217,7 +220,9 @@ def _zip(arrays: dict[str, np.ndarray]) -> bytes:
 def test_new_and_unusual_ranks_an_upload_without_importing_it(demo):
     ood = demo.load_dataset(DATASET).splits["ood"]
     ids = np.array([f"new-{i}" for i in range(ood.n)])
-    good = _zip({"ood/image.npy": ood.features["image"], "ood/text.npy": ood.features["text"], "ood/ids.npy": ids})
+    items = pd.DataFrame({"item_id": ids, "title": [f"new clip {i}" for i in range(ood.n)]}).to_csv(index=False).encode()
+    good = _zip({"ood/image.npy": ood.features["image"], "ood/text.npy": ood.features["text"], "ood/ids.npy": ids,
+                 "ood/items.csv": items})
     at = page_test("explore", explore_novel_what="New material (upload, not imported)")
     at.run()
     before = demo.checksum()  # after the first run, which stores the page's map
@@ -226,6 +231,7 @@ def test_new_and_unusual_ranks_an_upload_without_importing_it(demo):
     table = next(d.value for d in at.dataframe if "score" in d.value.columns)
     assert list(table.columns[:6]) == ["item_id", "split", "score", "recon", "distance", "nearest tag"]
     assert len(table) == 50 and table["score"].is_monotonic_decreasing and table["item_id"].str.startswith("new-").all()
+    assert (table["title"] == "new clip " + table["item_id"].str.removeprefix("new-")).all()  # the upload's own metadata
     assert "uploaded items are more unusual than 99% of the train split" in captions(at)
     assert demo.checksum() == before  # scored, not imported
 

@@ -42,11 +42,12 @@ def _upload_novelty(_store: Store, path: str, dataset: str, model: str, digest: 
                     limit: int) -> tuple[pd.DataFrame, dict]:
     fs = load_files(list(_files), "new material", max_upload_bytes=limit, require_train=False)
     df = novelty_of_features(_store, dataset, model, fs)
-    meta = pd.concat([sp.meta.assign(item_id=sp.item_ids.astype(str)) for sp in fs.splits.values() if sp.meta is not None],
-                     ignore_index=True) if any(sp.meta is not None for sp in fs.splits.values()) else None
-    if meta is not None:
-        df = df.merge(meta.drop_duplicates("item_id"), on="item_id", how="left", suffixes=("", " (meta)"))
-    return df, dict(df.attrs)
+    attrs = dict(df.attrs)  # a merge drops them
+    metas = [sp.meta.assign(item_id=sp.item_ids.astype(str)) for sp in fs.splits.values() if sp.meta is not None]
+    if metas:
+        meta = pd.concat(metas, ignore_index=True).drop_duplicates("item_id")
+        df = df.merge(meta, on="item_id", how="left", suffixes=("", " (meta)"))
+    return df, attrs
 
 
 def upload_novelty(store: Store, dataset: str, model: str, files: list[tuple[str, bytes]], limit: int) -> tuple[pd.DataFrame, dict]:
