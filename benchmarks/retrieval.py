@@ -8,7 +8,8 @@ and for the better metric mAP, instance R@1/5/10 and median rank (``mmae_core.se
 what ``python -m mmae_core search-eval`` prints); the minimum P@10 over modality pairs against the
 issue's bar (>= 0.8); a ceiling: how well a *supervised* logistic regression on the query modality's
 own features (PCA 64) names the class of a test item (a query cannot find its class's items more
-reliably than its modality tells the class); and the fused ARI / NMI of aligned, paper and MCCA at
+reliably than its modality tells the class); the P@10 of the query modality's own standardized
+features (unsupervised neighbours before any model); and the fused ARI / NMI of aligned, paper and MCCA at
 every k (``pipeline.evaluate_model``, what ``evaluate`` prints).
 
 ``--part latency``: median and p99 of one top-10 query over 10k / 100k / 1M stored 128-d latents
@@ -74,6 +75,21 @@ def supervised_ceiling(fs) -> dict[str, float]:
     return out
 
 
+def own_neighbours(fs) -> dict[str, float]:
+    """Class P@10 of each modality's own standardized test features (cosine, the query item left out):
+    how well unsupervised neighbours in the raw modality find a class, before any model. A cross-modal
+    query from a modality already beats this when its P@10 is higher."""
+    from mmae_core.retrieval import retrieval_metrics
+    from mmae_core.standardize import Standardizer
+
+    te = Standardizer.fit(fs.splits["train"].features).transform(fs.splits["test"].features)
+    out = {}
+    for m in fs.modalities:
+        r = retrieval_metrics({"q": te[m], "t": te[m]}, fs.splits["test"].labels, metric="cosine")
+        out[m] = float(r.loc[r["query"] == "q", "p_at_10"].iloc[0])
+    return out
+
+
 def quality(name: str, epochs: int, scale: float) -> None:
     from mmae_core.config import EvalConfig, preset
     from mmae_core.pipeline import evaluate_model, train_and_register
@@ -100,6 +116,7 @@ def quality(name: str, epochs: int, scale: float) -> None:
             tables[p] = search_eval(store, fs.name, p, "test", metric="both")
             evals[p] = evaluate_model(store, fs.name, p, EvalConfig(k_grid=ks), save=False)
         ceiling = supervised_ceiling(fs)
+        own = own_neighbours(fs)
     aligned = preset("aligned")
     print(f"\n### {name}{f' (scale {scale:g})' if name == 'demo' else ''}: test split, {epochs} epochs, seed 42; "
           f"aligned = dropout {aligned.modality_dropout:g}, align {aligned.align_weight:g}; "
@@ -117,6 +134,7 @@ def quality(name: str, epochs: int, scale: float) -> None:
                          "P@10 euc": euc.loc[(q, tg), "p_at_10"], f"mAP ({better[:3]})": b.loc[(q, tg), "map"],
                          "R@1": b.loc[(q, tg), "recall_at_1"], "R@5": b.loc[(q, tg), "recall_at_5"],
                          "R@10": b.loc[(q, tg), "recall_at_10"], "median rank": b.loc[(q, tg), "median_rank"],
+                         "own features P@10 (query modality)": own.get(q, float("nan")),
                          "ceiling (query modality)": ceiling.get(q, float("nan"))})
         mn = float(b.loc[mods, "p_at_10"].min())
         print(f"\n{p} preset ({better} is the better metric): min P@10 over modality pairs {mn:.3f} "
