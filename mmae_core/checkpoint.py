@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .completion import LatentCompletion
 from .config import TrainConfig
 from .dataset import FeatureSet
 from .errors import CheckpointError, ConfigError
@@ -42,6 +43,14 @@ def save_checkpoint(tm: TrainedModel) -> bytes:
         "history": _plain(tm.history),
         "train_seconds": float(tm.train_seconds),
     }
+    if tm.completion is not None:
+        c = tm.completion
+        payload["completion"] = {
+            "n_fit": int(c.n_fit),
+            "subsets": [list(s) for s in c.subsets()],
+            "W": [torch.from_numpy(c.maps[s][0].copy()) for s in c.subsets()],
+            "b": [torch.from_numpy(c.maps[s][1].copy()) for s in c.subsets()],
+        }
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
@@ -142,7 +151,35 @@ def load_checkpoint(data: bytes | Path | str) -> TrainedModel:
     model.load_state_dict(state)
     model.eval()
     history = p.get("history") if isinstance(p.get("history"), list) else []
-    return TrainedModel(model, cfg, modalities, std, history, float(p.get("train_seconds", 0.0) or 0.0), str(p["dataset_name"]))
+    return TrainedModel(model, cfg, modalities, std, history, float(p.get("train_seconds", 0.0) or 0.0), str(p["dataset_name"]),
+                        _completion(p.get("completion"), len(modalities), cfg.latent))
+
+
+def _completion(c: object, M: int, latent: int) -> LatentCompletion | None:
+    """The latent-completion maps, checked against the architecture; None in older checkpoints."""
+    if c is None:
+        return None
+    bad = "the checkpoint's latent-completion maps are malformed; save it again."
+    try:
+        subsets = [tuple(int(j) for j in s) for s in c["subsets"]]
+        W, b = list(c["W"]), list(c["b"])
+        if not (len(subsets) == len(W) == len(b)):
+            raise CheckpointError(bad)
+        maps = {}
+        for s, w, v in zip(subsets, W, b):
+            if not s or len(set(s)) != len(s) or len(s) >= M or min(s) < 0 or max(s) >= M:
+                raise CheckpointError(bad)
+            if tuple(w.shape) != (len(s) * latent, latent) or tuple(v.shape) != (latent,):
+                raise CheckpointError(
+                    f"the checkpoint's latent-completion map for modalities {list(s)} has shape {tuple(w.shape)} but latent {latent} "
+                    f"needs {(len(s) * latent, latent)}; the file is inconsistent, save it again."
+                )
+            maps[s] = (w.float().numpy().copy(), v.float().numpy().copy())
+        return LatentCompletion(maps, int(c["n_fit"]))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(bad) from None
 
 
 def check_fits(tm: TrainedModel, fs: FeatureSet) -> None:

@@ -175,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         Path(args.out).write_bytes(store.model_checkpoint(args.dataset, out.model_name))
         err(f"checkpoint written to {args.out}")
     result = {"model": out.model_name, "dataset": args.dataset, "train_seconds": round(out.train_seconds, 2),
-              "final_losses": out.final_losses, "config": cfg.to_dict()}
+              "final_losses": out.final_losses, "config": cfg.to_dict(), "completion_items": out.completion_items}
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:

@@ -52,6 +52,7 @@ class TrainOutcome:
     train_seconds: float
     final_losses: dict[str, float]
     missing: dict[str, int]
+    completion_items: int = 0  # complete train items the latent completion was fitted on; 0 = none fitted
 
 
 def missing_summary(fs: FeatureSet) -> dict[str, int]:
@@ -101,6 +102,10 @@ def train_and_register(
         )
     log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
     tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)
+    n_fit = tm.completion.n_fit if tm.completion is not None else 0
+    if any(missing.values()):
+        log(f"items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else
+            "too few train items have every modality to fit latent completion; items lacking modalities are fused by the mean of what they have")
     log("encoding every split")
     latents = encode_all_splits(tm, fs)
     final = dict(tm.history[-1]["losses"]) if tm.history else {}
@@ -110,11 +115,12 @@ def train_and_register(
         "history": tm.history,
         "train_items": fs.splits["train"].n,
         "missing": missing,
+        "completion_items": n_fit,
         "source": "trained",
     }
     store.add_model(dataset, name, save_checkpoint(tm), cfg.to_dict(), info, latents)
     log(f"registered model {name}")
-    return TrainOutcome(name, float(tm.train_seconds), final, missing)
+    return TrainOutcome(name, float(tm.train_seconds), final, missing, n_fit)
 
 
 def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: str, log: Log = _noop) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .completion import LatentCompletion, complete, fit_completion
 from .config import TrainConfig
 from .dataset import FeatureSet
 from .device import resolve_device
@@ -62,6 +63,7 @@ class TrainedModel:
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, losses, elapsed_s (val_total)
     train_seconds: float = 0.0
     dataset_name: str = ""
+    completion: LatentCompletion | None = None  # fused latents of items lacking modalities (completion.py)
 
     @property
     def device(self) -> torch.device:
@@ -457,7 +459,11 @@ def train(
             stepper.close()
             torch.set_num_threads(prev_threads)
     model.eval()
-    return TrainedModel(model, cfg, dict(fs.modalities), std, history, time.perf_counter() - t0, fs.name)
+    tm = TrainedModel(model, cfg, dict(fs.modalities), std, history, 0.0, fs.name)
+    _, per = encode(tm, split.features, complete_missing=False)
+    tm.completion = fit_completion([per[m] for m in model.names], present)
+    tm.train_seconds = time.perf_counter() - t0
+    return tm
 
 
 def _fit(
@@ -561,11 +567,13 @@ def _batches_for_inference(tm: TrainedModel, features: dict[str, np.ndarray], ba
 
 
 @torch.inference_mode()
-def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 4096) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 4096, complete_missing: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fused latents (n, latent) and per-modality latents (n, latent), NaN where the item lacks it.
 
     ``features`` may hold any non-empty subset of the model's modalities; an absent key counts as
-    missing for every item. An item with no modality at all gets a NaN fused latent.
+    missing for every item. An item with no modality at all gets a NaN fused latent. The fused latent
+    of an item lacking modalities is the model's completion of it (``completion.py``) when the model
+    has one and ``complete_missing``; else the mean of the encodings it has.
     """
     model = tm.model.eval()
     _, n = _inputs(tm, features)
@@ -580,6 +588,9 @@ def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 
         for j, m in enumerate(names):
             if m in zs:
                 per[m][s + np.flatnonzero(present[:, j])] = zs[m].float().cpu().numpy()
+    if complete_missing and tm.completion is not None:
+        present_all = np.stack([~np.isnan(per[m][:, 0]) for m in model.names], axis=1)
+        fused = complete(tm.completion, fused, [per[m] for m in model.names], present_all)
     return fused, per
 
 
@@ -593,10 +604,11 @@ def reconstruction_error(tm: TrainedModel, features: dict[str, np.ndarray], batc
     model = tm.model.eval()
     _, n = _inputs(tm, features)
     err = {m: np.full(n, np.nan, dtype=np.float32) for m in model.names}
+    fused, _ = encode(tm, features, batch_size)  # completed, so a partial item is decoded from where it sits
     for s, X, present, names in _batches_for_inference(tm, features, batch_size):
         if not present.any():
             continue
-        z, _ = model.fuse(X, _rows(present, names, tm.device), _inv_count(present, tm.device))
+        z = torch.from_numpy(np.nan_to_num(fused[s : s + len(present)])).to(tm.device)
         for j, m in enumerate(names):
             idx = np.flatnonzero(present[:, j])
             if idx.size == 0:

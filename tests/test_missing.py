@@ -215,9 +215,16 @@ def test_training_with_missing_rows_and_encoding_from_every_subset(name: str) ->
             for m in set(DIMS) - set(subset):
                 assert np.isnan(per[m]).all()  # a modality not given is missing for every item
             assert np.isfinite(fused[has_any]).all() and np.isnan(fused[~has_any]).all()
-            # the fused latent is the mean of the present per-modality latents
+            # without completion the fused latent is the mean of the present per-modality latents
             stack = np.stack([per[m] for m in subset])
-            np.testing.assert_allclose(fused[has_any], np.nanmean(stack, axis=0)[has_any], rtol=1e-4, atol=1e-5)
+            mean_fused, _ = encode(tm, feats, complete_missing=False)
+            np.testing.assert_allclose(mean_fused[has_any], np.nanmean(stack, axis=0)[has_any], rtol=1e-4, atol=1e-5)
+            # with it, an item that has every modality keeps the mean; one lacking some is completed
+            has_all = np.all([~np.isnan(per[m][:, 0]) for m in DIMS], axis=0)
+            np.testing.assert_allclose(fused[has_all], mean_fused[has_all], rtol=1e-5, atol=1e-6)
+            partial = has_any & ~has_all
+            assert tm.completion is not None and partial.any()
+            assert not np.allclose(fused[partial], mean_fused[partial])
 
 
 def test_cli_train_says_missing_and_recommends_aligned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,7 +233,20 @@ def test_cli_train_says_missing_and_recommends_aligned(tmp_path: Path, capsys: p
     assert main(["train", "--dataset", "gappy", "--epochs", "1", "--batch-size", "4", "--latent", "4", "--db", str(db)]) == 0
     _, errs = capsys.readouterr()
     assert "missing modalities (image: 1, audio: 2, text: 2)" in errs and "--preset aligned" in errs
+    assert "too few train items have every modality to fit latent completion" in errs
     assert main(["train", "--dataset", "gappy", "--preset", "aligned", "--epochs", "1", "--batch-size", "4",
                  "--latent", "4", "--db", str(db)]) == 0
     _, errs = capsys.readouterr()
     assert "--preset aligned" not in errs
+
+
+def test_cli_train_reports_latent_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "s.duckdb"
+    fs = clustered()
+    Store(db).add_dataset(fs)
+    complete = int(np.all([~np.isnan(x).all(axis=1) for x in fs.splits["train"].features.values()], axis=0).sum())
+    assert main(["train", "--dataset", "c", "--epochs", "2", "--batch-size", "32", "--latent", "8", "--format", "json",
+                 "--db", str(db)]) == 0
+    out, errs = capsys.readouterr()
+    assert json.loads(out)["completion_items"] == complete > 50
+    assert f"completed fused latent (fitted on {complete} complete train items)" in errs
