@@ -104,8 +104,8 @@ def train_and_register(
     tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
-        log(f"items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else
-            "too few train items have every modality to fit latent completion; items lacking modalities are fused by the mean of what they have")
+        log(f"note: items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else
+            "note: too few train items have every modality to fit latent completion; items lacking modalities are fused by the mean of what they have")
     log("encoding every split")
     latents = encode_all_splits(tm, fs)
     final = dict(tm.history[-1]["losses"]) if tm.history else {}

@@ -208,6 +208,7 @@ for _, m in models.iterrows():
     row.update({f: m.get(f) for f in cfg_fields if f in models.columns})
     row["train time"] = fmt_seconds(info.get("train_seconds"))
     row["train items"] = info.get("train_items")
+    row["completion fitted on"] = info.get("completion_items")  # complete train items; partial items' fused latent
     for k, v in (info.get("final_losses") or {}).items():
         row[f"final loss {k}"] = v
     rows.append(row)

@@ -63,6 +63,8 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     registry = at.dataframe[-1].value
     assert {"paper-e2-s42", "ui-e2"} <= set(registry["model"])
     assert "final loss image" in registry.columns and registry["epochs"].tolist() == [2, 2]
+    # every demo train item has all modalities: the completion for partial uploads is fitted on all of them
+    assert registry.set_index("model").loc["ui-e2", "completion fitted on"] == 850
     assert at.get("vega_lite_chart")  # the loss curves
     # a browser refresh or a second tab: a new session finds the job in the store
     other = app("train")
