@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmae_core.checkpoint import load_checkpoint, save_checkpoint
-from mmae_core.completion import MIN_COMPLETE_ITEMS, _wanted_subsets, complete, fit_completion
+from mmae_core.completion import MIN_COMPLETE_ITEMS, _Stats, _wanted_subsets, complete, fit_completion
 from mmae_core.dataset import FeatureSet, Split
 from mmae_core.errors import CheckpointError
 from mmae_core.train import TrainedModel, encode, train
@@ -115,3 +115,20 @@ def test_checkpoint_keeps_the_maps_and_refuses_bad_ones(fs: FeatureSet, tm: Trai
     old = load_checkpoint(buf.getvalue())
     assert old.completion is None
     assert np.array_equal(encode(old, partial)[0], encode(tm, partial, complete_missing=False)[0])
+
+
+def test_ridge_from_statistics_matches_scikit_learn() -> None:
+    """The maps are solved from Gram sub-blocks; they must equal scikit-learn's Ridge (intercept
+    unpenalized), and the held-out error computed from statistics must equal the direct sum."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(300, 12))
+    Y = Z @ rng.normal(size=(12, 4)) + rng.normal(size=(300, 4)) + 3.0
+    cols = np.array([0, 1, 2, 7, 8, 9])
+    W, b = _Stats.of(Z, Y).solve(cols, 2.0)
+    ref = Ridge(alpha=2.0).fit(Z[:, cols], Y)
+    np.testing.assert_allclose(W, ref.coef_.T, atol=1e-10)
+    np.testing.assert_allclose(b, ref.intercept_, atol=1e-10)
+    held = _Stats.of(Z[:50], Y[:50])
+    assert held.error(W, b, cols) == pytest.approx(float(((Y[:50] - (Z[:50, cols] @ W + b)) ** 2).sum()), rel=1e-9)
