@@ -1,4 +1,5 @@
-"""How the ``aligned`` preset's defaults were chosen: a measured sweep of modality dropout x alignment weight.
+"""How the ``aligned`` preset's defaults were chosen: a measured sweep of modality dropout x alignment weight
+(x AdamW weight decay, ``--weight-decay``).
 
 For each dataset (the real UCI digits ``mfeat`` and a scaled demo) and each (modality_dropout,
 align_weight) it trains the MMAE (paper architecture, seed 42), encodes the test split and prints:
@@ -13,7 +14,9 @@ Each finished config is appended as one JSON line to ``--out`` (default ``tune_a
 the temp folder), and configs already in that file are skipped, so a long sweep can be resumed.
 
     .venv/bin/python benchmarks/tune_aligned.py [--datasets mfeat,demo] [--scale 0.2] [--epochs 100]
-        [--dropout 0.3,0.5,0.7] [--align 0,0.1,1,3] [--seed 42] [--out FILE.jsonl]
+        [--dropout 0.3,0.5,0.7] [--align 0,0.1,1,3] [--weight-decay 0] [--seed 42] [--out FILE.jsonl]
+    # the weight-decay sweep: .venv/bin/python benchmarks/tune_aligned.py --dropout 0.7 --align 0.1 \
+    #     --weight-decay 0,0.1,0.3,1 --datasets mfeat   (and --datasets demo --scale 1)
 """
 from __future__ import annotations
 
@@ -76,17 +79,17 @@ def mcca_scores(fs, ks: tuple[int, ...]) -> dict[int, tuple[float, float]]:
     return {int(k): (float(g.loc[k, "ari"]), float(g.loc[k, "nmi"])) for k in ks}
 
 
-def run_config(fs, p: float, lam: float, epochs: int, seed: int, latent: int | None) -> dict:
+def run_config(fs, p: float, lam: float, epochs: int, seed: int, latent: int | None, wd: float = 0.0) -> dict:
     from mmae_core.train import encode, train
 
     cfg = preset("aligned" if (p or lam) else "paper", epochs=epochs, seed=seed, modality_dropout=p,
-                 align_weight=lam, latent=latent)
+                 align_weight=lam, latent=latent, weight_decay=wd)
     t0 = time.perf_counter()
     tm = train(fs, cfg)
     secs = time.perf_counter() - t0
     te = fs.splits["test"]
     fused, per = encode(tm, te.features)
-    out: dict = {"p": p, "lam": lam, "epochs": epochs, "seed": seed, "latent": cfg.latent, "train_s": round(secs, 1)}
+    out: dict = {"p": p, "lam": lam, "wd": wd, "epochs": epochs, "seed": seed, "latent": cfg.latent, "train_s": round(secs, 1)}
     for metric in ("cosine", "euclidean"):
         t = retrieval_metrics(per, te.labels, fused=fused, k=10, metric=metric)
         mm = t[t["query"] != "fused"]
@@ -108,12 +111,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--dropout", default="0.3,0.5,0.7")
     ap.add_argument("--align", default="0,0.1,1,3")
+    ap.add_argument("--weight-decay", default="0", help="AdamW weight decays to sweep (0 = plain Adam)")
     ap.add_argument("--latent", type=int, default=None)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "tune_aligned.jsonl"))
     args = ap.parse_args()
     ps = [float(x) for x in args.dropout.split(",")]
     lams = [float(x) for x in args.align.split(",")]
+    wds = [float(x) for x in args.weight_decay.split(",")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"Python {platform.python_version()}; epochs {args.epochs}, seed {args.seed}, demo scale {args.scale}", flush=True)
     out = Path(args.out)
@@ -121,10 +126,10 @@ def main() -> None:
     if out.exists():
         done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
-    def have(ds: str, p: float, lam: float) -> dict | None:
+    def have(ds: str, p: float, lam: float, wd: float) -> dict | None:
         for r in done:
-            if (r["dataset"], r["p"], r["lam"], r["epochs"], r["seed"], r.get("scale"), r.get("latent_arg")) == (
-                    ds, p, lam, args.epochs, args.seed, args.scale if ds == "demo" else None, args.latent):
+            if (r["dataset"], r["p"], r["lam"], r.get("wd", 0.0), r["epochs"], r["seed"], r.get("scale"), r.get("latent_arg")) == (
+                    ds, p, lam, wd, args.epochs, args.seed, args.scale if ds == "demo" else None, args.latent):
                 return r
         return None
 
@@ -132,18 +137,18 @@ def main() -> None:
         fs = load(ds, args.scale)
         ks = K_GRIDS[ds]
         mcca = mcca_scores(fs, ks)
-        configs = [(0.0, 0.0)] + [(p, lam) for p in ps for lam in lams]
+        configs = [(0.0, 0.0, 0.0)] + [(p, lam, wd) for p in ps for lam in lams for wd in wds]
         rows = []
-        for p, lam in configs:
-            r = have(ds, p, lam)
+        for p, lam, wd in configs:
+            r = have(ds, p, lam, wd)
             if r is None:
-                r = run_config(fs, p, lam, args.epochs, args.seed, args.latent)
+                r = run_config(fs, p, lam, args.epochs, args.seed, args.latent, wd)
                 r.update(dataset=ds, scale=args.scale if ds == "demo" else None, latent_arg=args.latent,
                          load=round(os.getloadavg()[0], 1))
                 with out.open("a") as f:
                     f.write(json.dumps(r) + "\n")
                 done.append(r)
-                print(f"  {ds} p={p} lam={lam}: cos min P@10 {r['cosine']['min_p10']:.3f} "
+                print(f"  {ds} p={p} lam={lam} wd={wd}: cos min P@10 {r['cosine']['min_p10']:.3f} "
                       f"euc {r['euclidean']['min_p10']:.3f} ({r['train_s']} s)", file=sys.stderr, flush=True)
             rows.append(r)
         paper = rows[0]["clusters"]
@@ -154,7 +159,7 @@ def main() -> None:
             ari_ok = all(cl[str(k)][0] >= max(paper[str(k)][0], mcca[k][0]) - 1e-9 for k in ks)
             nmi_ok = all(cl[str(k)][1] >= max(paper[str(k)][1], mcca[k][1]) - 1e-9 for k in ks)
             table.append({
-                "dropout": r["p"], "align": r["lam"], "metric": best,
+                "dropout": r["p"], "align": r["lam"], "weight decay": r.get("wd", 0.0), "metric": best,
                 "min P@10": r[best]["min_p10"], "mean P@10": r[best]["mean_p10"], "min mAP": r[best]["min_map"],
                 "fused->m min P@10": r[best]["fused_min_p10"], "min R@10": r[best]["min_r10"],
                 "ARI min-k": min(cl[str(k)][0] for k in ks), "NMI min-k": min(cl[str(k)][1] for k in ks),

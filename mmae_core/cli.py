@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_and_register
 
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-                 latent=args.latent, device=args.device)
+                 latent=args.latent, device=args.device, weight_decay=args.weight_decay)
     store = open_store(args)
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
     if args.out:
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float, help="AdamW weight decay (paper preset: 0, aligned: 0.3)")
     s.add_argument("--latent", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")

@@ -210,12 +210,15 @@ def _reproducible(seed: int) -> Iterator[None]:
             det.fill_uninitialized_memory = prev_fill
 
 
-def _make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam as one fused kernel where the build supports it, else the multi-tensor (foreach) path."""
+def _make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (AdamW when there is weight decay) as one fused kernel where the build supports it, else
+    the multi-tensor (foreach) path. Plain Adam at 0 keeps the paper preset exactly the paper's."""
+    kind = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
+    extra = {"weight_decay": weight_decay} if weight_decay > 0 else {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return kind(params, lr=lr, fused=True, **extra)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return kind(params, lr=lr, foreach=True, **extra)
 
 
 def cpu_cores() -> int:
@@ -264,7 +267,7 @@ class _Stepper:
     with ``zero_grad(set_to_none=False)``).
     """
 
-    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float):
+    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0):
         self.model, self.groups, self.align_weight = model, groups, align_weight
         self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
         self.opts = []
@@ -272,7 +275,7 @@ class _Stepper:
             params = [p for j in g for part in (model.enc[j], model.dec[j]) for p in part.parameters()]
             flat, grad = self._flatten(params)
             self.flat.append((params, grad))
-            self.opts.append(_make_optimizer([flat], lr))
+            self.opts.append(_make_optimizer([flat], lr, weight_decay))
         with torch.no_grad():
             self.enc = [Stack(seq) for seq in model.enc]
             self.dec = [Stack(seq) for seq in model.dec]
@@ -451,7 +454,7 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed)  # shuffling, validation split, modality dropout
         model = MMAE(fs.modalities, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
         groups, threads = plan_groups(model, device)
-        stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight)
+        stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay)
         torch.set_num_threads(threads)
         try:
             history = _fit(model, stepper, X, present, cfg, gen, device, t0, on_progress, should_stop)

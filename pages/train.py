@@ -55,16 +55,18 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
                             help="auto: CUDA, then Apple MPS, then CPU.")
     model_name = c[2].text_input("Model name (optional)", key=k + "name",
                                  placeholder=f"{name}-e{int(epochs)}-s{int(seed)}")
-    with st.expander("Advanced: modality dropout, alignment, early stopping"):
-        a = st.columns(3)
+    with st.expander("Advanced: modality dropout, alignment, weight decay, early stopping"):
+        a = st.columns(4)
         dropout = a[0].number_input("Modality dropout", 0.0, 0.95, base.modality_dropout, step=0.05, key=k + "dropout",
                                     help="Probability that an item's encoders lose a random proper subset of its modalities.")
         align = a[1].number_input("Alignment weight λ", 0.0, 100.0, base.align_weight, step=0.1, key=k + "align")
-        patience = a[2].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
+        decay = a[2].number_input("Weight decay", 0.0, 9.99, base.weight_decay, step=0.05, key=k + "decay",
+                                  help="AdamW's decoupled weight decay; 0 = the paper's plain Adam.")
+        patience = a[3].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
     try:
         cfg = preset(name, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), latent=int(latent),
                      device=device, modality_dropout=float(dropout), align_weight=float(align),
-                     early_stopping=int(patience))
+                     weight_decay=float(decay), early_stopping=int(patience))
         chosen = check_name(model_name, "model") if model_name.strip() else None
     except ConfigError as err:
         st.error(str(err))

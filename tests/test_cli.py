@@ -187,3 +187,12 @@ def test_subprocess_env_db_and_stdout_is_json(trained_db: Path, tmp_path: Path) 
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.strip().count("\n") == 0 and "nope" in p.stderr
+
+
+def test_train_takes_a_weight_decay_and_records_it(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--weight-decay", "0.05",
+                       "--model-name", "wd", "--format", "json")
+    assert code == 0 and json.loads(out)["config"]["weight_decay"] == 0.05
+    assert Store(db).model_config("demo", "wd")["weight_decay"] == 0.05
+    code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--weight-decay", "-1")
+    assert code != 0 and "weight decay must be in [0, 10)" in errs

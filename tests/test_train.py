@@ -200,3 +200,26 @@ def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
         assert all(q.grad is None for q in par.parameters())
         for (name, p), q in zip(ref.named_parameters(), par.parameters()):  # lr 0: no weight moved
             assert torch.equal(p, q), name
+
+
+def test_weight_decay_is_adamw_and_the_paper_preset_keeps_plain_adam(fs: FeatureSet) -> None:
+    import torch
+
+    from mmae_core.config import preset
+    from mmae_core.model import MMAE
+    from mmae_core.train import _Stepper
+
+    assert preset("paper").weight_decay == 0.0 and preset("aligned").weight_decay > 0
+    model = MMAE(DIMS, latent=8, hidden=(16,))
+    for wd, kind in ((0.0, torch.optim.Adam), (0.3, torch.optim.AdamW)):
+        step = _Stepper(model, [[0, 1, 2]], lr=1e-3, align_weight=0.0, weight_decay=wd)
+        assert type(step.opts[0]) is kind and step.opts[0].param_groups[0]["weight_decay"] == wd
+        step.close()
+    # decay shrinks the weights: the same run with a strong decay ends with a smaller norm
+    norms = {}
+    for wd in (0.0, 5.0):
+        tm = train(fs, replace(CFG, epochs=5, weight_decay=wd))
+        norms[wd] = float(sum((p.detach() ** 2).sum() for p in tm.model.parameters()))
+    assert norms[5.0] < 0.8 * norms[0.0]
+    with pytest.raises(ConfigError, match=r"weight decay must be in \[0, 10\) \(got -0.1\)"):
+        replace(CFG, weight_decay=-0.1).checked()
