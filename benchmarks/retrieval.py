@@ -119,7 +119,7 @@ def quality(name: str, epochs: int, scale: float) -> None:
         own = own_neighbours(fs)
     aligned = preset("aligned")
     print(f"\n### {name}{f' (scale {scale:g})' if name == 'demo' else ''}: test split, {epochs} epochs, seed 42; "
-          f"aligned = dropout {aligned.modality_dropout:g}, align {aligned.align_weight:g}; "
+          f"aligned = dropout {aligned.modality_dropout:g}, align {aligned.align_weight:g}, weight decay {aligned.weight_decay:g}; "
           f"training s: paper {secs['paper']:.0f}, aligned {secs['aligned']:.0f}; {machine()}")
     for p in ("aligned", "paper"):
         t = tables[p]
