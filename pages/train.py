@@ -26,7 +26,7 @@ POLL_S = 1.0
 SEEN = "_train_active_jobs"
 PRESET_HELP = {
     "paper": "The paper's setup: Adam, lr 1e-3, batch 128, 100 epochs, seed 42, latent 128.",
-    "aligned": "Cross-modal training (modality dropout) plus latent alignment: for cross-modal search and for data with missing modalities.",
+    "aligned": "Cross-modal training (modality dropout) plus latent alignment and weight decay: for cross-modal search and for data with missing modalities.",
 }
 
 st.title("Train")
