@@ -218,7 +218,7 @@ def test_training_with_missing_rows_and_encoding_from_every_subset(name: str) ->
             # without completion the fused latent is the mean of the present per-modality latents
             stack = np.stack([per[m] for m in subset])
             mean_fused, _ = encode(tm, feats, complete_missing=False)
-            np.testing.assert_allclose(mean_fused[has_any], np.nanmean(stack, axis=0)[has_any], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(mean_fused[has_any], np.nanmean(stack[:, has_any], axis=0), rtol=1e-4, atol=1e-5)
             # with it, an item that has every modality keeps the mean; one lacking some is completed
             has_all = np.all([~np.isnan(per[m][:, 0]) for m in DIMS], axis=0)
             np.testing.assert_allclose(fused[has_all], mean_fused[has_all], rtol=1e-5, atol=1e-6)
