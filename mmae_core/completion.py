@@ -21,6 +21,9 @@ import numpy as np
 
 # Fewer complete train items than this and a map would be fitted on noise: keep the plain mean.
 MIN_COMPLETE_ITEMS = 50
+# More than this and the maps are fitted on evenly spaced ones: a few hundred parameters per output
+# need no more, and memory stays bounded (float64 copies) on archive-sized train splits.
+MAX_FIT_ITEMS = 50_000
 # Up to this many modalities every proper subset gets a map (2^M - 2 of them); beyond, only the
 # subsets the train split shows plus single modalities, so a checkpoint stays small.
 ALL_SUBSETS_UP_TO = 5
@@ -60,11 +63,13 @@ def fit_completion(per: list[np.ndarray], present: np.ndarray) -> LatentCompleti
     fitting all maps costs one pass plus small solves (a fraction of a second on 21,000 items).
     Folds are items by position modulo ``FOLDS``: no random draw, the same data give the same maps.
     """
-    complete_rows = present.all(axis=1)
-    n = int(complete_rows.sum())
-    if n < MIN_COMPLETE_ITEMS or present.shape[1] < 2:
+    rows = np.flatnonzero(present.all(axis=1))
+    if len(rows) < MIN_COMPLETE_ITEMS or present.shape[1] < 2:
         return None
-    Z = np.concatenate([np.asarray(p[complete_rows], dtype=np.float64) for p in per], axis=1)
+    if len(rows) > MAX_FIT_ITEMS:
+        rows = rows[np.linspace(0, len(rows) - 1, MAX_FIT_ITEMS).astype(np.int64)]
+    n = len(rows)
+    Z = np.concatenate([np.asarray(p[rows], dtype=np.float64) for p in per], axis=1)
     L = per[0].shape[1]
     Y = Z.reshape(n, len(per), L).mean(axis=1)  # the fused latent: mean of the encodings
     folds = [_Stats.of(Z[f::FOLDS], Y[f::FOLDS]) for f in range(FOLDS)]
@@ -73,8 +78,13 @@ def fit_completion(per: list[np.ndarray], present: np.ndarray) -> LatentCompleti
     for s in _wanted_subsets(present):
         cols = np.concatenate([np.arange(j * L, (j + 1) * L) for j in s])
         scale = np.trace(total.centred(cols)[0]) / len(cols)
-        errors = [sum(f.error(*(total - f).solve(cols, a * scale), cols) for f in folds) for a in RELATIVE_ALPHAS]
-        W, b = total.solve(cols, RELATIVE_ALPHAS[int(np.argmin(errors))] * scale)
+        if not np.isfinite(scale) or scale <= 0:
+            continue  # these encodings do not vary: nothing to predict from, keep the mean for S
+        try:
+            errors = [sum(f.error(*(total - f).solve(cols, a * scale), cols) for f in folds) for a in RELATIVE_ALPHAS]
+            W, b = total.solve(cols, RELATIVE_ALPHAS[int(np.argmin(errors))] * scale)
+        except np.linalg.LinAlgError:
+            continue
         maps[s] = (np.ascontiguousarray(W, dtype=np.float32), b.astype(np.float32))
     return LatentCompletion(maps, n)
 

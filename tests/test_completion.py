@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmae_core.checkpoint import load_checkpoint, save_checkpoint
+import mmae_core.completion as completion
 from mmae_core.completion import MIN_COMPLETE_ITEMS, _Stats, _wanted_subsets, complete, fit_completion
 from mmae_core.dataset import FeatureSet, Split
 from mmae_core.errors import CheckpointError
@@ -132,3 +133,16 @@ def test_ridge_from_statistics_matches_scikit_learn() -> None:
     np.testing.assert_allclose(b, ref.intercept_, atol=1e-10)
     held = _Stats.of(Z[:50], Y[:50])
     assert held.error(W, b, cols) == pytest.approx(float(((Y[:50] - (Z[:50, cols] @ W + b)) ** 2).sum()), rel=1e-9)
+
+
+def test_large_train_splits_fit_on_evenly_spaced_items_and_constant_encodings_keep_the_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(200, 4))
+    per = [y @ rng.normal(size=(4, 4)) + 0.1 * rng.normal(size=(200, 4)) for _ in range(3)]
+    present = np.ones((200, 3), dtype=bool)
+    monkeypatch.setattr(completion, "MAX_FIT_ITEMS", 60)
+    c = fit_completion(per, present)
+    assert c is not None and c.n_fit == 60 and len(c.maps) == 6
+    per[1] = np.zeros_like(per[1])  # a modality whose encodings never vary predicts nothing
+    c = fit_completion(per, present)
+    assert (1,) not in c.maps and (0, 1) in c.maps
