@@ -47,7 +47,7 @@ def save_checkpoint(tm: TrainedModel) -> bytes:
         c = tm.completion
         payload["completion"] = {
             "n_fit": int(c.n_fit),
-            "subsets": [list(s) for s in c.subsets()],
+            "subsets": [[int(j) for j in s] for s in c.subsets()],  # plain ints: the safe loader refuses numpy scalars
             "W": [torch.from_numpy(c.maps[s][0].copy()) for s in c.subsets()],
             "b": [torch.from_numpy(c.maps[s][1].copy()) for s in c.subsets()],
         }

@@ -48,7 +48,7 @@ def _wanted_subsets(present: np.ndarray) -> list[tuple[int, ...]]:
     M = present.shape[1]
     if M <= ALL_SUBSETS_UP_TO:
         return [s for r in range(1, M) for s in combinations(range(M), r)]
-    seen = {tuple(np.flatnonzero(row)) for row in np.unique(present, axis=0) if 0 < row.sum() < M}
+    seen = {tuple(int(j) for j in np.flatnonzero(row)) for row in np.unique(present, axis=0) if 0 < row.sum() < M}
     return sorted(seen | {(j,) for j in range(M)}, key=lambda s: (len(s), s))
 
 

@@ -87,6 +87,7 @@ def test_many_modalities_fit_the_seen_subsets_and_single_ones() -> None:
     present[1, 0] = False
     subsets = _wanted_subsets(present)
     assert subsets == [(0,), (1,), (2,), (3,), (4,), (5,), (0, 1, 2, 3), (1, 2, 3, 4, 5)]
+    assert all(type(j) is int for s in subsets for j in s)  # a checkpoint may hold plain ints only
     assert len(_wanted_subsets(np.ones((3, 4), dtype=bool))) == 14  # 2^4 - 2: every proper subset
 
 
@@ -146,3 +147,18 @@ def test_large_train_splits_fit_on_evenly_spaced_items_and_constant_encodings_ke
     per[1] = np.zeros_like(per[1])  # a modality whose encodings never vary predicts nothing
     c = fit_completion(per, present)
     assert (1,) not in c.maps and (0, 1) in c.maps
+
+
+def test_six_modalities_round_trip_through_the_safe_checkpoint_loader() -> None:
+    rng = np.random.default_rng(3)
+    n, dims = 120, {f"m{j}": 4 for j in range(6)}
+    factor = rng.normal(size=(n, 3))
+    feats = {m: (factor @ rng.normal(size=(3, d)) + 0.1 * rng.normal(size=(n, d))).astype(np.float32) for m, d in dims.items()}
+    feats["m5"][:10] = np.nan  # one pattern seen in train: m0..m4
+    ids = np.array([f"i{i}" for i in range(n)], dtype=object)
+    fs = FeatureSet("six", dims, {"train": Split(ids, feats)}).validate()
+    tm = train(fs, replace(CFG, epochs=1))
+    assert (0, 1, 2, 3, 4) in tm.completion.maps and len(tm.completion.maps) == 7
+    back = load_checkpoint(save_checkpoint(tm))
+    assert set(back.completion.maps) == set(tm.completion.maps)
+    assert np.array_equal(encode(back, feats)[0], encode(tm, feats)[0])
