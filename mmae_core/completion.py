@@ -41,7 +41,12 @@ class LatentCompletion:
     n_fit: int  # complete train items the maps were fitted on
 
     def subsets(self) -> list[tuple[int, ...]]:
-        return sorted(self.maps, key=lambda s: (len(s), s))
+        return sorted(self.maps, key=_by_size)
+
+
+def _by_size(s: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Order of subsets: single modalities first, then pairs, ...; by index within a size."""
+    return len(s), s
 
 
 def _wanted_subsets(present: np.ndarray) -> list[tuple[int, ...]]:
@@ -49,7 +54,7 @@ def _wanted_subsets(present: np.ndarray) -> list[tuple[int, ...]]:
     if M <= ALL_SUBSETS_UP_TO:
         return [s for r in range(1, M) for s in combinations(range(M), r)]
     seen = {tuple(int(j) for j in np.flatnonzero(row)) for row in np.unique(present, axis=0) if 0 < row.sum() < M}
-    return sorted(seen | {(j,) for j in range(M)}, key=lambda s: (len(s), s))
+    return sorted(seen | {(j,) for j in range(M)}, key=_by_size)
 
 
 def fit_completion(per: list[np.ndarray], present: np.ndarray) -> LatentCompletion | None:
@@ -133,7 +138,6 @@ def complete(c: LatentCompletion | None, fused: np.ndarray, per: list[np.ndarray
     if c is None:
         return fused
     out = fused.copy()
-    M = present.shape[1]
     partial = present.any(axis=1) & ~present.all(axis=1)
     if not partial.any():
         return out
@@ -141,7 +145,7 @@ def complete(c: LatentCompletion | None, fused: np.ndarray, per: list[np.ndarray
     idx = np.flatnonzero(partial)
     for p, row in enumerate(patterns):
         s = tuple(int(j) for j in np.flatnonzero(row))
-        if s not in c.maps or len(s) == M:
+        if s not in c.maps:  # not fitted (unseen in train with > 5 modalities, or constant encodings): the mean
             continue
         W, b = c.maps[s]
         rows = idx[which.reshape(-1) == p]
