@@ -154,3 +154,23 @@ def test_load_a_checkpoint(demo_store, app):
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert at.session_state["model"] == "reloaded"
     assert isinstance(at.dataframe[-1].value, pd.DataFrame)
+
+
+def test_training_on_gappy_data_says_partial_items_are_completed(demo_store, app):
+    demo_store.store().add_dataset(small_set("gaps", {"image": 5, "text": 3}, n=120, missing=30))
+    at = app("train", dataset="gaps")
+    no_bug(at)
+    at.selectbox(key="train_preset").set_value("aligned").run()
+    at.number_input(key="train_aligned_epochs").set_value(1).run()
+    at.number_input(key="train_aligned_batch").set_value(16).run()
+    by_label(at.button, "Start training").click().run()
+    no_bug(at)
+    store = demo_store.store()
+    view = manager_for(store).wait(newest_job(store)["id"], timeout=180)
+    assert view.status == "done", view.message
+    at.run()
+    no_bug(at)
+    # 90 of the 120 train items have both modalities: the job panel says so, and the registry shows it
+    assert any("completed fused latent (fitted on 90 complete train items)" in c.value for c in at.caption)
+    registry = at.dataframe[-1].value
+    assert registry["completion fitted on"].tolist() == [90]
