@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from .errors import ConfigError
 
 DEFAULT_K_GRID: tuple[int, ...] = (30, 40, 42, 50, 60)
+PARALLEL_PLANS: tuple[str, ...] = ("modalities", "ops")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs on a validation part of train; 0 = off
     val_fraction: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | mps
+    # How a CPU's cores share a step: "modalities" runs groups of modalities on their own threads
+    # (robust when other programs compete for the cores); "ops" runs all modalities in one thread,
+    # fused where possible, with every core on each matmul (fastest on an idle machine, several
+    # times slower when another program holds a core). Part of the config because the two plans
+    # round differently: the same seed and plan give the same latents.
+    parallel: str = "modalities"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"weight decay must be in [0, 10) (got {self.weight_decay}).")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"device must be auto, cpu, cuda or mps (got '{self.device}').")
+        if self.parallel not in PARALLEL_PLANS:
+            raise ConfigError(f"parallel must be {' or '.join(PARALLEL_PLANS)} (got '{self.parallel}').")
         return self
 
 

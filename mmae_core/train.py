@@ -38,6 +38,7 @@ from .dataset import FeatureSet
 from .device import resolve_device
 from .errors import CancelledError, ConfigError, DataError
 from .model import MMAE, Rows, Stack, stack_backward, stack_forward
+from .step_fused import FusedStepper
 from .standardize import Standardizer
 
 
@@ -64,6 +65,7 @@ class TrainedModel:
     train_seconds: float = 0.0
     dataset_name: str = ""
     completion: LatentCompletion | None = None  # fused latents of items lacking modalities (completion.py)
+    plan: str = ""  # how the step used the cores, e.g. "fused step, 2 intra-op thread(s)" (for the log)
 
     @property
     def device(self) -> torch.device:
@@ -225,14 +227,17 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def plan_groups(model: MMAE, device: torch.device) -> tuple[list[list[int]], int]:
+def plan_groups(model: MMAE, device: torch.device, parallel: str = "modalities") -> tuple[list[list[int]], int]:
     """Modalities split into one group per worker thread, balanced by matmul cost, and the
-    intra-op threads each group gets. A pure function of the model and the machine, so runs with
-    the same seed on the same machine stay bitwise identical."""
+    intra-op threads each group gets (``parallel="ops"``: one group, every core on each op). A pure
+    function of the model, the plan and the machine, so runs with the same seed on the same machine
+    stay bitwise identical."""
     n_mod = len(model.names)
     if device.type != "cpu":
         return [list(range(n_mod))], torch.get_num_threads()
     cores = cpu_cores()
+    if parallel == "ops":
+        return [list(range(n_mod))], cores
     n_groups = max(1, min(cores, n_mod))
     sizes = [*model.hidden, model.latent]
     inner = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -267,7 +272,7 @@ class _Stepper:
     with ``zero_grad(set_to_none=False)``).
     """
 
-    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0):
+    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
         self.model, self.groups, self.align_weight = model, groups, align_weight
         self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
         self.opts = []
@@ -279,7 +284,13 @@ class _Stepper:
         with torch.no_grad():
             self.enc = [Stack(seq) for seq in model.enc]
             self.dec = [Stack(seq) for seq in model.dec]
-        self.pool = ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train") if len(groups) > 1 else None
+        # The intra-op thread count is per thread: without the initializer each worker's ops would
+        # use every core (OpenMP's default), oversubscribing them (measured: 2 threads' matmuls at
+        # a third of the rate of 2 threads set to 1).
+        self.pool = (
+            ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train", initializer=torch.set_num_threads, initargs=(intra_threads,))
+            if len(groups) > 1 else None
+        )
         order = [j for g in groups for j in g]
         self.order = torch.tensor([order.index(j) for j in range(len(order))])  # group order -> model order
 
@@ -453,8 +464,16 @@ def train(
     with _reproducible(cfg.seed):
         gen = torch.Generator().manual_seed(cfg.seed)  # shuffling, validation split, modality dropout
         model = MMAE(fs.modalities, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
-        groups, threads = plan_groups(model, device)
-        stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay)
+        groups, threads = plan_groups(model, device, cfg.parallel)
+        stepper: _Stepper | FusedStepper
+        if len(groups) == 1 and cfg.modality_dropout <= 0 and cfg.align_weight <= 0 and present.all():
+            stepper = FusedStepper(model, cfg.lr, cfg.weight_decay)
+            X = torch.cat([X[m] for m in model.names], 1)  # the batches' layout; the per-modality tensors are freed
+            plan = f"fused step, {threads} intra-op thread(s)"
+        else:
+            stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
+            names = " | ".join("+".join(model.names[j] for j in g) for g in groups)
+            plan = f"{names} on {len(groups)} thread(s), {threads} intra-op thread(s) each"
         torch.set_num_threads(threads)
         try:
             history = _fit(model, stepper, X, present, cfg, gen, device, t0, on_progress, should_stop)
@@ -462,17 +481,25 @@ def train(
             stepper.close()
             torch.set_num_threads(prev_threads)
     model.eval()
-    tm = TrainedModel(model, cfg, dict(fs.modalities), std, history, 0.0, fs.name)
+    tm = TrainedModel(model, cfg, dict(fs.modalities), std, history, 0.0, fs.name, plan=plan)
     _, per = encode(tm, split.features, complete_missing=False)
     tm.completion = fit_completion([per[m] for m in model.names], present)
     tm.train_seconds = time.perf_counter() - t0
     return tm
 
 
+def _columns(X: Tensor, model: MMAE) -> dict[str, Tensor]:
+    """Per-modality views of the side-by-side (n, D) layout of ``FusedStepper``."""
+    out, at = {}, 0
+    for m, d in model.modalities.items():
+        out[m], at = X[:, at : at + d], at + d
+    return out
+
+
 def _fit(
     model: MMAE,
-    step: _Stepper,
-    X_all: dict[str, Tensor],
+    step: _Stepper | FusedStepper,
+    X_all: dict[str, Tensor] | Tensor,
     present_all: np.ndarray,
     cfg: TrainConfig,
     gen: torch.Generator,
@@ -485,20 +512,26 @@ def _fit(
     names = model.names
     M = len(names)
     tr, va = _split_validation(len(present_all), cfg, gen)
+    fused = isinstance(step, FusedStepper)  # then X_all is the (n, D) side-by-side tensor
     if len(va):
-        X = {m: x[tr].to(device) for m, x in X_all.items()}
-        X_val = {m: x[va].to(device) for m, x in X_all.items()}
+        if fused:
+            X, X_val = X_all[tr].to(device), _columns(X_all[va].to(device), model)
+        else:
+            X = {m: x[tr].to(device) for m, x in X_all.items()}
+            X_val = {m: x[va].to(device) for m, x in X_all.items()}
         present, present_val = present_all[tr], present_all[va]
     else:
-        X, present = {m: x.to(device) for m, x in X_all.items()}, present_all
-    bufs = {m: x.new_empty(min(cfg.batch_size, len(x)), x.shape[1]) for m, x in X.items()}
+        X = X_all.to(device) if fused else {m: x.to(device) for m, x in X_all.items()}
+        present = present_all
+    bufs = {} if fused else {m: x.new_empty(min(cfg.batch_size, len(x)), x.shape[1]) for m, x in X.items()}
     steps = (len(present) + cfg.batch_size - 1) // cfg.batch_size
     history: list[dict] = []
     best_val, best_state, bad_epochs = float("inf"), None, 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         acc = torch.zeros(M + 2, device=device)
-        for batch in _epoch_batches(X, present, bufs, cfg.batch_size, cfg.modality_dropout, gen, device):
+        batches = step.batches(X, cfg.batch_size, gen) if fused else _epoch_batches(X, present, bufs, cfg.batch_size, cfg.modality_dropout, gen, device)
+        for batch in batches:
             if should_stop is not None and should_stop():
                 raise CancelledError(f"training was cancelled by the user in epoch {epoch} of {cfg.epochs}; nothing was kept.")
             acc += step(batch)

@@ -223,3 +223,79 @@ def test_weight_decay_is_adamw_and_the_paper_preset_keeps_plain_adam(fs: Feature
     assert norms[5.0] < 0.8 * norms[0.0]
     with pytest.raises(ConfigError, match=r"weight decay must be in \[0, 10\) \(got -0.1\)"):
         replace(CFG, weight_decay=-0.1).checked()
+
+
+@pytest.mark.parametrize("hidden", [(16, 12), (10,), (16, 12, 8)])
+@pytest.mark.parametrize("n", [40, 1])
+def test_fused_step_has_the_gradients_of_the_one_graph_objective(hidden: tuple[int, ...], n: int) -> None:
+    """The fused step (complete batches, parallel="ops") must optimize exactly MMAE.forward's
+    objective, for any depth, and with a lone row (running statistics instead of batch ones)."""
+    import torch
+
+    from mmae_core.model import MMAE
+    from mmae_core.step_fused import FusedStepper
+
+    rng = np.random.default_rng(3)
+    x = {m: torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) for m, d in DIMS.items()}
+    torch.manual_seed(0)
+    ref, par = MMAE(DIMS, latent=8, hidden=hidden), MMAE(DIMS, latent=8, hidden=hidden)
+    par.load_state_dict(ref.state_dict())
+    every = {m: None for m in DIMS}
+    out = ref(x, every, every, None)
+    out.loss.backward()
+    step = FusedStepper(par, lr=0.0)
+    parts = step(torch.cat(list(x.values()), 1))
+    torch.testing.assert_close(parts, out.parts, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(ref.named_parameters(), par.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, p), q in zip(ref.named_buffers(), par.buffers()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    step.close()
+    for (name, p), q in zip(ref.named_parameters(), par.parameters()):  # own, contiguous storage; lr 0 moved nothing
+        assert q.grad is None and q.is_contiguous() and torch.equal(p, q), name
+    assert all(b.is_contiguous() for b in par.buffers())
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.3])
+def test_flat_adam_is_torch_adam_bit_for_bit(wd: float) -> None:
+    import torch
+
+    from mmae_core.step_fused import FlatAdam
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(1000, generator=g)
+    ref = torch.nn.Parameter(start.clone())
+    opt = (torch.optim.AdamW if wd else torch.optim.Adam)([ref], lr=1e-3, weight_decay=wd, fused=True)
+    mine, grad = start.clone(), torch.zeros(1000)
+    adam = FlatAdam(mine, grad, lr=1e-3, weight_decay=wd)
+    for _ in range(5):
+        step_grad = torch.randn(1000, generator=g)
+        ref.grad = step_grad.clone()
+        opt.step()
+        grad.copy_(step_grad)
+        adam.step()
+    assert torch.equal(ref.detach(), mine)
+
+
+def test_parallel_ops_is_reproducible_and_uses_the_fused_step_only_where_it_applies() -> None:
+    complete = make_set(200, missing=False, name="complete")
+    ops = replace(CFG, parallel="ops")
+    a, b = train(complete, ops), train(complete, ops)
+    assert a.plan.startswith("fused step") and b.plan == a.plan
+    za, _ = encode(a, complete.splits["train"].features)
+    zb, _ = encode(b, complete.splits["train"].features)
+    assert np.array_equal(za, zb)
+    assert a.history[-1]["losses"]["total"] < a.history[0]["losses"]["total"]
+    # the same data and seed with the default plan: other rounding, the same objective
+    c = train(complete, CFG)
+    assert not c.plan.startswith("fused")
+    assert abs(c.history[-1]["losses"]["total"] - a.history[-1]["losses"]["total"]) < 0.05
+    # gaps, modality dropout or alignment: the per-modality step, also under parallel="ops"
+    per_modality = "image+audio+text on 1 thread(s), " + a.plan.split(", ")[1] + " each"
+    for data, cfg in ((make_set(200), ops), (complete, replace(ops, modality_dropout=0.5)), (complete, replace(ops, align_weight=0.1))):
+        assert train(data, cfg).plan == per_modality
+    # early stopping holds out a validation part: the fused step trains on the rest
+    es = train(complete, replace(ops, epochs=30, early_stopping=2, val_fraction=0.2))
+    assert es.plan == a.plan and "val_total" in es.history[0]
+    with pytest.raises(ConfigError, match="parallel must be modalities or ops"):
+        replace(CFG, parallel="threads").checked()
