@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
+from .config import DEFAULT_K_GRID, PARALLEL_PLANS, EvalConfig, PRESETS, preset
 from .errors import ConfigError, StudioError
 
 DEFAULT_DB = "mmae_studio.duckdb"
@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_and_register
 
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-                 latent=args.latent, device=args.device, weight_decay=args.weight_decay)
+                 latent=args.latent, device=args.device, weight_decay=args.weight_decay, parallel=args.parallel)
     store = open_store(args)
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
     if args.out:
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")
     s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--parallel", choices=PARALLEL_PLANS,
+                   help="how CPU cores share a step: modalities (default; robust when other programs use the cores) "
+                        "or ops (all cores on each op; fastest on an idle machine, much slower on a busy one)")
     s.add_argument("--out", help="also write the checkpoint to this file")
     s.set_defaults(fn=cmd_train)
 

@@ -102,6 +102,7 @@ def train_and_register(
         )
     log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
     tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)
+    log(f"trained in {tm.train_seconds:.1f} s (parallel={cfg.parallel}: {tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
         log(f"note: items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else
@@ -116,6 +117,7 @@ def train_and_register(
         "train_items": fs.splits["train"].n,
         "missing": missing,
         "completion_items": n_fit,
+        "plan": tm.plan,
         "source": "trained",
     }
     store.add_model(dataset, name, save_checkpoint(tm), cfg.to_dict(), info, latents)

@@ -196,3 +196,16 @@ def test_train_takes_a_weight_decay_and_records_it(db: Path, capsys: pytest.Capt
     assert Store(db).model_config("demo", "wd")["weight_decay"] == 0.05
     code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--weight-decay", "-1")
     assert code != 0 and "weight decay must be in [0, 10)" in errs
+
+
+def test_train_takes_a_parallel_plan_records_it_and_says_how_it_ran(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--parallel", "ops",
+                          "--model-name", "ops", "--format", "json")
+    assert code == 0 and json.loads(out)["config"]["parallel"] == "ops"
+    assert "parallel=ops: fused step" in errs
+    assert Store(db).model_config("demo", "ops")["parallel"] == "ops"
+    code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--model-name", "default")
+    assert code == 0 and "parallel=modalities: " in errs and Store(db).model_config("demo", "default")["parallel"] == "modalities"
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, db, "train", "--dataset", "demo", "--parallel", "threads")
+    assert exit_.value.code == 2 and "invalid choice: 'threads'" in capsys.readouterr().err
