@@ -1,6 +1,6 @@
 """How close MMAE training runs to this machine's compute floor (the README quotes its table).
 
-    python benchmarks/train_speed.py [--epochs 100] [--runs 3]
+    python benchmarks/train_speed.py [--epochs 100] [--runs 3] [--parallel modalities|ops|both]
 
 The paper preset (batch 128, 100 epochs) is trained on the demo-shaped set (21,000 train items,
 image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone need:
@@ -15,6 +15,9 @@ image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone
   threads (see ``mmae_core.train._Stepper``), so the rate is measured both ways — all cores on each
   matmul (torch intra-op threads) and the trainer's groups on their own threads — and the FASTER
   one sets the floor. A hot loop on one shape (operands in cache) is printed for reference.
+* Both of the trainer's thread plans are timed against that one floor (``--parallel``): the default
+  "modalities" (groups of modalities on their own threads) and "ops" (one thread, the modalities
+  fused into shared ops, every core on each matmul; ``mmae_core.step_fused``).
 * floor seconds = FLOPs per run / rate; ratio = training seconds / floor seconds. BatchNorm, ReLU,
   the loss, Adam, shuffling and standardization are not in the floor: the ratio charges for them.
 
@@ -23,8 +26,10 @@ The machine may be shared: the load average (1 min) before each run is printed s
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,7 +107,7 @@ def time_matmuls(groups: list[list], threads: int, repeats: int = 30) -> float:
     own Python threads (one group = plain sequential), each op with ``threads`` intra-op threads."""
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
-    pool = ThreadPoolExecutor(len(groups) - 1) if len(groups) > 1 else None
+    pool = ThreadPoolExecutor(len(groups) - 1, initializer=torch.set_num_threads, initargs=(threads,)) if len(groups) > 1 else None
     try:
         best = float("inf")
         for r in range(repeats + 1):
@@ -138,11 +143,44 @@ def hot_rate(mats: list, threads: int) -> float:
     return total_flops / total_t
 
 
+def epoch_seconds(fs: FeatureSet, cfg) -> float:
+    """Median seconds per epoch after the first (the trainer's own per-epoch timestamps)."""
+    tm = train(fs, cfg)
+    stamps = [0.0] + [h["elapsed_s"] for h in tm.history]
+    return statistics.median(b - a for a, b in zip(stamps[1:-1], stamps[2:]))
+
+
+def contended(plans: list[str], epochs: int) -> None:
+    """Each plan alone, then beside a busy loop in another process (one core taken): what a curator
+    sees when something else runs on the machine while a model trains."""
+    fs, _ = demo_set()
+    print(f"seconds per epoch (median of epochs 2-{epochs}), paper preset, demo train split; {cpu_cores()} cores")
+    print(f"{'plan':>11}  {'alone':>6}  {'one core busy':>13}  {'slowdown':>8}")
+    for plan in plans:
+        cfg = preset("paper", epochs=epochs, device="cpu", parallel=plan)
+        alone = epoch_seconds(fs, cfg)
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.5)
+            busy = epoch_seconds(fs, cfg)
+        finally:
+            hog.kill()
+            hog.wait()
+        print(f"{plan:>11}  {alone:>6.2f}  {busy:>13.2f}  {busy / alone:>7.1f}x", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--parallel", choices=("modalities", "ops", "both"), default="both", help="which thread plan(s) to time")
+    ap.add_argument("--busy", action="store_true",
+                    help="instead: seconds per epoch of each plan, alone and while another program keeps one core busy")
     args = ap.parse_args()
+    plans = ["modalities", "ops"] if args.parallel == "both" else [args.parallel]
+    if args.busy:
+        contended(plans, epochs=min(args.epochs, 4))
+        return
 
     fs, source = demo_set()
     cfg = preset("paper", epochs=args.epochs, device="cpu")
@@ -172,21 +210,24 @@ def main() -> None:
     def floor_rate() -> tuple[float, float]:
         return step_flops / time_matmuls([every], cores), step_flops / time_matmuls(by_group, intra)
 
-    rows = []
-    print(f"\n{'run':>3}  {'seconds':>8}  {'floor s':>8}  {'ratio':>6}  {'GFLOP/s intra':>13}  {'GFLOP/s groups':>14}  {'load':>5}")
-    for r in range(1, args.runs + 1):
-        rate_intra, rate_groups = floor_rate()
-        floor = exact * n * cfg.epochs / max(rate_intra, rate_groups)
-        load = os.getloadavg()[0]
-        t = time.perf_counter()
-        tm = train(fs, cfg)
-        secs = time.perf_counter() - t
-        rows.append((secs, floor))
-        print(f"{r:>3}  {secs:>8.1f}  {floor:>8.1f}  {secs / floor:>6.2f}  {rate_intra / 1e9:>13.1f}  {rate_groups / 1e9:>14.1f}  {load:>5.2f}", flush=True)
-    med_s = statistics.median(s for s, _ in rows)
-    med_f = statistics.median(f for _, f in rows)
-    print(f"median {med_s:>6.1f}  {med_f:>8.1f}  {statistics.median(s / f for s, f in rows):>6.2f}")
-    print(f"final training loss {tm.history[-1]['losses']['total']:.4f}; {med_s / cfg.epochs:.3f} s per epoch")
+    for plan in plans:
+        pcfg = replace(cfg, parallel=plan)
+        rows = []
+        print(f"\nplan: parallel={plan}")
+        print(f"{'run':>3}  {'seconds':>8}  {'floor s':>8}  {'ratio':>6}  {'GFLOP/s intra':>13}  {'GFLOP/s groups':>14}  {'load':>5}")
+        for r in range(1, args.runs + 1):
+            rate_intra, rate_groups = floor_rate()
+            floor = exact * n * cfg.epochs / max(rate_intra, rate_groups)
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            tm = train(fs, pcfg)
+            secs = time.perf_counter() - t
+            rows.append((secs, floor))
+            print(f"{r:>3}  {secs:>8.1f}  {floor:>8.1f}  {secs / floor:>6.2f}  {rate_intra / 1e9:>13.1f}  {rate_groups / 1e9:>14.1f}  {load:>5.2f}", flush=True)
+        med_s = statistics.median(s for s, _ in rows)
+        med_f = statistics.median(f for _, f in rows)
+        print(f"median {med_s:>6.1f}  {med_f:>8.1f}  {statistics.median(s / f for s, f in rows):>6.2f}")
+        print(f"final training loss {tm.history[-1]['losses']['total']:.4f}; {med_s / cfg.epochs:.3f} s per epoch")
 
 
 if __name__ == "__main__":
