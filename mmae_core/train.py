@@ -14,9 +14,13 @@ is not a matmul competes with the matmuls themselves.
   per step. Intra-op threading (OpenMP) needs a barrier in every op and collapsed 5-10x whenever
   another process held a core; the grouped step degrades gracefully, and is faster when idle too.
 * ``torch.compile`` was measured and rejected: 7-100 s of compilation here for about 10% per step.
+* ``TrainConfig.parallel = "ops"`` is the other plan: one group with every core on each op, and on
+  complete batches without dropout or alignment the fused step of ``step_fused.py`` (the modalities'
+  BatchNorms, ReLUs and several matmuls as one op each). A third faster on an idle machine, 10x
+  slower when another program holds a core (benchmarks/train_speed.py --busy), hence not the default.
 
-Everything random comes from the config's seed, and the thread plan is a function of the model and
-the machine, so two runs on the same machine give identical latents.
+Everything random comes from the config's seed, and the thread plan is a function of the config, the
+model and the machine, so two runs on the same machine give identical latents.
 """
 from __future__ import annotations
 
