@@ -55,6 +55,36 @@ class TrainOutcome:
     completion_items: int = 0  # complete train items the latent completion was fitted on; 0 = none fitted
 
 
+class SlowdownWatch:
+    """Notices, once, when training epochs become much slower than the fastest so far.
+
+    Why: under ``parallel="ops"`` every op ends at an OpenMP barrier, and a program that takes a
+    core makes epochs about 10x slower (benchmarks/train_speed.py --busy). A curator watching a
+    progress bar crawl should learn why and what to do, not guess. The first epoch (which includes
+    the setup) is never the reference.
+    """
+
+    def __init__(self, parallel: str, factor: float = 3.0, min_extra_s: float = 1.0):
+        self.parallel, self.factor, self.min_extra_s = parallel, factor, min_extra_s
+        self.best, self.last, self.warned = float("inf"), 0.0, False
+
+    def __call__(self, epoch: int, elapsed_s: float) -> str | None:
+        took, self.last = elapsed_s - self.last, elapsed_s
+        if epoch < 2:
+            return None
+        if took < self.best:
+            self.best = took
+            return None
+        if self.warned or epoch < 3 or took <= self.factor * self.best or took - self.best < self.min_extra_s:
+            return None  # (a hiccup of a few ms on tiny epochs is not worth a note)
+        self.warned = True
+        hint = (" The 'ops' plan (by operation) slows sharply when other programs use the cores; the default "
+                "'modalities' plan does not: close them, or train again with --parallel modalities."
+                if self.parallel == "ops" else " Training continues; close other CPU-heavy programs to speed it up.")
+        return (f"note: epoch {epoch} took {took:.1f} s, {took / self.best:.0f}x the fastest so far "
+                f"({self.best:.2f} s): another program is using the cores." + hint)
+
+
 def missing_summary(fs: FeatureSet) -> dict[str, int]:
     """Items lacking each modality, over all splits (what import and training report)."""
     out = {m: 0 for m in fs.modalities}
@@ -101,7 +131,16 @@ def train_and_register(
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
     log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
-    tm = train(fs, cfg, on_progress=on_progress, should_stop=should_stop)
+    watch = SlowdownWatch(cfg.parallel)
+
+    def progress(p: object) -> None:
+        note = watch(p.epoch, p.elapsed_s)
+        if note:
+            log(note)
+        if on_progress is not None:
+            on_progress(p)
+
+    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop)
     log(f"trained in {tm.train_seconds:.1f} s (parallel={cfg.parallel}: {tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):

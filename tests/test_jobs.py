@@ -148,3 +148,41 @@ def test_job_threads_run_below_the_server_and_their_child_threads_inherit_it():
     t.join()
     assert seen["job"] == min(19, main_nice + JOB_NICENESS) and seen["child"] == seen["job"]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the server keeps its own
+
+
+def test_a_machine_that_gets_busy_mid_training_is_named_in_the_job_notes(demo_store):
+    """A curator whose progress bar suddenly crawls learns why, once, from the job's notes. The
+    busy machine is made real from the trainer's side: in epoch 4 every step waits (the job's
+    should_stop is called between steps, as the cancel check is)."""
+    from mmae_core import pipeline
+
+    store = demo_store.store()
+    calls, notes = [0], []
+
+    def should_stop() -> bool:
+        calls[0] += 1
+        if 22 <= calls[0] <= 28:  # the 7 steps of epoch 4 (850 train items, batch 128)
+            time.sleep(0.3)
+        return False
+
+    pipeline.train_and_register(store, "demo", preset("paper", epochs=6, parallel="ops"), "busy",
+                                should_stop=should_stop, log=notes.append)
+    slow = [n for n in notes if "another program is using the cores" in n]
+    assert len(slow) == 1 and slow[0].startswith("note: epoch 4 took") and "--parallel modalities" in slow[0]
+    assert any(n.startswith("trained in") and "parallel=ops: fused step" in n for n in notes)
+
+
+def test_slowdown_watch_ignores_the_first_epoch_and_warns_once() -> None:
+    from mmae_core.pipeline import SlowdownWatch
+
+    watch = SlowdownWatch("modalities")
+    elapsed = 0.0
+    said = []
+    for epoch, took in enumerate([5.0, 0.5, 0.6, 0.55, 1.4, 2.0, 0.5, 3.0], start=1):  # epoch 1 includes the setup
+        elapsed += took
+        said.append(watch(epoch, elapsed))
+    assert said[:5] == [None] * 5  # 1.4 s is under 3x the fastest (0.5 s)
+    assert said[5].startswith("note: epoch 6 took 2.0 s, 4x the fastest so far (0.50 s)") and "close other" in said[5]
+    assert said[6:] == [None, None]  # once is enough
+    tiny = SlowdownWatch("ops")  # tiny epochs: a 40 ms hiccup is 5x, but nobody waits for it
+    assert [tiny(e, t) for e, t in enumerate([0.5, 0.51, 0.52, 0.57], start=1)] == [None] * 4
