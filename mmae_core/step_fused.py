@@ -59,9 +59,9 @@ class FlatAdam:
 class _Flat:
     """Hands out consecutive regions of one parameter buffer and its gradient buffer."""
 
-    def __init__(self, total: int):
-        self.data = torch.empty(total)
-        self.grad = torch.zeros(total)
+    def __init__(self, total: int, like: Tensor):
+        self.data = like.new_empty(total)
+        self.grad = like.new_zeros(total)
         self.at = 0
 
     def region(self, n: int) -> tuple[Tensor, Tensor]:
@@ -190,7 +190,7 @@ class FusedStepper:
         enc = [_linears(s) for s in model.enc]  # per modality: L + 1 Linears
         dec = [_linears(s) for s in model.dec]
         total = sum(p.numel() for p in model.parameters())
-        flat = _Flat(total)
+        flat = _Flat(total, next(model.parameters()))
         with torch.no_grad():
             # encoder hidden layers: per-modality weights, fused BatchNorms
             self.enc_w = [[flat.one(enc[m][k].weight) for m in range(M)] for k in range(L)]
@@ -214,7 +214,7 @@ class FusedStepper:
         self._scale: dict[int, Tensor] = {}
         self._spaces: dict[int, _Workspace] = {}
         # (M + 2, D): per-modality mean over its columns, the alignment slot (0), the total
-        seg = torch.zeros(M + 2, at)
+        seg = self.enc_bias.new_zeros(M + 2, at)
         for m, (a, e) in enumerate(self.cols):
             seg[m, a:e] = 1.0 / (e - a)
         seg[M + 1] = seg[:M].sum(0)
