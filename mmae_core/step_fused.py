@@ -229,6 +229,10 @@ class FusedStepper:
         for b in self.model.buffers():
             b.data = b.data.clone()
 
+    def columns(self, X: Tensor) -> dict[str, Tensor]:
+        """Per-modality views of a tensor in this step's side-by-side (n, D) layout."""
+        return {m: X[:, a:e] for m, (a, e) in zip(self.model.names, self.cols)}
+
     def batches(self, X: Tensor, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
         """One shuffled epoch of (B, D) batches, each gathered into its workspace (the same
         permutation draw as ``train._epoch_batches``, so the two paths shuffle alike)."""

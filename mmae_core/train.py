@@ -493,14 +493,6 @@ def train(
     return tm
 
 
-def _columns(X: Tensor, model: MMAE) -> dict[str, Tensor]:
-    """Per-modality views of the side-by-side (n, D) layout of ``FusedStepper``."""
-    out, at = {}, 0
-    for m, d in model.modalities.items():
-        out[m], at = X[:, at : at + d], at + d
-    return out
-
-
 def _fit(
     model: MMAE,
     step: _Stepper | FusedStepper,
@@ -520,7 +512,7 @@ def _fit(
     fused = isinstance(step, FusedStepper)  # then X_all is the (n, D) side-by-side tensor
     if len(va):
         if fused:
-            X, X_val = X_all[tr].to(device), _columns(X_all[va].to(device), model)
+            X, X_val = X_all[tr].to(device), step.columns(X_all[va].to(device))
         else:
             X = {m: x[tr].to(device) for m, x in X_all.items()}
             X_val = {m: x[va].to(device) for m, x in X_all.items()}
