@@ -412,9 +412,15 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
     model = resolve_model(store, args.dataset, args.model)
     model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
     err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities)")
-    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric)
+    if args.baseline:
+        err(f"fitting {args.baseline} on the train split's features as the baseline (its rows have method '{args.baseline}')")
+    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline)
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
+    if args.baseline:
+        worst = table[table["query"] != "fused"].groupby("method")["p_at_10"].min()
+        if worst.notna().all() and len(worst) == 2:
+            err("worst modality pair, class P@10: " + ", ".join(f"{m} {v:.3f}" for m, v in worst.items()))
     emit(table, args.format)
     return 0
 
@@ -446,7 +452,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
     """``search-eval`` and ``search`` (cross-modal search, issue 5)."""
     from .retrieval import METRICS
-    from .search import DEFAULT_METRIC
+    from .search import BASELINES, DEFAULT_METRIC
 
     h = "retrieval metrics (class P@10, mAP, instance recall@1/5/10, median rank) for every ordered modality pair"
     s = sub.add_parser("search-eval", help=h, parents=[common], description=h)
@@ -456,6 +462,8 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
     s.add_argument("--split", default="test")
     s.add_argument("--metric", choices=("best", *METRICS, "both"), default="best",
                    help="similarity (default: cosine and Euclidean are both measured and the better one is shown)")
+    s.add_argument("--baseline", choices=BASELINES, default=None,
+                   help="also measure a baseline's search space on the same items (mcca: multiset CCA of the features)")
     s.set_defaults(fn=cmd_search_eval)
 
     h = "items nearest a query (an item or a feature vector) by another modality's latent, or the fused one"

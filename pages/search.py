@@ -24,9 +24,10 @@ MAX_CHOICES = 300
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str) -> pd.DataFrame:
+def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str,
+             baseline: str | None) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: a model's latents never change, so (path, model id) is the key."""
-    return search_eval(_store, dataset, model, split=split, metric=metric)
+    return search_eval(_store, dataset, model, split=split, metric=metric, baseline=baseline)
 
 
 def _dims(store: Store, dataset: str) -> dict[str, int]:
@@ -126,9 +127,14 @@ if query is not None:
 # -- how good is this search? --------------------------------------------------------------------
 metric_split = "test" if "test" in splits else splits[0]
 st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split")
+compare = len(modalities) > 1 and st.toggle(
+    "Show MCCA beside the model", value=True, key="search_baseline",
+    help="Multiset CCA, a linear baseline fitted on the train split's features: each modality's canonical "
+         "variates are its search space. Where it retrieves as well as the model, the model adds nothing here.")
 try:
     with st.spinner("Measuring every ordered pair of modalities (once per model)…"):
-        table = _metrics(store, str(store.path), dataset, model, model_id, metric_split, metric)
+        table = _metrics(store, str(store.path), dataset, model, model_id, metric_split, metric,
+                         "mcca" if compare else None)
 except StudioError as err:
     show_error(err)
     st.stop()
@@ -145,3 +151,9 @@ n = int(table["queries"].max()) if len(table) else 0
 if n:
     st.caption(f"Chance level: class P@10 ≈ the share of the largest label, R@10 ≈ {min(1.0, 10 / n):.3f} for {n:,} items. "
                "A paper-preset MMAE is not trained to align modalities; the aligned preset is.")
+pairs = table[table["query"] != "fused"]
+worst = pairs.groupby("method")["p_at_10"].min()
+if compare and worst.notna().all() and {"mmae", "mcca"} <= set(worst.index):
+    better = "the model" if worst["mmae"] > worst["mcca"] else "MCCA"
+    st.caption(f"Worst modality pair, class P@10: model {worst['mmae']:.3f}, MCCA {worst['mcca']:.3f} "
+               f"({better} {'is ahead' if worst['mmae'] != worst['mcca'] else 'ties'}).")

@@ -68,8 +68,14 @@ def test_item_query_returns_the_nearest_items_and_the_metrics(demo):
     table = metrics_table(at)
     pairs = set(zip(table["query"], table["target"]))
     assert ("text", "image") in pairs and ("image", "text") in pairs and ("fused", "audio") in pairs
-    assert len(table) == 3 * 2 + 3
+    # the model's rows and, by default, MCCA's beside them, with the worst pair of each in a caption
+    assert list(table["method"]) == ["mmae"] * 9 + ["mcca"] * 9
     assert table["p_at_10"].between(0, 1).all() and (table["queries"] == 150).all()
+    worst = table[table["query"] != "fused"].groupby("method")["p_at_10"].min()
+    assert any(f"model {worst['mmae']:.3f}, MCCA {worst['mcca']:.3f}" in c.value for c in at.caption)
+    at.toggle(key="search_baseline").set_value(False).run()
+    assert not at.exception
+    assert set(metrics_table(at)["method"]) == {"mmae"} and len(metrics_table(at)) == 9
 
 
 def test_tag_the_results_in_one_decision(demo):
@@ -138,7 +144,7 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
     at = app("search", curator="ann")
     assert not at.exception
     assert [t.value for t in at.title][-1] == "Search"
-    assert len(results(at)) == 10 and len(metrics_table(at)) == 9
+    assert len(results(at)) == 10 and len(metrics_table(at)) == 18  # the model and MCCA
 
 
 def test_tag_only_the_chosen_results_as_one_transaction_by_the_sessions_curator(demo):

@@ -1,4 +1,5 @@
-"""MCCA: equal to classic CCA on two views, better than a weak view on three, missing views, reduction."""
+"""MCCA: equal to classic CCA on two views, better than a weak view on three, missing views, reduction,
+and its correlation-weighted search space."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from mmae_core.baselines import TrainMoments, UnimodalPCA
 from mmae_core.errors import ConfigError
 from mmae_core.evaluate import kmeans_labels
-from mmae_core.mcca import MCCA
+from mmae_core.mcca import MCCA, search_space
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -126,3 +127,20 @@ def test_mcca_refuses_one_modality_and_bad_settings() -> None:
         MCCA().fit({"a": x})
     with pytest.raises(ConfigError, match="regularization"):
         MCCA(reg=1.5).fit({"a": x, "b": y})
+
+
+def test_search_space_weights_each_variate_by_its_train_correlation_and_averages_present_views() -> None:
+    views, _ = class_views(40, 5, seed=4)
+    train = {m: standardize(x) for m, x in views.items()}
+    target = {m: x[:60].copy() for m, x in train.items()}
+    target["right"][:10] = np.nan  # items 0..9 lack a view
+    model = MCCA(n_components=4).fit(train)
+    rho = model.canonical_correlations(train)
+    assert rho[0] > rho[-1] > 0  # strongly and weakly shared components, weighted differently below
+    plain = model.transform_views(target)
+    weighted, fused = search_space(train, target, n_components=4)
+    for m in train:
+        np.testing.assert_allclose(weighted[m], plain[m] * rho.astype(np.float32), rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.isnan(weighted["right"][:10]).all() and np.isfinite(fused).all()
+    np.testing.assert_allclose(fused[:10], (weighted["left"][:10] + weighted["weak"][:10]) / 2, atol=1e-6)
+    np.testing.assert_allclose(fused[10:], sum(weighted[m][10:] for m in train) / 3, atol=1e-5)

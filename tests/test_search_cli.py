@@ -80,6 +80,33 @@ def test_search_eval_best_is_the_metric_with_the_higher_mean_precision(db, capsy
     assert {r["metric"] for r in json.loads(out)} == {max(mean, key=mean.get)}
 
 
+def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
+    from mmae_core.mcca import search_space
+    from mmae_core.standardize import Standardizer
+
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--baseline", "mcca",
+                          "--metric", "cosine", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)
+    assert [r["method"] for r in rows] == ["mmae"] * 9 + ["mcca"] * 9
+    assert "worst modality pair" in errs and "mcca" in errs
+    # the MCCA rows are retrieval_metrics of its correlation-weighted variates, fitted on train
+    fs = Store(db).load_dataset("demo")
+    std = Standardizer.fit(fs.splits["train"].features)
+    views, fused = search_space(std.transform(fs.splits["train"].features), std.transform(fs.splits["test"].features))
+    ref = retrieval_metrics(views, fs.splits["test"].labels, fused=fused, metric="cosine").set_index(["query", "target"])
+    for r in rows[9:]:
+        assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"])
+        assert r["median_rank"] == pytest.approx(ref.loc[(r["query"], r["target"]), "median_rank"])
+    # without --baseline the rows are the model's alone, and say so
+    code, out, _ = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--format", "json")
+    assert {r["method"] for r in json.loads(out)} == {"mmae"}
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, db, "search-eval", "--dataset", "demo", "--baseline", "pca")
+    out, errs = capsys.readouterr()
+    assert exit_.value.code == 2 and out == "" and "invalid choice: 'pca'" in errs
+
+
 def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
     code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-test-000003", "--from", "text",
                           "--to", "image", "--top", "7", "--format", "json")
