@@ -3,14 +3,16 @@ fused latents' clustering vs MCCA, and query latency at archive size.
 
 ``--part quality`` (per dataset: the full demo and the real UCI digits ``mfeat``): trains the paper
 and the aligned preset (seed 42) into a temporary store through ``pipeline.train_and_register``, then
-prints, for each ordered modality pair and fused -> modality, class P@10 under cosine and Euclidean,
+prints, in each search space (``shared``, the default, and the raw ``latent``s), for each ordered
+modality pair and fused -> modality, class P@10 under cosine and Euclidean,
 and for the better metric mAP, instance R@1/5/10 and median rank (``mmae_core.search.search_eval``,
 what ``python -m mmae_core search-eval`` prints); the minimum P@10 over modality pairs against the
 issue's bar (>= 0.8); a ceiling: how well a *supervised* logistic regression on the query modality's
 own features (PCA 64) names the class of a test item (a query cannot find its class's items more
 reliably than its modality tells the class); the P@10 of the query modality's own standardized
 features (unsupervised neighbours before any model); MCCA as a search baseline (each view's canonical
-variates as its search space, at 10, 20 and 50 components); and the fused ARI / NMI of aligned, paper and
+variates as its search space: the tool's, weighted by canonical correlation, and unweighted at 10, 20
+and 50 components); and the fused ARI / NMI of aligned, paper and
 MCCA at every k (``pipeline.evaluate_model``, what ``evaluate`` prints).
 
 ``--part latency``: median and p99 of one top-10 query over 10k / 100k / 1M stored 128-d latents
@@ -96,29 +98,31 @@ MCCA_COMPONENTS = (10, 20, 50)
 
 def mcca_search(fs) -> pd.DataFrame:
     """MCCA as a cross-modal search baseline: each view's canonical variates are its search space (they
-    are what MCCA lines up across views), the mean of an item's variates its fused vector. One row per
-    (components, metric, query, target); 50 components is the product's clustering default, fewer are
-    measured because a search space wants only the strongly shared directions."""
-    from mmae_core.mcca import MCCA
+    are what MCCA lines up across views), the mean of an item's variates its fused vector. The tool's
+    version (``mcca.search_space``, ``search-eval --baseline mcca``) weights each variate by its train
+    correlation at 50 components; unweighted truncations are printed beside it to show why."""
+    from mmae_core.mcca import MCCA, search_space
     from mmae_core.retrieval import retrieval_metrics
     from mmae_core.standardize import Standardizer
 
     std = Standardizer.fit(fs.splits["train"].features)
     tr, te = std.transform(fs.splits["train"].features), std.transform(fs.splits["test"].features)
-    out = []
+    spaces = {"50, weighted by ρ (the tool's)": search_space(tr, te)}
     for nc in MCCA_COMPONENTS:
         m = MCCA(n_components=nc).fit(tr)
-        views, fused = m.transform_views(te), m.transform(te)
+        spaces[f"{nc}, unweighted"] = (m.transform_views(te), m.transform(te))
+    out = []
+    for name, (views, fused) in spaces.items():
         for metric in ("cosine", "euclidean"):
             t = retrieval_metrics(views, fs.splits["test"].labels, fused=fused, k=10, metric=metric)
-            out.append(t.assign(components=nc, metric=metric))
+            out.append(t.assign(components=name, metric=metric))
     return pd.concat(out, ignore_index=True)
 
 
 def quality(name: str, epochs: int, scale: float) -> None:
     from mmae_core.config import EvalConfig, preset
     from mmae_core.pipeline import evaluate_model, train_and_register
-    from mmae_core.search import search_eval
+    from mmae_core.search import SPACES, search_eval
     from store import Store
 
     if name == "mfeat":
@@ -138,7 +142,8 @@ def quality(name: str, epochs: int, scale: float) -> None:
             cfg = preset(p, epochs=epochs)
             out = train_and_register(store, fs.name, cfg, model_name=p)
             secs[p] = out.train_seconds
-            tables[p] = search_eval(store, fs.name, p, "test", metric="both")
+            for space in SPACES:
+                tables[(p, space)] = search_eval(store, fs.name, p, "test", metric="both", space=space)
             evals[p] = evaluate_model(store, fs.name, p, EvalConfig(k_grid=ks), save=False)
         ceiling = supervised_ceiling(fs)
         own = own_neighbours(fs)
@@ -147,8 +152,8 @@ def quality(name: str, epochs: int, scale: float) -> None:
     print(f"\n### {name}{f' (scale {scale:g})' if name == 'demo' else ''}: test split, {epochs} epochs, seed 42; "
           f"aligned = dropout {aligned.modality_dropout:g}, align {aligned.align_weight:g}, weight decay {aligned.weight_decay:g}; "
           f"training s: paper {secs['paper']:.0f}, aligned {secs['aligned']:.0f}; {machine()}")
-    for p in ("aligned", "paper"):
-        t = tables[p]
+    for p, space in ((p, sp) for p in ("aligned", "paper") for sp in SPACES):
+        t = tables[(p, space)]
         cos = t[t.metric == "cosine"].set_index(["query", "target"])
         euc = t[t.metric == "euclidean"].set_index(["query", "target"])
         mods = cos.index[cos.index.get_level_values(0) != "fused"]
@@ -163,12 +168,12 @@ def quality(name: str, epochs: int, scale: float) -> None:
                          "own features P@10 (query modality)": own.get(q, float("nan")),
                          "ceiling (query modality)": ceiling.get(q, float("nan"))})
         mn = float(b.loc[mods, "p_at_10"].min())
-        print(f"\n{p} preset ({better} is the better metric): min P@10 over modality pairs {mn:.3f} "
-              f"({'meets' if mn >= 0.8 else 'misses'} the 0.8 bar)")
+        print(f"\n{p} preset, {space} space ({better} is the better metric): min P@10 over modality pairs {mn:.3f} "
+              f"(mean {float(b.loc[mods, 'p_at_10'].mean()):.3f}; {'meets' if mn >= 0.8 else 'misses'} the 0.8 bar)")
         print(md(pd.DataFrame(rows)))
     print("\nMCCA as a search baseline (each view's canonical variates; fitted on train), class P@10:")
     rows = []
-    for (nc, metric), g in mcca.groupby(["components", "metric"], sort=True):
+    for (nc, metric), g in mcca.groupby(["components", "metric"], sort=False):
         mods = g[g["query"] != "fused"]
         row = {"components": nc, "metric": metric, "min P@10 (modality pairs)": mods["p_at_10"].min(),
                "mean P@10": mods["p_at_10"].mean()}

@@ -411,10 +411,11 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
     model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
-    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities)")
+    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities, {args.space} space)")
     if args.baseline:
         err(f"fitting {args.baseline} on the train split's features as the baseline (its rows have method '{args.baseline}')")
-    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline)
+    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline,
+                        space=args.space)
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
     if args.baseline:
@@ -442,17 +443,22 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.vector} is not a file; give the path of a .npy file holding one {args.from_} feature vector.")
         data = path.read_bytes()
     found = search(store, args.dataset, model, args.from_, args.to, item=args.item, vector=data, top=args.top,
-                   split=args.split, metric=args.metric, vector_name=str(args.vector))
+                   split=args.split, metric=args.metric, vector_name=str(args.vector), space=args.space)
     what = f"item {args.item}" if args.item is not None else f"the vector in {args.vector}"
-    err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, by {args.metric}")
+    err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, "
+        f"by {args.metric}, in the {args.space} space")
     emit(found, args.format)
     return 0
+
+
+SPACE_HELP = ("where latents are compared: shared (default; the directions the model's per-modality latents share, "
+              "by a correlation-weighted CCA fitted on train) or latent (the raw latents)")
 
 
 def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
     """``search-eval`` and ``search`` (cross-modal search, issue 5)."""
     from .retrieval import METRICS
-    from .search import BASELINES, DEFAULT_METRIC
+    from .search import BASELINES, DEFAULT_METRIC, DEFAULT_SPACE, SPACES
 
     h = "retrieval metrics (class P@10, mAP, instance recall@1/5/10, median rank) for every ordered modality pair"
     s = sub.add_parser("search-eval", help=h, parents=[common], description=h)
@@ -462,6 +468,7 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
     s.add_argument("--split", default="test")
     s.add_argument("--metric", choices=("best", *METRICS, "both"), default="best",
                    help="similarity (default: cosine and Euclidean are both measured and the better one is shown)")
+    s.add_argument("--space", choices=SPACES, default=DEFAULT_SPACE, help=SPACE_HELP)
     s.add_argument("--baseline", choices=BASELINES, default=None,
                    help="also measure a baseline's search space on the same items (mcca: multiset CCA of the features)")
     s.set_defaults(fn=cmd_search_eval)
@@ -478,6 +485,7 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--split", help="split to search (default: the query item's split, else test)")
     s.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
+    s.add_argument("--space", choices=SPACES, default=DEFAULT_SPACE, help=SPACE_HELP)
     s.set_defaults(fn=cmd_search)
 
 

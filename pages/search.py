@@ -12,7 +12,7 @@ import streamlit as st
 
 from mmae_core.errors import StudioError
 from mmae_core.retrieval import METRICS
-from mmae_core.search import Query, query_latent, search_eval, search_items, with_details
+from mmae_core.search import SPACES, Query, query_latent, search_eval, search_items, with_details
 from store import Store
 from ui import maps
 from ui.tagging import (
@@ -20,14 +20,15 @@ from ui.tagging import (
 )
 
 MODES = {"item": "An item of the dataset", "vector": "An uploaded feature vector (.npy)"}
+SPACE_LABELS = {"shared": "shared space", "latent": "raw latents"}
 MAX_CHOICES = 300
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str,
-             baseline: str | None) -> pd.DataFrame:
+             baseline: str | None, space: str) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: a model's latents never change, so (path, model id) is the key."""
-    return search_eval(_store, dataset, model, split=split, metric=metric, baseline=baseline)
+    return search_eval(_store, dataset, model, split=split, metric=metric, baseline=baseline, space=space)
 
 
 def _dims(store: Store, dataset: str) -> dict[str, int]:
@@ -58,7 +59,7 @@ if len(modalities) < 1:
     st.stop()
 
 mode = st.radio("Query", list(MODES), format_func=MODES.get, horizontal=True, key="search_mode")
-c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 0.8, 0.8])
+c1, c2, c3, c4, c5, c6 = st.columns([1, 1, 1, 0.7, 0.8, 0.8])
 split = c1.selectbox("Split to search", splits, index=splits.index("test") if "test" in splits else 0, key="search_split")
 source = c2.selectbox("Query modality", modalities, key="search_from")
 targets = [m for m in modalities if m != source] + [m for m in modalities if m == source] + ["fused"]
@@ -66,6 +67,10 @@ target = c3.selectbox("Search in", targets, format_func=lambda k: "fused latent"
                       key="search_to")
 top = int(c4.number_input("Results", min_value=1, max_value=200, value=10, step=1, key="search_top"))
 metric = c5.selectbox("Similarity", list(METRICS), key="search_metric")
+space = c6.selectbox("Compare in", list(SPACES), format_func=SPACE_LABELS.get, key="search_space",
+                     help="Shared space (default): only the directions the model's per-modality latents share, "
+                          "weighted by how strongly (a CCA fitted on the train split); it finds an item's class "
+                          "across modalities far more often. Raw latents: the latents as stored.")
 
 catalog = store.catalog(dataset)
 query: Query | None = None
@@ -107,7 +112,7 @@ except StudioError as err:
 
 if query is not None:
     try:
-        found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric), catalog)
+        found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric, space=space), catalog)
     except StudioError as err:
         show_error(err)
         found = None
@@ -126,7 +131,7 @@ if query is not None:
 
 # -- how good is this search? --------------------------------------------------------------------
 metric_split = "test" if "test" in splits else splits[0]
-st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split")
+st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split, in the {SPACE_LABELS[space]}")
 compare = len(modalities) > 1 and st.toggle(
     "Show MCCA beside the model", value=True, key="search_baseline",
     help="Multiset CCA, a linear baseline fitted on the train split's features: each modality's canonical "
@@ -134,7 +139,7 @@ compare = len(modalities) > 1 and st.toggle(
 try:
     with st.spinner("Measuring every ordered pair of modalities (once per model)…"):
         table = _metrics(store, str(store.path), dataset, model, model_id, metric_split, metric,
-                         "mcca" if compare else None)
+                         "mcca" if compare else None, space)
 except StudioError as err:
     show_error(err)
     st.stop()

@@ -9,6 +9,7 @@ import pytest
 
 from mmae_core.checkpoint import load_checkpoint
 from mmae_core.retrieval import encode_query, nearest
+from mmae_core.search import shared_space
 from store import Store
 
 from .test_app_tags import DATASET, MODEL, messages, one_sentence, page_test
@@ -57,13 +58,22 @@ def test_item_query_returns_the_nearest_items_and_the_metrics(demo):
     at.text_input(key="search_find").set_value("demo-test-000003")
     at.run()
     assert not at.exception
+    # the default: the shared space of the model's latents
     found = results(at)
+    space = shared_space(demo, DATASET, MODEL)
     ids_q, zq = demo.latents(DATASET, MODEL, "test", "text")
     ids_t, zt = demo.latents(DATASET, MODEL, "test", "image")
-    idx, scores = nearest(zq[3], zt, top=10)
+    idx, scores = nearest(space.transform_view("text", zq[3:4])[0], space.transform_view("image", zt), top=10)
     assert list(found["item_id"]) == list(ids_t[idx])
     np.testing.assert_allclose(found["cosine"].to_numpy(dtype=float), np.round(scores, 4), atol=1e-4)
     assert {"label", "title", "tag"} <= set(found.columns)
+    # the raw latents, when asked
+    at.selectbox(key="search_space").set_value("latent").run()
+    assert not at.exception
+    found = results(at)
+    idx, scores = nearest(zq[3], zt, top=10)
+    assert list(found["item_id"]) == list(ids_t[idx])
+    np.testing.assert_allclose(found["cosine"].to_numpy(dtype=float), np.round(scores, 4), atol=1e-4)
 
     table = metrics_table(at)
     pairs = set(zip(table["query"], table["target"]))
@@ -106,6 +116,7 @@ def test_uploaded_vector_is_encoded_with_the_models_standardization(demo):
     at.selectbox(key="search_from").set_value("audio")
     at.run()
     at.selectbox(key="search_to").set_value("fused")
+    at.selectbox(key="search_space").set_value("latent")
     at.file_uploader(key="search_upload").set_value(("query.npy", npy(vec.astype(np.float64)), "application/octet-stream"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -14,6 +14,7 @@ import pytest
 
 from mmae_core.cli import main
 from mmae_core.config import preset
+from mmae_core.mcca import fit_search_space
 from mmae_core.pipeline import train_and_register
 from mmae_core.retrieval import nearest, retrieval_metrics
 from mmae_core.search import CACHE, index_files, query_latent, search_items
@@ -27,6 +28,18 @@ def run(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[int, 
     code = main([*argv, "--db", str(db)])
     out, errs = capsys.readouterr()
     return code, out, errs
+
+
+def shared(store: Store, kinds: list[str], split: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's vectors in the shared space, made here from its stored latents: a correlation-weighted
+    MCCA fitted on the train split's per-modality latents; fused = the mean of an item's projections."""
+    mods = ["image", "audio", "text"]
+    space = fit_search_space({m: store.latents("demo", "al", "train", m)[1] for m in mods})
+    views = {}
+    for m in mods:
+        ids, z = store.latents("demo", "al", split, m)
+        views[m] = space.transform_view(m, z)
+    return ids, {k: (sum(views.values()) / 3 if k == "fused" else views[k]) for k in kinds}
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +69,23 @@ def test_search_eval_json_is_every_ordered_pair_with_class_and_instance_metrics(
     for r in rows:
         assert {"query", "target", "p_at_10", "map", "metric", "split", *INSTANCE} <= set(r)
         assert r["split"] == "test" and 0 <= r["p_at_10"] <= 1 and 0 <= r["map"] <= 1
-    # the numbers are retrieval_metrics of the stored latents under the metric it reports
-    metric = rows[0]["metric"]
+    # the numbers are retrieval_metrics of the model's vectors in the shared space (the default), under
+    # the metric it reports; with --space latent, of the stored latents themselves
     store = Store(db)
-    per = {m: store.latents("demo", "al", "test", m)[1] for m in mods}
     labels = store.load_dataset("demo").splits["test"].labels
-    ref = retrieval_metrics(per, labels, fused=store.latents("demo", "al", "test", "fused")[1], metric=metric)
-    ref = ref.set_index(["query", "target"])
-    for r in rows:
-        assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"])
-        assert r["recall_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "r_at_10"])
-        assert r["median_rank"] == pytest.approx(ref.loc[(r["query"], r["target"]), "median_rank"])
-    assert "retrieves better" in errs
+    _, vecs = shared(store, [*mods, "fused"])
+    assert {r["space"] for r in rows} == {"shared"} and "shared space" in errs and "retrieves better" in errs
+    latent_rows = json.loads(run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--space", "latent",
+                                 "--format", "json")[1])
+    assert {r["space"] for r in latent_rows} == {"latent"}
+    raw = {m: store.latents("demo", "al", "test", m)[1] for m in (*mods, "fused")}
+    for got, per in ((rows, vecs), (latent_rows, raw)):
+        ref = retrieval_metrics({m: per[m] for m in mods}, labels, fused=per["fused"], metric=got[0]["metric"])
+        ref = ref.set_index(["query", "target"])
+        for r in got:
+            assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"], abs=1e-6)
+            assert r["recall_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "r_at_10"], abs=1e-6)
+            assert r["median_rank"] == pytest.approx(ref.loc[(r["query"], r["target"]), "median_rank"])
 
 
 def test_search_eval_best_is_the_metric_with_the_higher_mean_precision(db, capsys):
@@ -113,12 +131,19 @@ def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
     assert code == 0, errs
     rows = json.loads(out)
     store = Store(db)
+    ids, vecs = shared(store, ["text", "image"])
+    idx, scores = nearest(vecs["text"][list(ids).index("demo-test-000003")], vecs["image"], top=7)
+    assert [r["item_id"] for r in rows] == list(ids[idx])
+    assert [r["rank"] for r in rows] == list(range(1, 8))
+    np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-5)
+    # --space latent ranks by the stored latents themselves
+    code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-test-000003", "--from", "text",
+                          "--to", "image", "--top", "7", "--space", "latent", "--format", "json")
     ids_q, zq = store.latents("demo", "al", "test", "text")
     ids_t, zt = store.latents("demo", "al", "test", "image")
     idx, scores = nearest(zq[list(ids_q).index("demo-test-000003")], zt, top=7)
-    assert [r["item_id"] for r in rows] == list(ids_t[idx])
-    assert [r["rank"] for r in rows] == list(range(1, 8))
-    np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-5)
+    assert code == 0 and "latent space" in errs and [r["item_id"] for r in json.loads(out)] == list(ids_t[idx])
+    np.testing.assert_allclose([r["score"] for r in json.loads(out)], scores, atol=1e-5)
     assert {"label", "title", "caption", "tag", "status", "split", "metric"} <= set(rows[0])
     # table output, fused target, euclidean, another split
     code, out, _ = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-train-000001", "--from", "audio",
@@ -212,11 +237,12 @@ def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_pat
                  "--model-name", "al", "--db", str(other)]) == 0
     db.write_bytes(other.read_bytes())
     store = Store(db)
-    ids, zt = store.latents("demo", "al", "test", "image")
+    ids, vecs = shared(store, ["text", "image"])
     q2 = query_latent(store, "demo", "al", "text", item="demo-test-000003")
     got = search_items(store, "demo", "al", q2, "image")
-    idx, _ = nearest(q2.vector, zt, top=10)
-    assert list(got["item_id"]) == list(ids[idx]) and CACHE.builds == builds + 1
+    idx, _ = nearest(vecs["text"][list(ids).index("demo-test-000003")], vecs["image"], top=10)
+    # the shared space and the index, both refitted for the new latents
+    assert list(got["item_id"]) == list(ids[idx]) and CACHE.builds == builds + 2
 
 
 def test_search_eval_leaves_out_instance_metrics_where_modalities_are_not_one_media_item(tmp_path, capsys):
