@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .baselines import TrainMoments, _check_names, _moments_for, par_gram, par_matmul, parallel_map, present_mask, single_blas, top_eigh
 from .errors import ConfigError
+from .retrieval import mean_of_present
 
 
 class MCCA(BaseEstimator, TransformerMixin):
@@ -202,16 +203,3 @@ def search_space(
     model = fit_search_space(train, n_components, reg, modalities)
     views = model.transform_views(target)
     return views, mean_of_present(views)
-
-
-def mean_of_present(views: dict[str, np.ndarray]) -> np.ndarray:
-    """Per item, the mean of the views' rows it has (NaN where it has none)."""
-    first = next(iter(views.values()))
-    acc = np.zeros(first.shape, dtype=np.float32)
-    cnt = np.zeros(first.shape[0], dtype=np.float32)
-    for z in views.values():
-        ok = ~np.isnan(z).all(axis=1)
-        acc[ok] += z[ok]
-        cnt += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return acc / cnt[:, None]

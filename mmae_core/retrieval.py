@@ -181,6 +181,19 @@ def _pair_metrics(q: np.ndarray, t: np.ndarray, labels: np.ndarray | None, k: in
     return out
 
 
+def mean_of_present(views: dict[str, np.ndarray]) -> np.ndarray:
+    """Per item, the mean of the views' rows it has (NaN where it has none)."""
+    first = next(iter(views.values()))
+    acc = np.zeros(first.shape, dtype=np.float32)
+    cnt = np.zeros(first.shape[0], dtype=np.float32)
+    for z in views.values():
+        ok = ~np.isnan(z).all(axis=1)
+        acc[ok] += z[ok]
+        cnt += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return acc / cnt[:, None]
+
+
 def retrieval_metrics(per_modality: dict[str, np.ndarray], labels: np.ndarray | None = None,
                       fused: np.ndarray | None = None, k: int = 10, metric: Metric = "cosine") -> pd.DataFrame:
     """One row per ordered (query, target) pair of modalities, plus fused -> each modality.

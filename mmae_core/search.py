@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError, NotFoundError
-from .mcca import MCCA, fit_search_space, mean_of_present
-from .retrieval import METRICS, encode_query, load_query_vector, retrieval_metrics
+from .retrieval import METRICS, encode_query, load_query_vector, mean_of_present, retrieval_metrics
 from .search_index import IndexCache, IndexFiles, LatentIndex
 
 FUSED = "fused"
@@ -206,47 +205,92 @@ def _check_space(space: str) -> str:
     return space
 
 
-def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE) -> "MCCA | None":
-    """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
-    split (at most ``SPACE_ROWS`` items), each component weighted by its canonical correlation
-    (``mcca.fit_search_space``). None for a one-modality model (nothing to line up).
+@dataclass(frozen=True)
+class SharedSpace:
+    """A model's shared search space as plain arrays (see ``shared_space``): per modality, the train
+    mean of its latents and the (latent, k) weights of its correlation-weighted canonical variates.
+    Plain arrays so that a CLI call can load it from disk without importing the fitting code."""
 
-    Why: a per-modality latent also carries what only its own modality knows (the image's style, the
-    recording's noise), which a nearest-neighbour search in another modality's latents cannot use and
-    which swamps what the modalities share. The weighted CCA keeps the directions the modalities'
-    latents share, in proportion to how strongly they share them. Measured worst-pair class P@10, aligned
-    preset: digits 0.71 -> 0.72, full demo 0.26 -> 0.46; paper preset on the digits 0.08 -> 0.67
-    (README, "Cross-modal search"). Deterministic (one eigendecomposition, no random draw); kept in the
-    process like the indexes and refitted when the model's latents change.
-    """
+    names: tuple[str, ...]
+    means: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+
+    def transform_view(self, modality: str, z: np.ndarray) -> np.ndarray:
+        """(n, k) projections of one modality's latents; an all-NaN row (a missing modality) stays NaN."""
+        z = np.asarray(z, dtype=np.float32)
+        ok = np.isfinite(z).all(axis=1)
+        out = np.full((z.shape[0], self.weights[modality].shape[1]), np.nan, dtype=np.float32)
+        out[ok] = (z[ok] - self.means[modality]) @ self.weights[modality]
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"mean.{i}": self.means[m] for i, m in enumerate(self.names)},
+                **{f"weight.{i}": self.weights[m] for i, m in enumerate(self.names)}}
+
+    @classmethod
+    def from_arrays(cls, names: list[str], arrays: dict[str, np.ndarray]) -> "SharedSpace":
+        return cls(tuple(names), {m: arrays[f"mean.{i}"].astype(np.float32) for i, m in enumerate(names)},
+                   {m: arrays[f"weight.{i}"].astype(np.float32) for i, m in enumerate(names)})
+
+
+def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple, str, list[str]]:
     mods = model_modalities(store, dataset, model)
-    if len(mods) < 2:
-        return None
     splits = model_splits(store, dataset, model)
     fit_split = "train" if "train" in splits else splits[0]
     key = (str(store.path), dataset, model, fit_split, "shared space")
-    fingerprint = _fingerprint(store, dataset, model, fit_split, mods[0])
+    return key, _fingerprint(store, dataset, model, fit_split, mods[0]), fit_split, mods
 
-    def build() -> MCCA:
+
+def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
+                 files: IndexFiles | None = None) -> SharedSpace | None:
+    """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
+    split (at most ``SPACE_ROWS`` items, evenly spaced), each component weighted by its canonical
+    correlation (``mcca.fit_search_space``). None for a one-modality model (nothing to line up).
+
+    Why: a per-modality latent also carries what only its own modality knows (the image's style, the
+    recording's noise), which a search in another modality's latents cannot use and which swamps what
+    the modalities share. The weighted CCA keeps the directions the modalities' latents share, in
+    proportion to how strongly they share them. Measured worst-pair class P@10 of the aligned preset:
+    full demo 0.26 -> 0.46, digits 0.71 -> 0.72; the paper preset's per-modality latents become
+    searchable (digits 0.08 -> 0.67; README, "Cross-modal search"). Deterministic (one
+    eigendecomposition, no random draw). Kept in the process like the indexes; saved beside a saved
+    index (``target_index``), so a CLI call at archive size loads both instead of refitting.
+    """
+    key, fingerprint, fit_split, mods = _space_key(store, dataset, model)
+    if len(mods) < 2:
+        return None
+    files = index_files(store) if files is None else files
+
+    def build() -> SharedSpace:
+        saved = files.load_arrays(key, fingerprint)
+        if saved is not None:
+            try:
+                return SharedSpace.from_arrays(mods, saved)
+            except KeyError:
+                pass  # written for other modalities: refit
+        from .mcca import fit_search_space  # scikit-learn's import is paid only when fitting
+
         per = {m: store.latents(dataset, model, fit_split, m)[1] for m in mods}
         step = max(1, -(-len(per[mods[0]]) // SPACE_ROWS))
-        return fit_search_space({m: z[::step] for m, z in per.items()})
+        fitted = fit_search_space({m: z[::step] for m, z in per.items()})
+        return SharedSpace(tuple(mods), {m: fitted.means_[m].astype(np.float32) for m in mods},
+                           {m: fitted.weights_[m].astype(np.float32) for m in mods})
 
     return cache.get(key, fingerprint, build)  # type: ignore[return-value]
 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,
-              cache: IndexCache = CACHE) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+              cache: IndexCache = CACHE, files: IndexFiles | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(item ids, {kind: vectors}) of a split in the search space; ``fused`` under ``shared`` is the
     mean of the item's projected modalities (its latents' shared part), not the fused latent."""
-    sp = shared_space(store, dataset, model, cache) if space == "shared" else None
+    sp = shared_space(store, dataset, model, cache, files) if space == "shared" else None
     out: dict[str, np.ndarray] = {}
     ids = None
     if sp is None:
         for kind in kinds:
             ids, out[kind] = store.latents(dataset, model, split, kind)
         return ids, out
-    mods = list(sp.names_)
+    mods = list(sp.names)
     need = mods if FUSED in kinds else [k for k in kinds if k != FUSED]
     views = {}
     for m in need:
@@ -291,9 +335,13 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
         loaded = files.load(key, fingerprint)
         if loaded is not None:
             return loaded
-        ids, z = _in_space(store, dataset, model, split, [target], space, cache)
+        ids, z = _in_space(store, dataset, model, split, [target], space, cache, files)
         index = LatentIndex(z[target], metric)
-        files.save(key, fingerprint, ids, index)
+        if files.save(key, fingerprint, ids, index) and space == "shared":
+            sp = shared_space(store, dataset, model, cache, files)
+            if sp is not None:
+                space_key, space_fingerprint, _, _ = _space_key(store, dataset, model)
+                files.save_arrays(space_key, space_fingerprint, sp.arrays())
         return ids, index
 
     return cache.get(key, fingerprint, build)  # type: ignore[return-value]
@@ -311,7 +359,7 @@ def search_items(store: "object", dataset: str, model: str, query: Query, target
         raise ConfigError(f"--top must be at least 1 (got {top}).")
     ids, index = target_index(store, dataset, model, query.split, target, metric, cache, files, space)
     vector = query.vector
-    sp = shared_space(store, dataset, model, cache) if space == "shared" else None
+    sp = shared_space(store, dataset, model, cache, files) if space == "shared" else None
     if sp is not None:
         vector = sp.transform_view(query.source, vector[None, :])[0]
     rows, scores = index.search(vector, int(top))

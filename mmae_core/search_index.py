@@ -221,6 +221,42 @@ class IndexFiles:
         self.loads += 1
         return ids, LatentIndex._restore(index, rows, metric, n_total, exact)
 
+    def load_arrays(self, key: Hashable, fingerprint: Hashable) -> dict[str, np.ndarray] | None:
+        """Named arrays saved with ``save_arrays`` under this key and fingerprint, or None."""
+        path = self._paths(key, fingerprint)[1].with_suffix(".arrays.npz")
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except Exception:  # noqa: BLE001 - a cache file that does not load is rebuilt
+            log.warning("search cache file %s could not be read; rebuilding it", path, exc_info=True)
+            return None
+        self.loads += 1
+        return arrays
+
+    def save_arrays(self, key: Hashable, fingerprint: Hashable, arrays: dict[str, np.ndarray]) -> bool:
+        """Keep small named arrays on disk beside the indexes (written atomically; older ones of the key dropped)."""
+        path = self._paths(key, fingerprint)[1].with_suffix(".arrays.npz")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **arrays)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            for old in self.folder.glob(f"{self._hash(key)}-*"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - only a speed-up
+            log.warning("search cache could not be saved in %s", self.folder, exc_info=True)
+            return False
+        self.saves += 1
+        return True
+
     def save(self, key: Hashable, fingerprint: Hashable, ids: np.ndarray, index: LatentIndex) -> bool:
         """Keep ``index`` on disk (if it is large enough) and drop older files of the same key."""
         if index.size < self.min_rows:

@@ -279,9 +279,30 @@ def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
     first_files = IndexFiles(tmp_path / "idx", min_rows=0)
     first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files)
-    assert first_files.saves == 1 and first_files.loads == 0
+    assert first_files.saves == 2 and first_files.loads == 0  # the index and the shared space it lives in
     later_files = IndexFiles(tmp_path / "idx", min_rows=0)  # a new process: empty memory cache
     later_cache = IndexCache()
     again = search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files)
-    assert later_files.loads == 1 and later_files.saves == 0 and again.equals(first)
+    assert later_files.loads == 2 and later_files.saves == 0 and again.equals(first)  # nothing refitted
+    # the raw latents' index is a file of its own
+    search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files, space="latent")
+    assert later_files.saves == 1
     assert index_files(store).folder == db.with_name(db.name + ".indexes")
+
+
+def test_a_damaged_saved_space_is_refitted_not_an_error(db, tmp_path):
+    from mmae_core.search import shared_space
+    from mmae_core.search_index import IndexCache, IndexFiles
+
+    store = Store(db)
+    q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
+    files = IndexFiles(tmp_path / "idx", min_rows=0)
+    first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=files)
+    saved = list((tmp_path / "idx").glob("*.arrays.npz"))
+    assert len(saved) == 1
+    saved[0].write_bytes(b"not an npz")
+    later = IndexFiles(tmp_path / "idx", min_rows=0)
+    space = shared_space(store, "demo", "al", cache=IndexCache(), files=later)
+    assert later.loads == 0 and space is not None  # refitted from the stored latents
+    again = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=later)
+    assert list(again["item_id"]) == list(first["item_id"])
