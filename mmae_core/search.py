@@ -245,7 +245,8 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
                  files: IndexFiles | None = None) -> SharedSpace | None:
     """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
     split (at most ``SPACE_ROWS`` items, evenly spaced), each component weighted by its canonical
-    correlation (``mcca.fit_search_space``). None for a one-modality model (nothing to line up).
+    correlation (``mcca.fit_search_space``). None for a one-modality model, or one whose train latents
+    cannot be lined up (a modality no train item has): search then compares the raw latents.
 
     Why: a per-modality latent also carries what only its own modality knows (the image's style, the
     recording's noise), which a search in another modality's latents cannot use and which swamps what
@@ -261,7 +262,7 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
         return None
     files = index_files(store) if files is None else files
 
-    def build() -> SharedSpace:
+    def build() -> SharedSpace | None:
         saved = files.load_arrays(key, fingerprint)
         if saved is not None:
             try:
@@ -272,7 +273,10 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
 
         per = {m: store.latents(dataset, model, fit_split, m)[1] for m in mods}
         step = max(1, -(-len(per[mods[0]]) // SPACE_ROWS))
-        fitted = fit_search_space({m: z[::step] for m, z in per.items()})
+        try:
+            fitted = fit_search_space({m: z[::step] for m, z in per.items()})
+        except ConfigError:  # e.g. a modality no train item has: nothing to line up, search the raw latents
+            return None
         return SharedSpace(tuple(mods), {m: fitted.means_[m].astype(np.float32) for m in mods},
                            {m: fitted.weights_[m].astype(np.float32) for m in mods})
 
