@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -168,7 +169,9 @@ def test_a_machine_that_gets_busy_mid_training_is_named_in_the_job_notes(demo_st
     pipeline.train_and_register(store, "demo", preset("paper", epochs=6, parallel="ops"), "busy",
                                 should_stop=should_stop, log=notes.append)
     slow = [n for n in notes if "another program is using the cores" in n]
-    assert len(slow) == 1 and slow[0].startswith("note: epoch 4 took") and "--parallel modalities" in slow[0]
+    # epoch 4 is slowed for sure; on a loaded machine (the suite's other workers) a real slowdown can
+    # come first, and then that one is named instead: either way exactly once, with the fix
+    assert len(slow) == 1 and re.match(r"note: epoch [2-4] took", slow[0]) and "--parallel modalities" in slow[0], slow
     assert any(n.startswith("trained in") and "parallel=ops: fused step" in n for n in notes)
 
 

@@ -124,7 +124,11 @@ def _flow(page: Any, url: str, store: Any) -> None:
     expect(main(page).get_by_text(re.compile(r"Training job \d+ started"))).to_be_visible()
     done = main(page).get_by_text(re.compile(r"Job \d+: train on demo finished in"))
     expect(done).to_be_visible(timeout=150_000)
-    expect(main(page).get_by_role("heading", name="Models of demo")).to_be_visible()
+    # the finished job reruns the page: while it does, the old registry heading can still be on screen
+    # beside the new one, so wait for exactly one (a lasting duplicate would still fail here)
+    registry = main(page).get_by_role("heading", name="Models of demo")
+    expect(registry).to_have_count(1, timeout=15_000)
+    expect(registry).to_be_visible()
     models = store().list_models("demo")
     assert list(models["name"]) == ["paper-e2-s42"], models
     expect(sidebar(page).get_by_role("combobox", name="Model")).to_have_value("paper-e2-s42")
