@@ -8,7 +8,10 @@ drawn from 50 Gaussian classes (no training: the latents are the point), then ti
 consecutive CLI searches (text -> image, top 10, JSON) as a user would run them, wall clock from
 process start to exit, Python and library imports included.
 
-Run: ``.venv/bin/python benchmarks/search_cli.py [--sizes 100000,1000000] [--calls 3]``.
+Both search spaces are timed (``--spaces shared,latent``): the shared space (the default) also fits,
+or loads, the model's shared space and projects the latents into it.
+
+Run: ``.venv/bin/python benchmarks/search_cli.py [--sizes 100000,1000000] [--calls 3] [--spaces shared,latent]``.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,11 +58,11 @@ def build(db: Path, n: int, seed: int = 0) -> None:
     store.add_model("archive", "m", b"latents only", {"latent": DIM}, {}, latents)
 
 
-def cli_search(db: Path, item: str) -> tuple[float, list[dict]]:
+def cli_search(db: Path, item: str, space: str) -> tuple[float, list[dict]]:
     t = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "mmae_core", "search", "--dataset", "archive", "--model", "m", "--item", item,
-         "--from", "text", "--to", "image", "--top", "10", "--format", "json", "--db", str(db)],
+         "--from", "text", "--to", "image", "--top", "10", "--space", space, "--format", "json", "--db", str(db)],
         cwd=ROOT, check=True, capture_output=True, text=True)
     return time.perf_counter() - t, json.loads(out.stdout)
 
@@ -71,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--spaces", default="shared,latent", help="search spaces to time (shared is the default of search)")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"Python {platform.python_version()}", flush=True)
@@ -82,22 +87,22 @@ def main() -> None:
             build(db, n)
             print(f"  {n:,} items and {2 * n:,} latents stored in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             files = db.with_name(db.name + ".indexes")
-            first = None
-            for call in range(1, args.calls + 1):
-                had = files.exists()
-                secs, found = cli_search(db, f"te{(call * 7919) % n:07d}")
-                first = first or secs
-                how = "loaded from disk" if had else ("built and saved" if files.exists() else "built (small: exact, not saved)")
-                rows.append((n, call, how, secs, len(found), folder_mb(files)))
-                print(f"  {n:,} call {call}: {secs:.2f} s", file=sys.stderr, flush=True)
-    print(f"\n| stored latents | call | index | wall s (process start to exit) | results | index files MB |")
-    print("|---|---|---|---|---|---|")
-    for n, call, how, secs, k, mb in rows:
-        print(f"| {n:,} | {call} | {how} | {secs:.2f} | {k} | {mb:.0f} |")
-    for n in sorted({r[0] for r in rows}):
-        later = [r[3] for r in rows if r[0] == n and r[1] > 1]
+            for space in args.spaces.split(","):
+                shutil.rmtree(files, ignore_errors=True)  # each space starts from no saved files
+                for call in range(1, args.calls + 1):
+                    had = files.exists()
+                    secs, found = cli_search(db, f"te{(call * 7919) % n:07d}", space)
+                    how = "loaded from disk" if had else ("built and saved" if files.exists() else "built (small: exact, not saved)")
+                    rows.append((n, space, call, how, secs, len(found), folder_mb(files)))
+                    print(f"  {n:,} {space} call {call}: {secs:.2f} s", file=sys.stderr, flush=True)
+    print("\n| stored latents | space | call | index | wall s (process start to exit) | results | index files MB |")
+    print("|---|---|---|---|---|---|---|")
+    for n, space, call, how, secs, k, mb in rows:
+        print(f"| {n:,} | {space} | {call} | {how} | {secs:.2f} | {k} | {mb:.0f} |")
+    for n, space in dict.fromkeys((r[0], r[1]) for r in rows):
+        later = [r[4] for r in rows if r[0] == n and r[1] == space and r[2] > 1]
         if later:
-            print(f"{n:,}: later calls median {statistics.median(later):.2f} s")
+            print(f"{n:,} {space}: later calls median {statistics.median(later):.2f} s")
 
 
 if __name__ == "__main__":
