@@ -111,6 +111,7 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
                                    std.transform({m: fs.splits[split].features[m] for m in mods}))
         base = _eval_rows(views, mean, labels, split, metric, k, baseline, "features")
         attrs = dict(out.attrs)
+        out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
         out = pd.concat([out, base], ignore_index=True)
         out.attrs = attrs
     if not instance_pairs(fs.attrs):

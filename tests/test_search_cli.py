@@ -116,6 +116,11 @@ def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
     for r in rows[9:]:
         assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"])
         assert r["median_rank"] == pytest.approx(ref.loc[(r["query"], r["target"]), "median_rank"])
+    # under the default metric (best) each block is its own better metric
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--baseline", "mcca",
+                          "--format", "json")
+    assert code == 0, errs
+    assert [r["method"] for r in json.loads(out)] == ["mmae"] * 9 + ["mcca"] * 9
     # without --baseline the rows are the model's alone, and say so
     code, out, _ = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--format", "json")
     assert {r["method"] for r in json.loads(out)} == {"mmae"}
