@@ -159,6 +159,6 @@ if n:
 pairs = table[table["query"] != "fused"]
 worst = pairs.groupby("method")["p_at_10"].min()
 if compare and worst.notna().all() and {"mmae", "mcca"} <= set(worst.index):
-    better = "the model" if worst["mmae"] > worst["mcca"] else "MCCA"
-    st.caption(f"Worst modality pair, class P@10: model {worst['mmae']:.3f}, MCCA {worst['mcca']:.3f} "
-               f"({better} {'is ahead' if worst['mmae'] != worst['mcca'] else 'ties'}).")
+    verdict = ("the model is ahead" if worst["mmae"] > worst["mcca"] else
+               "MCCA is ahead: here the model adds nothing to search" if worst["mmae"] < worst["mcca"] else "they tie")
+    st.caption(f"Worst modality pair, class P@10: model {worst['mmae']:.3f}, MCCA {worst['mcca']:.3f} ({verdict}).")
