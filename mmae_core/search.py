@@ -27,6 +27,7 @@ EVAL_COLUMNS = ["method", "query", "target", "metric", "space", "split", "querie
 SPACES = ("shared", "latent")  # where search compares: see shared_space
 DEFAULT_SPACE = "shared"
 SPACE_ROWS = 50_000  # the shared space is fitted on at most this many train items (evenly spaced)
+SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
 BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the model
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
@@ -238,7 +239,7 @@ def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple,
     mods = model_modalities(store, dataset, model)
     splits = model_splits(store, dataset, model)
     fit_split = "train" if "train" in splits else splits[0]
-    key = (str(store.path), dataset, model, fit_split, "shared space")
+    key = (str(store.path), dataset, model, fit_split, "shared space", SPACE_VERSION)
     return key, _fingerprint(store, dataset, model, fit_split, mods[0]), fit_split, mods
 
 
@@ -332,7 +333,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
     if metric not in METRICS:
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine or euclidean.")
     _check_space(space)
-    key = (str(store.path), dataset, model, split, target, metric) + ((space,) if space != "latent" else ())
+    key = (str(store.path), dataset, model, split, target, metric) + ((space, SPACE_VERSION) if space != "latent" else ())
     fingerprint = _fingerprint(store, dataset, model, split, target)
     files = index_files(store) if files is None else files
 
