@@ -221,6 +221,24 @@ class IndexFiles:
         self.loads += 1
         return ids, LatentIndex._restore(index, rows, metric, n_total, exact)
 
+    def _write_atomic(self, final: Path, write: Callable[[str], None]) -> None:
+        """``write(tmp)`` to a temporary name in the folder, then rename: a reader never sees half a file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _drop_others(self, key: Hashable, keep: tuple[Path, ...]) -> None:
+        """Delete the files of ``key`` written for an older fingerprint."""
+        for old in self.folder.glob(f"{self._hash(key)}-*"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
+
     def load_arrays(self, key: Hashable, fingerprint: Hashable) -> dict[str, np.ndarray] | None:
         """Named arrays saved with ``save_arrays`` under this key and fingerprint, or None."""
         path = self._paths(key, fingerprint)[1].with_suffix(".arrays.npz")
@@ -238,19 +256,14 @@ class IndexFiles:
     def save_arrays(self, key: Hashable, fingerprint: Hashable, arrays: dict[str, np.ndarray]) -> bool:
         """Keep small named arrays on disk beside the indexes (written atomically; older ones of the key dropped)."""
         path = self._paths(key, fingerprint)[1].with_suffix(".arrays.npz")
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:  # a file object: given a name, np.savez would append ".npz"
+                np.savez(fh, **arrays)
+
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **arrays)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            for old in self.folder.glob(f"{self._hash(key)}-*"):
-                if old != path:
-                    old.unlink(missing_ok=True)
+            self._write_atomic(path, write)
+            self._drop_others(key, (path,))
         except Exception:  # noqa: BLE001 - only a speed-up
             log.warning("search cache could not be saved in %s", self.folder, exc_info=True)
             return False
@@ -263,23 +276,10 @@ class IndexFiles:
             return False
         index_path, parts_path = self._paths(key, fingerprint)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             faiss = _faiss()
-            for final, write in (
-                (parts_path, lambda f: _save_parts(f, ids, index)),
-                (index_path, lambda f: faiss.write_index(index.index, f)),
-            ):
-                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.folder)
-                os.close(fd)
-                try:
-                    write(tmp)
-                    os.replace(tmp, final)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            for old in self.folder.glob(f"{self._hash(key)}-*"):
-                if old not in (index_path, parts_path):
-                    old.unlink(missing_ok=True)
+            self._write_atomic(parts_path, lambda f: _save_parts(f, ids, index))
+            self._write_atomic(index_path, lambda f: faiss.write_index(index.index, f))
+            self._drop_others(key, (index_path, parts_path))
         except Exception:  # noqa: BLE001 - only a speed-up: a full disk or a read-only folder costs a rebuild next time
             log.warning("search index could not be saved in %s", self.folder, exc_info=True)
             return False
