@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_search_eval(args: argparse.Namespace) -> int:
     from .pipeline import resolve_model
-    from .search import model_modalities, search_eval
+    from .search import model_modalities, search_eval, worst_pairs
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
@@ -419,7 +419,7 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
     if args.baseline:
-        worst = table[table["query"] != "fused"].groupby("method")["p_at_10"].min()
+        worst = worst_pairs(table)
         if worst.notna().all() and len(worst) == 2:
             err("worst modality pair, class P@10: " + ", ".join(f"{m} {v:.3f}" for m, v in worst.items()))
     emit(table, args.format)

@@ -35,9 +35,10 @@ CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
 
 
-def model_modalities(store: "object", dataset: str, model: str) -> list[str]:
-    """The modalities the model has per-modality latents of; refuses a model without any."""
-    kinds = store.latent_kinds(dataset, model)
+def model_modalities(store: "object", dataset: str, model: str, kinds: pd.DataFrame | None = None) -> list[str]:
+    """The modalities the model has per-modality latents of; refuses a model without any. ``kinds``:
+    ``store.latent_kinds`` when the caller has already read it."""
+    kinds = store.latent_kinds(dataset, model) if kinds is None else kinds
     mods = [k for k in dict.fromkeys(kinds["kind"]) if k != FUSED]
     if not mods:
         raise NotFoundError(
@@ -46,8 +47,8 @@ def model_modalities(store: "object", dataset: str, model: str) -> list[str]:
     return mods
 
 
-def model_splits(store: "object", dataset: str, model: str) -> list[str]:
-    return list(dict.fromkeys(store.latent_kinds(dataset, model)["split"]))
+def model_splits(store: "object", dataset: str, model: str, kinds: pd.DataFrame | None = None) -> list[str]:
+    return list(dict.fromkeys((store.latent_kinds(dataset, model) if kinds is None else kinds)["split"]))
 
 
 def _check_split(store: "object", dataset: str, model: str, split: str) -> str:
@@ -98,8 +99,7 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     labels = fs.splits[split].labels if split in fs.splits else None
     if labels is not None and not pd.notna(pd.Series(labels, dtype=object)).any():
         labels = None
-    _, vecs = _in_space(store, dataset, model, split, [*mods, FUSED], space)
-    used = space if space == "latent" or shared_space(store, dataset, model) is not None else "latent"
+    _, vecs, used = _in_space(store, dataset, model, split, [*mods, FUSED], space)
     out = _eval_rows({m: vecs[m] for m in mods}, vecs[FUSED], labels, split, metric, k, MODEL_METHOD, used)
     if baseline is not None:
         from .mcca import search_space
@@ -107,9 +107,9 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
 
         if len(mods) < 2:
             raise ConfigError("MCCA needs at least two modalities; this model has one, so there is no baseline to compare.")
-        std = Standardizer.fit({m: fs.splits["train"].features[m] for m in mods})
-        views, mean = search_space(std.transform({m: fs.splits["train"].features[m] for m in mods}),
-                                   std.transform({m: fs.splits[split].features[m] for m in mods}))
+        train = {m: fs.splits["train"].features[m] for m in mods}
+        std = Standardizer.fit(train)
+        views, mean = search_space(std.transform(train), std.transform({m: fs.splits[split].features[m] for m in mods}))
         base = _eval_rows(views, mean, labels, split, metric, k, baseline, "features")
         attrs = dict(out.attrs)
         out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
@@ -201,6 +201,12 @@ def query_latent(store: "object", dataset: str, model: str, source: str, item: s
     return Query(q.astype(np.float32), source, split, item)
 
 
+def worst_pairs(table: pd.DataFrame) -> pd.Series:
+    """Per ``method`` of a ``search_eval`` table, the lowest class P@10 over the ordered modality pairs
+    (fused queries left out): the one number the issue's bar is about."""
+    return table[table["query"] != FUSED].groupby("method")["p_at_10"].min()
+
+
 def _check_space(space: str) -> str:
     if space not in SPACES:
         raise ConfigError(f"'{space}' is not a search space; choose {' or '.join(SPACES)}.")
@@ -236,11 +242,14 @@ class SharedSpace:
 
 
 def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple, str, list[str]]:
-    mods = model_modalities(store, dataset, model)
-    splits = model_splits(store, dataset, model)
+    """(key, fingerprint, split fitted on, modalities) of a model's shared space, from one read of its
+    latent kinds (a search asks for this on every call, so the latents table is scanned once)."""
+    kinds = store.latent_kinds(dataset, model)
+    mods = model_modalities(store, dataset, model, kinds)
+    splits = model_splits(store, dataset, model, kinds)
     fit_split = "train" if "train" in splits else splits[0]
     key = (str(store.path), dataset, model, fit_split, "shared space", SPACE_VERSION)
-    return key, _fingerprint(store, dataset, model, fit_split, mods[0]), fit_split, mods
+    return key, _fingerprint(store, dataset, model, fit_split, mods[0], kinds), fit_split, mods
 
 
 def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
@@ -286,16 +295,17 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,
-              cache: IndexCache = CACHE, files: IndexFiles | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(item ids, {kind: vectors}) of a split in the search space; ``fused`` under ``shared`` is the
-    mean of the item's projected modalities (its latents' shared part), not the fused latent."""
+              cache: IndexCache = CACHE, files: IndexFiles | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """(item ids, {kind: vectors}, the space used) of a split; ``fused`` under ``shared`` is the mean of
+    the item's projected modalities (its latents' shared part), not the fused latent. A model without
+    a shared space (``shared_space`` is None) gives its raw latents, and says ``latent``."""
     sp = shared_space(store, dataset, model, cache, files) if space == "shared" else None
     out: dict[str, np.ndarray] = {}
     ids = None
     if sp is None:
         for kind in kinds:
             ids, out[kind] = store.latents(dataset, model, split, kind)
-        return ids, out
+        return ids, out, "latent"
     mods = list(sp.names)
     need = mods if FUSED in kinds else [k for k in kinds if k != FUSED]
     views = {}
@@ -304,17 +314,18 @@ def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list
         views[m] = sp.transform_view(m, z)
     for kind in kinds:
         out[kind] = mean_of_present(views) if kind == FUSED else views[kind]
-    return ids, out
+    return ids, out, "shared"
 
 
-def _fingerprint(store: "object", dataset: str, model: str, split: str, kind: str) -> tuple:
+def _fingerprint(store: "object", dataset: str, model: str, split: str, kind: str,
+                 kinds: pd.DataFrame | None = None) -> tuple:
     """What identifies the stored latents: the model's id and creation time (a store file replaced by
     another, or a model re-created, gives other values) and the row count of that split and kind."""
     models = store.list_models(dataset)
     row = models.loc[models["name"] == model]
     if not len(row):
         raise NotFoundError(f"dataset '{dataset}' has no model named '{model}'; pick one of the registered models.")
-    kinds = store.latent_kinds(dataset, model)
+    kinds = store.latent_kinds(dataset, model) if kinds is None else kinds
     n = kinds.loc[(kinds["split"] == split) & (kinds["kind"] == kind), "items"]
     return (int(row["id"].iloc[0]), str(row["created_at"].iloc[0]), int(n.iloc[0]) if len(n) else 0)
 
@@ -341,7 +352,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
         loaded = files.load(key, fingerprint)
         if loaded is not None:
             return loaded
-        ids, z = _in_space(store, dataset, model, split, [target], space, cache, files)
+        ids, z, _ = _in_space(store, dataset, model, split, [target], space, cache, files)
         index = LatentIndex(z[target], metric)
         if files.save(key, fingerprint, ids, index) and space == "shared":
             sp = shared_space(store, dataset, model, cache, files)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from mmae_core.errors import StudioError
 from mmae_core.retrieval import METRICS
-from mmae_core.search import SPACES, Query, query_latent, search_eval, search_items, with_details
+from mmae_core.search import SPACES, Query, query_latent, search_eval, search_items, with_details, worst_pairs
 from store import Store
 from ui import maps
 from ui.tagging import (
@@ -156,8 +156,7 @@ n = int(table["queries"].max()) if len(table) else 0
 if n:
     st.caption(f"Chance level: class P@10 ≈ the share of the largest label, R@10 ≈ {min(1.0, 10 / n):.3f} for {n:,} items. "
                "A paper-preset MMAE is not trained to align modalities; the aligned preset is.")
-pairs = table[table["query"] != "fused"]
-worst = pairs.groupby("method")["p_at_10"].min()
+worst = worst_pairs(table)
 if compare and worst.notna().all() and {"mmae", "mcca"} <= set(worst.index):
     verdict = ("the model is ahead" if worst["mmae"] > worst["mcca"] else
                "MCCA is ahead: here the model adds nothing to search" if worst["mmae"] < worst["mcca"] else "they tie")
