@@ -18,6 +18,9 @@ image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone
 * Both of the trainer's thread plans are timed against that one floor (``--parallel``): the default
   "modalities" (groups of modalities on their own threads) and "ops" (one thread, the modalities
   fused into shared ops, every core on each matmul; ``mmae_core.step_fused``).
+* The default plan runs its step in C++ when ``mmae_core.native`` could build it (the line "step:"
+  ends in "native step"); ``MMAE_NATIVE=0 python benchmarks/train_speed.py`` times the Python step,
+  which gives the same bits.
 * floor seconds = FLOPs per run / rate; ratio = training seconds / floor seconds. BatchNorm, ReLU,
   the loss, Adam, shuffling and standardization are not in the floor: the ratio charges for them.
 
@@ -227,6 +230,7 @@ def main() -> None:
         med_s = statistics.median(s for s, _ in rows)
         med_f = statistics.median(f for _, f in rows)
         print(f"median {med_s:>6.1f}  {med_f:>8.1f}  {statistics.median(s / f for s, f in rows):>6.2f}")
+        print(f"step: {tm.plan}")
         print(f"final training loss {tm.history[-1]['losses']['total']:.4f}; {med_s / cfg.epochs:.3f} s per epoch")
 
 

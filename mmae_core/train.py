@@ -12,12 +12,14 @@ is not a matmul competes with the matmuls themselves.
 * Cores are used by *modality*, not by op: ``_Stepper`` runs groups of modalities (cost-balanced,
   e.g. audio | image+text) on their own threads with one intra-op thread each, joining three times
   per step. Intra-op threading (OpenMP) needs a barrier in every op and collapsed 5-10x whenever
-  another process held a core; the grouped step degrades gracefully, and is faster when idle too.
+  another process held a core; the grouped step degrades gracefully. On complete batches without
+  dropout ``_NativeStepper`` runs the same step in C++ (``native.py``): Python threads paid a GIL
+  hand-off around every kernel, about 40 % of a step.
 * ``torch.compile`` was measured and rejected: 7-100 s of compilation here for about 10% per step.
 * ``TrainConfig.parallel = "ops"`` is the other plan: one group with every core on each op, and on
   complete batches without dropout or alignment the fused step of ``step_fused.py`` (the modalities'
-  BatchNorms, ReLUs and several matmuls as one op each). A third faster on an idle machine, 10x
-  slower when another program holds a core (benchmarks/train_speed.py --busy), hence not the default.
+  BatchNorms, ReLUs and several matmuls as one op each). 10x slower when another program holds a
+  core (benchmarks/train_speed.py --busy), hence not the default.
 
 Everything random comes from the config's seed, and the thread plan is a function of the config, the
 model and the machine, so two runs on the same machine give identical latents.
@@ -30,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable, Iterator
 
 import numpy as np
@@ -42,7 +45,8 @@ from .dataset import FeatureSet
 from .device import resolve_device
 from .errors import CancelledError, ConfigError, DataError
 from .model import MMAE, Rows, Stack, stack_backward, stack_forward
-from .step_fused import FusedStepper
+from . import native
+from .step_fused import FlatAdam, FusedStepper
 from .standardize import Standardizer
 
 
@@ -276,14 +280,16 @@ class _Stepper:
     with ``zero_grad(set_to_none=False)``).
     """
 
-    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
+    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1, pool: bool = True):
         self.model, self.groups, self.align_weight = model, groups, align_weight
         self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
+        self.leaves: list[torch.nn.Parameter] = []
         self.opts = []
         for g in groups:
             params = [p for j in g for part in (model.enc[j], model.dec[j]) for p in part.parameters()]
             flat, grad = self._flatten(params)
             self.flat.append((params, grad))
+            self.leaves.append(flat)
             self.opts.append(_make_optimizer([flat], lr, weight_decay))
         with torch.no_grad():
             self.enc = [Stack(seq) for seq in model.enc]
@@ -293,7 +299,7 @@ class _Stepper:
         # a third of the rate of 2 threads set to 1).
         self.pool = (
             ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train", initializer=torch.set_num_threads, initargs=(intra_threads,))
-            if len(groups) > 1 else None
+            if pool and len(groups) > 1 else None
         )
         order = [j for g in groups for j in g]
         self.order = torch.tensor([order.index(j) for j in range(len(order))])  # group order -> model order
@@ -416,6 +422,38 @@ class _Stepper:
             return torch.cat([recon, align[None], (recon.sum() + w * align)[None]])
 
 
+
+class _NativeStepper(_Stepper):
+    """The same step as ``_Stepper`` on complete batches, run by ``csrc/group_step.cpp``: its group
+    threads are plain C++ threads, so no kernel call waits for the GIL (see ``mmae_core.native``).
+    Same kernels in the same order, so the same bits; the tests check it step for step."""
+
+    def __init__(self, native: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
+        super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, pool=False)
+        # torch.optim's fused Adam, as FlatAdam calls it (bit for bit); its state lives here
+        self.adams = [FlatAdam(leaf.data, grad, lr, weight_decay) for leaf, (_, grad) in zip(self.leaves, self.flat)]
+        kw = self.adams[0].kw
+        self.native = native.GroupStep(
+            [_stack_tuple(s) for s in self.enc], [_stack_tuple(s) for s in self.dec], groups,
+            [[a.param, a.grad, a.exp_avg, a.exp_avg_sq, a.steps] for a in self.adams],
+            kw["lr"], kw["beta1"], kw["beta2"], weight_decay, kw["eps"], align_weight, intra_threads, self.order,
+        )
+
+    def __call__(self, b: _Batch) -> Tensor:
+        return self.native.step([b.x[m] for m in self.model.names])
+
+    def close(self) -> None:
+        self.native.close()
+        super().close()
+
+
+def _stack_tuple(st: Stack) -> tuple:
+    """A ``Stack`` as the C++ step takes it."""
+    bns = [[g, b, mean, var, gg, gb] for (g, b, mean, var, _, _), (gg, gb) in zip(st.bns, st.bn_grads)]
+    return (st.weights, st.weights_t, st.weight_grads, st.bias, st.bias_grad, bns,
+            [float(bn[4]) for bn in st.bns], [float(bn[5]) for bn in st.bns])
+
+
 def _split_validation(n: int, cfg: TrainConfig, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training part and of the validation part used for early stopping."""
     frac = cfg.val_fraction if cfg.val_fraction > 0 else (0.1 if cfg.early_stopping > 0 else 0.0)
@@ -476,9 +514,14 @@ def train(
             X = torch.cat([X[m] for m in model.names], 1)  # the batches' layout; the per-modality tensors are freed
             plan = f"fused step, {threads} intra-op thread(s)"
         else:
-            stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
             names = " | ".join("+".join(model.names[j] for j in g) for g in groups)
             plan = f"{names} on {len(groups)} thread(s), {threads} intra-op thread(s) each"
+            ext = native.load() if device.type == "cpu" and len(groups) > 1 and cfg.modality_dropout <= 0 and present.all() else None
+            if ext is not None:
+                stepper = _NativeStepper(ext, model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
+                plan += ", native step"
+            else:
+                stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
         torch.set_num_threads(threads)
         try:
             history = _fit(model, stepper, X, present, cfg, gen, device, t0, on_progress, should_stop)

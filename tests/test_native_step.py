@@ -1,0 +1,120 @@
+"""The compiled step of the default thread plan (mmae_core/native.py, csrc/group_step.cpp).
+
+It must give exactly the Python step's bits, so a model never depends on whether the extension
+could be built; and training must still work, with a note, when it cannot."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmae_core import native
+from mmae_core.model import MMAE
+from mmae_core.train import _Batch, _NativeStepper, _Stepper, encode, train
+from tests.test_train import CFG, DIMS, make_set
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ext():
+    mod = native.load()
+    assert mod is not None, f"the native training step did not build: {native.error()} (scripts/install.sh builds it; it needs a C++ compiler)"
+    return mod
+
+
+def _pair(hidden: tuple[int, ...], groups: list[list[int]], align: float, wd: float, ext) -> tuple[MMAE, _Stepper, MMAE, _NativeStepper]:
+    torch.manual_seed(0)
+    a = MMAE(DIMS, latent=8, hidden=hidden)
+    b = MMAE(DIMS, latent=8, hidden=hidden)
+    b.load_state_dict(a.state_dict())
+    return a, _Stepper(a, groups, lr=1e-2, align_weight=align, weight_decay=wd), b, _NativeStepper(ext, b, groups, lr=1e-2, align_weight=align, weight_decay=wd)
+
+
+@pytest.mark.parametrize(
+    "hidden,groups,align,wd",
+    [
+        ((32, 16), [[1], [0, 2]], 0.0, 0.0),  # the demo's plan on 2 cores, the paper preset
+        ((16,), [[0], [1], [2]], 0.5, 0.3),  # three threads, alignment term, AdamW
+        ((16, 12, 8), [[0, 1, 2]], 0.0, 0.0),  # one group (no worker thread), deeper stacks
+    ],
+)
+def test_native_step_gives_the_python_steps_bits(ext, hidden, groups, align, wd) -> None:
+    rng = np.random.default_rng(5)
+    x = {m: torch.from_numpy(rng.normal(size=(70, d)).astype(np.float32)) for m, d in DIMS.items()}
+    every = {m: None for m in DIMS}
+    a, py, b, nat = _pair(hidden, groups, align, wd, ext)
+    # full batches, a short last batch and a lone row (running statistics instead of batch ones)
+    for rows in (slice(0, 32), slice(32, 64), slice(64, 69), slice(69, 70), slice(0, 32)):
+        batch = {m: v[rows].clone() for m, v in x.items()}
+        want = py(_Batch({m: v.clone() for m, v in batch.items()}, every, every, None))
+        got = nat(_Batch(batch, every, every, None))
+        assert torch.equal(got, want), (rows, got, want)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q) and torch.equal(p.grad, q.grad), name
+    for (name, p), q in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(p, q), name
+    py.close()
+    nat.close()
+    assert all(q.grad is None for q in b.parameters())
+
+
+def test_a_failing_op_in_any_thread_raises_instead_of_hanging(ext) -> None:
+    a, py, b, nat = _pair((16,), [[1], [0, 2]], 0.0, 0.0, ext)
+    good = {m: torch.zeros(8, d) for m, d in DIMS.items()}
+    every = {m: None for m in DIMS}
+    for bad_modality in ("audio", "text"):  # audio runs on this thread, text on the worker
+        bad = dict(good, **{bad_modality: torch.zeros(8, DIMS[bad_modality] + 1)})
+        with pytest.raises(RuntimeError):
+            nat(_Batch(bad, every, every, None))
+    assert torch.isfinite(nat(_Batch(good, every, every, None))).all()  # the threads still serve
+    py.close()
+    nat.close()
+
+
+def test_training_uses_it_and_gives_the_python_steps_latents(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmae_core.train as train_mod
+
+    monkeypatch.setattr(train_mod, "cpu_cores", lambda: 2)  # the plan the CI machine (2 cores) gets
+    complete = make_set(200, missing=False, name="complete")
+    fast = train(complete, CFG)
+    assert fast.plan.endswith(", native step") and "audio | image+text on 2 thread(s)" in fast.plan
+    monkeypatch.setenv("MMAE_NATIVE", "0")
+    slow = train(complete, CFG)
+    assert slow.plan == fast.plan.removesuffix(", native step")
+    za, _ = encode(fast, complete.splits["train"].features)
+    zb, _ = encode(slow, complete.splits["train"].features)
+    assert np.array_equal(za, zb)
+    assert [h["losses"] for h in fast.history] == [h["losses"] for h in slow.history]
+    monkeypatch.delenv("MMAE_NATIVE")
+    # items with gaps, or modality dropout: the Python step, which handles missing rows
+    assert not train(make_set(200), CFG).plan.endswith("native step")
+    assert not train(complete, replace(CFG, modality_dropout=0.5)).plan.endswith("native step")
+
+
+def test_without_a_compiler_training_falls_back_with_one_note(tmp_path: Path) -> None:
+    """A machine that cannot build the extension still trains, with the same results."""
+    code = (
+        "from tests.test_train import CFG, make_set\n"
+        "import mmae_core.train as t\n"
+        "t.cpu_cores = lambda: 2\n"
+        "tm = t.train(make_set(120, missing=False), CFG)\n"
+        "print(tm.plan)\n"
+    )
+    env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "audio | image+text on 2 thread(s), 1 intra-op thread(s) each"
+    notes = [line for line in out.stderr.splitlines() if line.startswith("note: the native training step is not available")]
+    assert len(notes) == 1 and notes[0].endswith("training uses the Python step (same results, slower)."), out.stderr
+
+
+def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMAE_NATIVE", "0")
+    assert native.load() is None
