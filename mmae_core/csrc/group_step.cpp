@@ -64,10 +64,11 @@ Tensor stack_backward(const Stack& st, const Tape& t, Tensor g, bool need_input)
   for (int64_t k = static_cast<int64_t>(st.bns.size()) - 1; k >= 0; --k) {
     g = at::threshold_backward(at::mm(g, st.w[k + 1]), t.inputs[k + 1], 0);
     const BN& bn = st.bns[k];
-    Tensor out0 = at::empty_like(g);
-    at::native_batch_norm_backward_out(out0, const_cast<Tensor&>(bn.g_gamma), const_cast<Tensor&>(bn.g_beta), g, t.pre_bn[k], bn.gamma,
-                                       bn.mean, bn.var, t.mean[k], t.invstd[k], t.batch_stats[k], bn.eps, {true, true, true});
-    g = out0;
+    auto r = at::native_batch_norm_backward(g, t.pre_bn[k], bn.gamma, bn.mean, bn.var, t.mean[k], t.invstd[k], t.batch_stats[k], bn.eps,
+                                            {true, true, true});
+    const_cast<Tensor&>(bn.g_gamma).copy_(std::get<1>(r));
+    const_cast<Tensor&>(bn.g_beta).copy_(std::get<2>(r));
+    g = std::get<0>(r);
     at::mm_out(const_cast<Tensor&>(st.wg[k]), g.t(), t.inputs[k]);
   }
   return need_input ? at::mm(g, st.w[0]) : Tensor();
