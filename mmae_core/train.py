@@ -364,8 +364,10 @@ class _Stepper:
                 done.append((j, r, h, tape))
                 if r is None:
                     total = h if total is None else total + h
-                else:
-                    total = (h.new_zeros(n_rows, model.latent) if total is None else total).index_add_(0, r, h)
+                elif total is None:
+                    total = h.new_zeros(n_rows, model.latent).index_add_(0, r, h)
+                else:  # not in place: total may still be an earlier modality's h, which alignment reads
+                    total = total.index_add(0, r, h)
             return done, total
 
         enc = self._each(encode)

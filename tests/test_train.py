@@ -181,8 +181,16 @@ def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
     names = list(DIMS)
     for j, m in enumerate(names):
         x[m][~present[:, j]] = 0.0
-    batch = _Batch(x, _rows(enc_mask, names, torch.device("cpu")), _rows(present, names, torch.device("cpu")), _inv_count(enc_mask, torch.device("cpu")))
-    for groups in ([[0, 1, 2]], [[1], [0, 2]], [[0], [1], [2]]):
+    cpu = torch.device("cpu")
+    batch = _Batch(x, _rows(enc_mask, names, cpu), _rows(present, names, cpu), _inv_count(enc_mask, cpu))
+    # a group whose first modality is in every row and a later one is not (image | text with gaps)
+    complete_image = present.copy()
+    complete_image[:, 0] = True
+    x_gaps = {m: v.clone() for m, v in x.items()}
+    x_gaps["image"] = torch.from_numpy(rng.normal(size=(n, DIMS["image"])).astype(np.float32))
+    gaps = _Batch(x_gaps, _rows(complete_image, names, cpu), _rows(complete_image, names, cpu), _inv_count(complete_image, cpu))
+    assert gaps.enc_rows["image"] is None and gaps.enc_rows["text"] is not None
+    for batch, groups in [(batch, g) for g in ([[0, 1, 2]], [[1], [0, 2]], [[0], [1], [2]])] + [(gaps, [[1], [0, 2]])]:
         torch.manual_seed(0)
         ref = MMAE(DIMS, latent=8, hidden=(16, 12))
         par = MMAE(DIMS, latent=8, hidden=(16, 12))
