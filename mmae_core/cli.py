@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-name")
     s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--parallel", choices=PARALLEL_PLANS,
-                   help="how CPU cores share a step: modalities (default; robust when other programs use the cores) "
-                        "or ops (all cores on each op; fastest on an idle machine, much slower on a busy one)")
+                   help="how CPU cores share a step: modalities (default; the fastest on complete data, and robust "
+                        "when other programs use the cores) or ops (all cores on each op; much slower on a busy machine)")
     s.add_argument("--out", help="also write the checkpoint to this file")
     s.set_defaults(fn=cmd_train)
 

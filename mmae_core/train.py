@@ -12,9 +12,9 @@ is not a matmul competes with the matmuls themselves.
 * Cores are used by *modality*, not by op: ``_Stepper`` runs groups of modalities (cost-balanced,
   e.g. audio | image+text) on their own threads with one intra-op thread each, joining three times
   per step. Intra-op threading (OpenMP) needs a barrier in every op and collapsed 5-10x whenever
-  another process held a core; the grouped step degrades gracefully. On complete batches without
-  dropout ``_NativeStepper`` runs the same step in C++ (``native.py``): Python threads paid a GIL
-  hand-off around every kernel, about 40 % of a step.
+  another process held a core; the grouped step degrades gracefully. ``_NativeStepper`` runs the
+  same step in C++ (``native.py``) where it could be built: Python threads paid a GIL hand-off
+  around every kernel, about 40 % of a step.
 * ``torch.compile`` was measured and rejected: 7-100 s of compilation here for about 10% per step.
 * ``TrainConfig.parallel = "ops"`` is the other plan: one group with every core on each op, and on
   complete batches without dropout or alignment the fused step of ``step_fused.py`` (the modalities'
@@ -426,9 +426,9 @@ class _Stepper:
 
 
 class _NativeStepper(_Stepper):
-    """The same step as ``_Stepper`` on complete batches, run by ``csrc/group_step.cpp``: its group
-    threads are plain C++ threads, so no kernel call waits for the GIL (see ``mmae_core.native``).
-    Same kernels in the same order, so the same bits; the tests check it step for step."""
+    """The same step as ``_Stepper``, run by ``csrc/group_step.cpp``: its group threads are plain
+    C++ threads, so no kernel call waits for the GIL (see ``mmae_core.native``). Same kernels in
+    the same order, so the same bits; the tests check it step for step."""
 
     def __init__(self, native: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
         super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, pool=False)
@@ -442,7 +442,11 @@ class _NativeStepper(_Stepper):
         )
 
     def __call__(self, b: _Batch) -> Tensor:
-        return self.native.step([b.x[m] for m in self.model.names])
+        names = self.model.names
+        xs = [b.x[m] for m in names]
+        if b.inv_count is None and all(b.enc_rows[m] is None and b.dec_rows[m] is None for m in names):
+            return self.native.step(xs, [], [], None)  # complete batch: no row lists to convert
+        return self.native.step(xs, [b.enc_rows[m] for m in names], [b.dec_rows[m] for m in names], b.inv_count)
 
     def close(self) -> None:
         self.native.close()
@@ -518,7 +522,7 @@ def train(
         else:
             names = " | ".join("+".join(model.names[j] for j in g) for g in groups)
             plan = f"{names} on {len(groups)} thread(s), {threads} intra-op thread(s) each"
-            ext = native.load() if device.type == "cpu" and len(groups) > 1 and cfg.modality_dropout <= 0 and present.all() else None
+            ext = native.load() if device.type == "cpu" and len(groups) > 1 else None
             if ext is not None:
                 stepper = _NativeStepper(ext, model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
                 plan += ", native step"

@@ -28,7 +28,7 @@ PRESET_HELP = {
     "paper": "The paper's setup: Adam, lr 1e-3, batch 128, 100 epochs, seed 42, latent 128.",
     "aligned": "Cross-modal training (modality dropout) plus latent alignment and weight decay: for cross-modal search and for data with missing modalities.",
 }
-PARALLEL_LABELS = {"modalities": "by modality (robust)", "ops": "by operation (fastest on an idle machine)"}
+PARALLEL_LABELS = {"modalities": "by modality (fastest, robust)", "ops": "by operation"}
 
 st.title("Train")
 store = state.current_store()
@@ -66,10 +66,10 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         patience = a[3].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
         parallel = st.radio("How the CPU cores share a step", PARALLEL_PLANS, index=PARALLEL_PLANS.index(base.parallel),
                             key=k + "parallel", horizontal=True, format_func=PARALLEL_LABELS.get,
-                            help="By modality (default): robust when other programs use the cores. By operation: all cores on "
-                                 "each operation, the fastest on an idle machine but several times slower when another "
-                                 "program holds a core. The two round differently, so a seed gives the same model only "
-                                 "with the same choice.")
+                            help="By modality (default): groups of modalities on their own cores; the fastest here, and "
+                                 "robust when other programs use the cores. By operation: all cores on each operation; "
+                                 "slower on 2 cores, and many times slower when another program holds a core. The two "
+                                 "round differently, so a seed gives the same model only with the same choice.")
     try:
         cfg = preset(name, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), latent=int(latent),
                      device=device, modality_dropout=float(dropout), align_weight=float(align),

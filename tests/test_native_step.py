@@ -65,6 +65,42 @@ def test_native_step_gives_the_python_steps_bits(ext, hidden, groups, align, wd)
     assert all(q.grad is None for q in b.parameters())
 
 
+def test_native_step_gives_the_python_steps_bits_with_gaps_dropout_and_alignment(ext) -> None:
+    """The aligned preset's batches: missing rows, modality dropout (rows per modality, 1/count
+    fusion), a modality nobody in the batch has, and a group whose first modality is complete."""
+    from mmae_core.train import _inv_count, _rows, dropout_mask
+
+    rng = np.random.default_rng(9)
+    names, cpu = list(DIMS), torch.device("cpu")
+    a, py, b, nat = _pair((16, 12), [[1], [0, 2]], 0.3, 0.3, ext)
+    gen = torch.Generator().manual_seed(0)
+    for case in range(6):
+        n = 48
+        present = rng.random((n, 3)) < 0.7
+        present[~present.any(axis=1), 0] = True
+        if case == 1:
+            present[:, 0] = True  # image in every row, text with gaps: image's h must stay intact
+        if case == 2:
+            present[:, 2] = False  # nobody has text
+            present[:, 0] = True
+        enc = dropout_mask(present, 0.5 if case != 1 else 0.0, gen)
+        x = {m: torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) for m, d in DIMS.items()}
+        for j, m in enumerate(names):
+            x[m][~present[:, j]] = 0.0
+
+        def batch() -> _Batch:
+            return _Batch({m: v.clone() for m, v in x.items()}, _rows(enc, names, cpu), _rows(present, names, cpu), _inv_count(enc, cpu))
+
+        want, got = py(batch()), nat(batch())
+        assert torch.equal(got, want), (case, got, want)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q) and torch.equal(p.grad, q.grad), name
+    for (name, p), q in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(p, q), name
+    py.close()
+    nat.close()
+
+
 def test_a_failing_op_in_any_thread_raises_instead_of_hanging(ext) -> None:
     a, py, b, nat = _pair((16,), [[1], [0, 2]], 0.0, 0.0, ext)
     good = {m: torch.zeros(8, d) for m, d in DIMS.items()}
@@ -92,10 +128,16 @@ def test_training_uses_it_and_gives_the_python_steps_latents(monkeypatch: pytest
     zb, _ = encode(slow, complete.splits["train"].features)
     assert np.array_equal(za, zb)
     assert [h["losses"] for h in fast.history] == [h["losses"] for h in slow.history]
+    # items with gaps, modality dropout and alignment (the aligned preset's case): the same too
+    gaps = make_set(200)
+    aligned = replace(CFG, modality_dropout=0.5, align_weight=0.3, weight_decay=0.3)
+    slow = train(gaps, aligned)
     monkeypatch.delenv("MMAE_NATIVE")
-    # items with gaps, or modality dropout: the Python step, which handles missing rows
-    assert not train(make_set(200), CFG).plan.endswith("native step")
-    assert not train(complete, replace(CFG, modality_dropout=0.5)).plan.endswith("native step")
+    fast = train(gaps, aligned)
+    assert fast.plan.endswith(", native step") and not slow.plan.endswith(", native step")
+    za, _ = encode(fast, gaps.splits["train"].features)
+    zb, _ = encode(slow, gaps.splits["train"].features)
+    assert np.array_equal(za, zb) and fast.history[-1]["losses"]["align"] > 0
 
 
 def test_without_a_compiler_training_falls_back_with_one_note(tmp_path: Path) -> None:

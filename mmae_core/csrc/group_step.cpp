@@ -1,8 +1,8 @@
 // The "modalities" thread plan's training step, in C++ so its threads need no GIL.
 //
-// This is a line-by-line port of mmae_core/train.py's _Stepper.__call__ for complete batches
-// (every item has every modality, no modality dropout) together with model.stack_forward /
-// stack_backward and the fused Adam update: the same ATen kernels, called in the same order with
+// This is a line-by-line port of mmae_core/train.py's _Stepper.__call__ (missing rows, modality
+// dropout and alignment included) together with model.stack_forward / stack_backward and the
+// fused Adam update: the same ATen kernels, called in the same order with
 // the same scalars, so it gives the same bits as the Python step (tests/test_native_step.py checks
 // that). Why C++: the Python step runs its modality groups on Python threads, and every kernel call
 // releases and re-takes the GIL; on 2 cores the hand-offs cost about a third of a step. Here the
@@ -14,6 +14,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -191,26 +192,46 @@ class GroupStep {
 
   void close() { pool_.reset(); }
 
-  Tensor step(const std::vector<Tensor>& x) {
+  // x: the batch per modality (model order). enc_rows / dec_rows: per modality the rows that have it
+  // on the encoder side (after modality dropout) and the decoder side, or None for every row.
+  // inv: 1 / (modalities per row) as (B, 1), or None when every row has every modality.
+  Tensor step(const std::vector<Tensor>& x, const std::vector<std::optional<Tensor>>& enc_rows,
+              const std::vector<std::optional<Tensor>>& dec_rows, const std::optional<Tensor>& inv_count) {
     at::NoGradGuard no_grad;
     const size_t G = groups_.size();
     const int64_t n_rows = x[0].size(0);
-    const double inv = 1.0 / static_cast<double>(enc_.size());
-    std::vector<std::vector<Tape>> tapes(G);
+    const double inv_all = 1.0 / static_cast<double>(enc_.size());
+    auto times_inv = [&](const Tensor& t) { return inv_count ? at::mul(t, *inv_count) : at::mul(t, inv_all); };
+    auto rows = [](const std::vector<std::optional<Tensor>>& r, int64_t j) { return r.empty() ? std::optional<Tensor>() : r[j]; };
+
+    struct Encoded {
+      int64_t j;
+      std::optional<Tensor> r;
+      Tape tape;
+    };
+    std::vector<std::vector<Encoded>> done(G);
     std::vector<Tensor> sums(G);
     pool_->each(G, [&](size_t i) {
       at::NoGradGuard ng;
       Tensor total;
       for (int64_t j : groups_[i]) {
-        tapes[i].push_back(stack_forward(enc_[j], x[j]));
-        const Tensor& h = tapes[i].back().out;
-        total = total.defined() ? at::add(total, h) : h;
+        const std::optional<Tensor> r = rows(enc_rows, j);
+        if (r && r->numel() == 0) continue;
+        done[i].push_back(Encoded{j, r, stack_forward(enc_[j], r ? x[j].index_select(0, *r) : x[j])});
+        const Tensor& h = done[i].back().tape.out;
+        if (!r)
+          total = total.defined() ? at::add(total, h) : h;
+        else if (!total.defined())
+          total = at::zeros({n_rows, h.size(1)}, h.options()).index_add_(0, *r, h);
+        else  // not in place: total may still be an earlier modality's h, which alignment reads
+          total = total.index_add(0, *r, h);
       }
       sums[i] = total;
     });
-    Tensor total = sums[0];
-    for (size_t i = 1; i < G; ++i) total = at::add(total, sums[i]);
-    const Tensor z = at::mul(total, inv);
+    Tensor total;
+    for (const Tensor& s : sums)
+      if (s.defined()) total = total.defined() ? at::add(total, s) : s;
+    const Tensor z = times_inv(total);
 
     std::vector<Tensor> losses(G), gz(G);
     pool_->each(G, [&](size_t i) {
@@ -219,34 +240,41 @@ class GroupStep {
       std::vector<Tensor> ls;
       Tensor g_z;
       for (int64_t j : groups_[i]) {
-        Tape t = stack_forward(dec_[j], z);
-        Tensor diff = t.out.sub_(x[j]).view(-1);
+        const std::optional<Tensor> r = rows(dec_rows, j);
+        if (r && r->numel() == 0) {
+          ls.push_back(at::zeros({}, z.options()));  // nobody in this batch has it: nothing to score
+          continue;
+        }
+        Tape t = stack_forward(dec_[j], r ? z.index_select(0, *r) : z);
+        Tensor diff = t.out.sub_(r ? x[j].index_select(0, *r) : x[j]).view(-1);
         const int64_t numel = diff.numel();
-        ls.push_back(at::div(at::dot(diff, diff), numel));  // MSE
+        ls.push_back(at::div(at::dot(diff, diff), numel));  // MSE over the rows that have it
         Tensor g = stack_backward(dec_[j], t, diff.mul_(2.0 / static_cast<double>(numel)).view_as(t.out), true);
-        g_z = g_z.defined() ? g_z.add_(g) : g;
+        if (!r)
+          g_z = g_z.defined() ? g_z.add_(g) : g;
+        else
+          g_z = (g_z.defined() ? g_z : at::zeros_like(z)).index_add_(0, *r, g);
       }
       losses[i] = at::stack(ls);
       gz[i] = g_z;
     });
-    Tensor g_sum = gz[0];
-    for (size_t i = 1; i < G; ++i) g_sum = at::add(g_sum, gz[i]);
-    g_sum = at::mul(g_sum, inv);  // dL/d(row-sum of encodings) = dL/dz / count
+    Tensor g_sum;
+    for (const Tensor& g : gz)
+      if (g.defined()) g_sum = g_sum.defined() ? at::add(g_sum, g) : g;
+    g_sum = times_inv(g_sum);  // dL/d(row-sum of encodings) = dL/dz / count
 
     std::vector<Tensor> aligns(G);
     pool_->each(G, [&](size_t i) {
       at::NoGradGuard ng;
       Tensor align = at::zeros({}, z.options());
-      for (size_t q = 0; q < groups_[i].size(); ++q) {
-        const int64_t j = groups_[i][q];
-        const Tape& t = tapes[i][q];
-        Tensor g = g_sum;
+      for (const Encoded& e : done[i]) {
+        Tensor g = e.r ? g_sum.index_select(0, *e.r) : g_sum;
         if (w_ > 0) {
-          Tensor diff = at::sub(t.out, z).view(-1);
+          Tensor diff = at::sub(e.tape.out, e.r ? z.index_select(0, *e.r) : z).view(-1);
           align = at::add(align, at::div(at::dot(diff, diff), n_rows));
-          g = at::add(g, at::mul(diff.view_as(t.out), 2.0 * w_ / static_cast<double>(n_rows)));
+          g = at::add(g, at::mul(diff.view_as(e.tape.out), 2.0 * w_ / static_cast<double>(n_rows)));
         }
-        stack_backward(enc_[j], t, g, false);
+        stack_backward(enc_[e.j], e.tape, g, false);
       }
       Adam& a = adam_[i];
       a.steps.add_(1);
