@@ -1,6 +1,7 @@
 """How close MMAE training runs to this machine's compute floor (the README quotes its table).
 
     python benchmarks/train_speed.py [--epochs 100] [--runs 3] [--parallel modalities|ops|both]
+    python benchmarks/train_speed.py --busy [--preset paper|aligned]   # seconds per epoch, alone and with a core taken
 
 The paper preset (batch 128, 100 epochs) is trained on the demo-shaped set (21,000 train items,
 image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone need:
@@ -43,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmae_core import native  # noqa: E402
 from mmae_core.config import preset  # noqa: E402
 from mmae_core.dataset import FeatureSet, Split  # noqa: E402
 from mmae_core.model import MMAE  # noqa: E402
@@ -153,14 +155,15 @@ def epoch_seconds(fs: FeatureSet, cfg) -> float:
     return statistics.median(b - a for a, b in zip(stamps[1:-1], stamps[2:]))
 
 
-def contended(plans: list[str], epochs: int) -> None:
+def contended(plans: list[str], epochs: int, preset_name: str = "paper") -> None:
     """Each plan alone, then beside a busy loop in another process (one core taken): what a curator
     sees when something else runs on the machine while a model trains."""
     fs, _ = demo_set()
-    print(f"seconds per epoch (median of epochs 2-{epochs}), paper preset, demo train split; {cpu_cores()} cores")
+    print(f"seconds per epoch (median of epochs 2-{epochs}), {preset_name} preset, demo train split; {cpu_cores()} cores; "
+          f"native step {'off (MMAE_NATIVE=0)' if not native.enabled() else 'on where it was built'}")
     print(f"{'plan':>11}  {'alone':>6}  {'one core busy':>13}  {'slowdown':>8}")
     for plan in plans:
-        cfg = preset("paper", epochs=epochs, device="cpu", parallel=plan)
+        cfg = preset(preset_name, epochs=epochs, device="cpu", parallel=plan)
         alone = epoch_seconds(fs, cfg)
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
@@ -177,12 +180,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--parallel", choices=("modalities", "ops", "both"), default="both", help="which thread plan(s) to time")
+    ap.add_argument("--preset", choices=("paper", "aligned"), default="paper",
+                    help="with --busy: the preset to time (aligned = modality dropout, alignment, AdamW)")
     ap.add_argument("--busy", action="store_true",
                     help="instead: seconds per epoch of each plan, alone and while another program keeps one core busy")
     args = ap.parse_args()
     plans = ["modalities", "ops"] if args.parallel == "both" else [args.parallel]
     if args.busy:
-        contended(plans, epochs=min(args.epochs, 4))
+        contended(plans, epochs=min(args.epochs, 4), preset_name=args.preset)
         return
 
     fs, source = demo_set()

@@ -44,7 +44,9 @@ def enabled() -> bool:
 
 
 def _built(folder: Path) -> bool:
-    return any(folder.glob(f"{NAME}*.so"))
+    """A build newer than the source exists (torch rebuilds a stale one, which takes as long)."""
+    src = SOURCE.stat().st_mtime
+    return any(so.stat().st_mtime >= src for so in folder.glob(f"{NAME}*.so"))
 
 
 def load(announce: bool = True) -> ModuleType | None:
