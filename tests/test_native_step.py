@@ -37,6 +37,16 @@ def _pair(hidden: tuple[int, ...], groups: list[list[int]], align: float, wd: fl
     return a, _Stepper(a, groups, lr=1e-2, align_weight=align, weight_decay=wd), b, _NativeStepper(ext, b, groups, lr=1e-2, align_weight=align, weight_decay=wd)
 
 
+def _assert_same_state_and_close(a: MMAE, py: _Stepper, b: MMAE, nat: _NativeStepper) -> None:
+    """Weights, gradients and BatchNorm running statistics equal bit for bit; then both closed."""
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q) and torch.equal(p.grad, q.grad), name
+    for (name, p), q in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(p, q), name
+    py.close()
+    nat.close()
+
+
 @pytest.mark.parametrize(
     "hidden,groups,align,wd",
     [
@@ -56,12 +66,7 @@ def test_native_step_gives_the_python_steps_bits(ext, hidden, groups, align, wd)
         want = py(_Batch({m: v.clone() for m, v in batch.items()}, every, every, None))
         got = nat(_Batch(batch, every, every, None))
         assert torch.equal(got, want), (rows, got, want)
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q) and torch.equal(p.grad, q.grad), name
-    for (name, p), q in zip(a.named_buffers(), b.buffers()):
-        assert torch.equal(p, q), name
-    py.close()
-    nat.close()
+    _assert_same_state_and_close(a, py, b, nat)
     assert all(q.grad is None for q in b.parameters())
 
 
@@ -93,12 +98,7 @@ def test_native_step_gives_the_python_steps_bits_with_gaps_dropout_and_alignment
 
         want, got = py(batch()), nat(batch())
         assert torch.equal(got, want), (case, got, want)
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q) and torch.equal(p.grad, q.grad), name
-    for (name, p), q in zip(a.named_buffers(), b.buffers()):
-        assert torch.equal(p, q), name
-    py.close()
-    nat.close()
+    _assert_same_state_and_close(a, py, b, nat)
 
 
 def test_a_failing_op_in_any_thread_raises_instead_of_hanging(ext) -> None:
