@@ -2,7 +2,7 @@
 
 Why: the default plan ("modalities") runs groups of modalities on their own threads. In Python
 every kernel call releases and re-takes the GIL, and on 2 cores those hand-offs cost about 40 % of a
-step (measured: 0.80 s per demo epoch against 0.47 s in C++). ``csrc/group_step.cpp`` is the same
+step (measured: 0.72–0.79 s per demo epoch against 0.43–0.47 s in C++). ``csrc/group_step.cpp`` is the same
 step, op for op, so it gives the same bits: a model does not depend on whether this module could
 be built. When it cannot (no C++ compiler, or ``MMAE_NATIVE=0``), training uses the Python step.
 

@@ -424,18 +424,17 @@ class _Stepper:
             return torch.cat([recon, align[None], (recon.sum() + w * align)[None]])
 
 
-
 class _NativeStepper(_Stepper):
     """The same step as ``_Stepper``, run by ``csrc/group_step.cpp``: its group threads are plain
     C++ threads, so no kernel call waits for the GIL (see ``mmae_core.native``). Same kernels in
     the same order, so the same bits; the tests check it step for step."""
 
-    def __init__(self, native: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
+    def __init__(self, ext: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
         super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, pool=False)
         # torch.optim's fused Adam, as FlatAdam calls it (bit for bit); its state lives here
         self.adams = [FlatAdam(leaf.data, grad, lr, weight_decay) for leaf, (_, grad) in zip(self.leaves, self.flat)]
         kw = self.adams[0].kw
-        self.native = native.GroupStep(
+        self.native = ext.GroupStep(
             [_stack_tuple(s) for s in self.enc], [_stack_tuple(s) for s in self.dec], groups,
             [[a.param, a.grad, a.exp_avg, a.exp_avg_sq, a.steps] for a in self.adams],
             kw["lr"], kw["beta1"], kw["beta2"], weight_decay, kw["eps"], align_weight, intra_threads, self.order,

@@ -5,7 +5,7 @@
 // fused Adam update: the same ATen kernels, called in the same order with
 // the same scalars, so it gives the same bits as the Python step (tests/test_native_step.py checks
 // that). Why C++: the Python step runs its modality groups on Python threads, and every kernel call
-// releases and re-takes the GIL; on 2 cores the hand-offs cost about a third of a step. Here the
+// releases and re-takes the GIL; on 2 cores the hand-offs cost about 40 % of a step. Here the
 // groups run on plain threads and meet three times per step.
 #include <torch/extension.h>
 
@@ -81,13 +81,17 @@ struct Adam {  // torch.optim.Adam/AdamW(fused=True) on one flat parameter, as m
 
 // Runs a phase's tasks (one per modality group) on the caller's thread and n persistent workers.
 // Tasks are taken, not assigned: whichever thread is free takes the next one. A group always runs
-// on one thread with one intra-op thread, so its bits do not depend on which thread ran it; and
+// on one thread, with the plan's intra-op thread count on every thread, so its bits do not depend
+// on which thread ran it; and
 // when another program holds a core and a worker is descheduled, the caller takes its groups
 // instead of waiting for it (a fixed assignment ran 3.6x slower with one core busy).
 class Pool {
  public:
   Pool(size_t n_workers, int intra_threads) {
     for (size_t i = 0; i < n_workers; ++i) threads_.emplace_back([this, intra_threads] { loop(intra_threads); });
+    // wait until every worker has set its thread count: that setting also reaches process-wide
+    // state (MKL's), and the trainer restores the caller's count when training ends
+    while (ready_.load(std::memory_order_acquire) != n_workers) std::this_thread::yield();
   }
   ~Pool() {
     {
@@ -138,6 +142,7 @@ class Pool {
 
   void loop(int intra_threads) {
     at::set_num_threads(intra_threads);  // per thread under OpenMP: without it each op would use every core
+    ready_.fetch_add(1, std::memory_order_release);
     uint64_t seen = 0;
     for (;;) {
       // spin briefly (a step's phases are tens of microseconds apart), then sleep
@@ -158,7 +163,7 @@ class Pool {
   std::condition_variable cv_;
   std::atomic<uint64_t> state_{0};  // phase number (high 32 bits) and the next task (low 32 bits)
   uint64_t phase_ = 0;              // the caller's copy
-  std::atomic<size_t> done_{0};
+  std::atomic<size_t> done_{0}, ready_{0};
   std::atomic<size_t> n_tasks_{0};
   std::vector<std::exception_ptr> errors_;
   bool stop_ = false;
@@ -197,6 +202,7 @@ class GroupStep {
   // inv: 1 / (modalities per row) as (B, 1), or None when every row has every modality.
   Tensor step(const std::vector<Tensor>& x, const std::vector<std::optional<Tensor>>& enc_rows,
               const std::vector<std::optional<Tensor>>& dec_rows, const std::optional<Tensor>& inv_count) {
+    TORCH_CHECK(pool_, "this training step was closed");
     at::NoGradGuard no_grad;
     const size_t G = groups_.size();
     const int64_t n_rows = x[0].size(0);
