@@ -71,6 +71,20 @@ def folder_mb(p: Path) -> float:
     return sum(f.stat().st_size for f in p.glob("*")) / 2**20 if p.exists() else 0.0
 
 
+def saved(files: Path) -> tuple[bool, bool]:
+    """(an index file, the shared space's arrays) on disk beside the store."""
+    return any(files.glob("*.faiss")), any(files.glob("*.arrays.npz"))
+
+
+def describe(before: tuple[bool, bool], after: tuple[bool, bool]) -> str:
+    """What the call did with the saved files: the index is saved only when large (IVF), the shared
+    space's arrays (a few kB) at any size."""
+    index = ("index loaded" if before[0] else "index built and saved") if after[0] else "exact index built (small: not saved)"
+    if not after[1]:
+        return index
+    return index + (", space loaded" if before[1] else ", space fitted and saved")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
@@ -90,9 +104,9 @@ def main() -> None:
             for space in args.spaces.split(","):
                 shutil.rmtree(files, ignore_errors=True)  # each space starts from no saved files
                 for call in range(1, args.calls + 1):
-                    had = files.exists()
+                    had = saved(files)
                     secs, found = cli_search(db, f"te{(call * 7919) % n:07d}", space)
-                    how = "loaded from disk" if had else ("built and saved" if files.exists() else "built (small: exact, not saved)")
+                    how = describe(had, saved(files))
                     rows.append((n, space, call, how, secs, len(found), folder_mb(files)))
                     print(f"  {n:,} {space} call {call}: {secs:.2f} s", file=sys.stderr, flush=True)
     print("\n| stored latents | space | call | index | wall s (process start to exit) | results | index files MB |")

@@ -265,8 +265,9 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
     proportion to how strongly they share them. Measured worst-pair class P@10 of the aligned preset:
     full demo 0.26 -> 0.46, digits 0.71 -> 0.72; the paper preset's per-modality latents become
     searchable (digits 0.08 -> 0.67; README, "Cross-modal search"). Deterministic (one
-    eigendecomposition, no random draw). Kept in the process like the indexes; saved beside a saved
-    index (``target_index``), so a CLI call at archive size loads both instead of refitting.
+    eigendecomposition, no random draw). Kept in the process like the indexes, and saved beside the
+    store (``STORE.indexes/``, a few kB) at any size: each CLI call is a new process, and refitting
+    cost it about 2.5 s at 100k items (scikit-learn's import and the fit).
     """
     key, fingerprint, fit_split, mods = _space_key(store, dataset, model)
     if len(mods) < 2:
@@ -288,8 +289,10 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
             fitted = fit_search_space({m: z[::step] for m, z in per.items()})
         except ConfigError:  # e.g. a modality no train item has: nothing to line up, search the raw latents
             return None
-        return SharedSpace(tuple(mods), {m: fitted.means_[m].astype(np.float32) for m in mods},
-                           {m: fitted.weights_[m].astype(np.float32) for m in mods})
+        sp = SharedSpace(tuple(mods), {m: fitted.means_[m].astype(np.float32) for m in mods},
+                         {m: fitted.weights_[m].astype(np.float32) for m in mods})
+        files.save_arrays(key, fingerprint, sp.arrays())  # a few kB; the next process skips the fit
+        return sp
 
     return cache.get(key, fingerprint, build)  # type: ignore[return-value]
 
@@ -354,11 +357,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
             return loaded
         ids, z, _ = _in_space(store, dataset, model, split, [target], space, cache, files)
         index = LatentIndex(z[target], metric)
-        if files.save(key, fingerprint, ids, index) and space == "shared":
-            sp = shared_space(store, dataset, model, cache, files)
-            if sp is not None:
-                space_key, space_fingerprint, _, _ = _space_key(store, dataset, model)
-                files.save_arrays(space_key, space_fingerprint, sp.arrays())
+        files.save(key, fingerprint, ids, index)
         return ids, index
 
     return cache.get(key, fingerprint, build)  # type: ignore[return-value]

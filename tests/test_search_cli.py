@@ -311,3 +311,19 @@ def test_a_damaged_saved_space_is_refitted_not_an_error(db, tmp_path):
     assert later.loads == 0 and space is not None  # refitted from the stored latents
     again = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=later)
     assert list(again["item_id"]) == list(first["item_id"])
+
+
+def test_the_shared_space_is_saved_even_when_the_index_is_too_small_to_save(db, tmp_path):
+    """Each CLI call is a new process: without the saved space every call below the index threshold
+    would refit the CCA (about 2.5 s at 100k items)."""
+    from mmae_core.search_index import IndexCache, IndexFiles
+
+    store = Store(db)
+    q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
+    first_files = IndexFiles(tmp_path / "idx", min_rows=10**9)  # no index is ever large enough
+    first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files)
+    assert first_files.saves == 1 and len(list((tmp_path / "idx").glob("*.arrays.npz"))) == 1
+    assert not list((tmp_path / "idx").glob("*.faiss"))
+    later_files = IndexFiles(tmp_path / "idx", min_rows=10**9)
+    again = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=later_files)
+    assert later_files.loads == 1 and later_files.saves == 0 and again.equals(first)  # the space was not refitted
