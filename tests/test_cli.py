@@ -81,6 +81,26 @@ def test_evaluate_csv_and_paper_rows(db: Path, capsys: pytest.CaptureFixture[str
     assert "mmae" in set(df["method"])
 
 
+def test_evaluate_n_init_reaches_the_grid_and_the_run(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--n-init`` is the KMeans starts of every method; the stored run records it."""
+    from mmae_core.config import EvalConfig
+    from mmae_core.pipeline import evaluate_model
+
+    code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--model", "m1", "--k", "5,9", "--n-init", "7",
+                          "--format", "json")
+    assert code == 0, errs
+    got = pd.DataFrame(json.loads(out)).set_index(["method", "k"]).sort_index()
+    want = evaluate_model(Store(db), "demo", "m1", EvalConfig(k_grid=(5, 9), n_init=7), save=False)
+    want = want.set_index(["method", "k"]).sort_index()
+    np.testing.assert_allclose(got[["ari", "nmi"]].to_numpy(float), want[["ari", "nmi"]].to_numpy(float), atol=1e-12)
+    store = Store(db)
+    assert store.run_params(int(store.runs("demo")["id"].max()))["n_init"] == 7
+    before = store.checksum()
+    code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--n-init", "0")
+    assert code == 1 and out == "" and errs.count("\n") == 1 and "KMeans starts" in errs
+    assert Store(db).checksum() == before
+
+
 def test_k_too_large_is_one_sentence(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = Store(db).checksum()
     code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--k", "100000", "--format", "json")
