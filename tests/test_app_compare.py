@@ -53,6 +53,14 @@ def test_evaluate_stores_a_run_and_the_next_visit_reuses_it(demo_store, app):
     assert len(store.runs("demo")) == 1
     # the history lists the run
     assert int(again.selectbox(key="compare_history_pick").value) == int(runs["id"].iloc[0])
+    assert again.dataframe[-2].value["starts"].tolist() == [4]  # the KMeans starts of each run
+    # other KMeans starts are other settings: not the stored run, and the new run records them
+    again.number_input(key="compare_n_init").set_value(6).run()
+    assert [b for b in again.button if b.label == "Evaluate"]
+    by_label(again.button, "Evaluate").click().run()
+    no_bug(again)
+    runs = store.runs("demo")
+    assert len(runs) == 2 and store.run_params(int(runs["id"].max()))["n_init"] == 6
 
 
 def test_bad_k_is_one_sentence_and_the_store_is_unchanged(demo_store, app):
