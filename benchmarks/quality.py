@@ -79,6 +79,8 @@ def seed_summary(allr: pd.DataFrame) -> pd.DataFrame:
             row[f"best baseline {metric}"] = f"{best:.3f} ({base[metric].idxmax()})"
             row[f"seeds mmae > baseline on {metric}"] = f"{int((v > best).sum())}/{len(v)}"
         row["mcca ari / nmi"] = f"{mcca.ari:.3f} / {mcca.nmi:.3f}"
+        row["seeds mmae > mcca on ari / nmi"] = (f"{int((m['ari'].to_numpy() > mcca.ari).sum())}/{len(m)} / "
+                                                 f"{int((m['nmi'].to_numpy() > mcca.nmi).sum())}/{len(m)}")
         rows.append(row)
     return pd.DataFrame(rows)
 
