@@ -17,8 +17,10 @@ import shutil
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 SOURCE = Path(__file__).with_name("csrc") / "group_step.cpp"
 NAME = "mmae_group_step"
@@ -67,11 +69,40 @@ def load(announce: bool = True) -> ModuleType | None:
             _find_ninja()
             from torch.utils.cpp_extension import load as torch_load
 
-            _module = torch_load(NAME, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder), verbose=False)
+            with _build_lock(folder):
+                _module = torch_load(NAME, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder), verbose=False)
         except Exception as exc:  # a missing compiler or ninja, a failed build: fall back, say why once
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
-            print(f"note: the native training step is not available ({_error}); training uses the Python step (same results, slower).", file=sys.stderr)
+            print(f"note: the native training step is not available ({_error}); training uses the Python step "
+                  f"(same results, slower); to rebuild it, delete {folder}.", file=sys.stderr)
         return _module
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """One process at a time builds or checks the extension, and a killed build cannot block the rest.
+
+    Why: torch's own lock is a file that it deletes when done (``FileBaton``), and every ``load``
+    takes it, even when the build is current. A process killed while holding it (the terminal
+    closed during the install's compile, ``kill -9``, a power cut) leaves the file behind, and every
+    later training would wait for it forever, silently. An ``flock`` is released by the system when
+    its process dies, so while we hold ours, a torch lock file in the folder is a leftover."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system: torch's lock alone
+        yield
+        return
+    with open(folder / "build.flock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another process that is building the native training step ...", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        leftover = folder / "lock"
+        if leftover.exists():
+            leftover.unlink(missing_ok=True)
+            print("note: removed the lock of an interrupted build of the native training step", file=sys.stderr, flush=True)
+        yield  # the flock goes with the file's close
 
 
 def _find_ninja() -> None:
