@@ -24,7 +24,7 @@ import functools
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -139,13 +139,26 @@ def single_blas(fn: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
-def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = N_WORKERS) -> list[R]:
-    """``[fn(x) for x in items]`` on a thread pool (numpy, LAPACK and sklearn's loops release the GIL)."""
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = N_WORKERS,
+                 on_done: Callable[[int, int], None] | None = None) -> list[R]:
+    """``[fn(x) for x in items]`` on a thread pool (numpy, LAPACK and sklearn's loops release the GIL).
+
+    ``on_done(done, total)`` is called after each item, always in the calling thread: a progress
+    callback may be a Streamlit call, which does nothing from a worker thread."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
+        out = []
+        for i, x in enumerate(items, 1):
+            out.append(fn(x))
+            if on_done is not None:
+                on_done(i, len(items))
+        return out
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as ex:
-        return list(ex.map(fn, items))
+        futures = [ex.submit(fn, x) for x in items]
+        if on_done is not None:
+            for i, _ in enumerate(as_completed(futures), 1):
+                on_done(i, len(items))
+        return [f.result() for f in futures]
 
 
 def _row_blocks(n: int) -> list[tuple[int, int]]:

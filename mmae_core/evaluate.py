@@ -84,6 +84,21 @@ def _noop(_: str) -> None:
     pass
 
 
+def throttled(log: Callable[[str], None], message: str, every: float = 2.0) -> Callable[[int, int], None]:
+    """A ``parallel_map`` progress callback that logs ``message`` at most every ``every`` seconds
+    (and not for the last item: the caller says when the phase is done). Why: more KMeans starts
+    or an archive-size split make the clustering phase a minute of silence otherwise."""
+    last = [time.perf_counter()]
+
+    def on_done(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] >= every:
+            last[0] = now
+            log(message.format(done=done, total=total))
+
+    return on_done
+
+
 def kmeans_plusplus(x: np.ndarray, k: int, rs: np.random.RandomState) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii, with scikit-learn's 2 + ln k local trials).
 
@@ -230,14 +245,14 @@ def evaluate_grid(
         seeds = init_seeds(cfg.seed, cfg.n_init)
         jobs = [(ri, k, s) for ri, r in enumerate(reps) for k in k_grid if k <= len(r.rows) for s in seeds]
         jobs.sort(key=lambda j: -reps[j[0]].z.shape[1] * j[1])  # longest first balances the threads
-        log(f"clustering: {len(jobs)} KMeans runs ({len(reps)} representations x {len(k_grid)} k x {len(seeds)} starts)")
+        log(f"clustering: {len(jobs):,} KMeans runs ({len(reps)} representations x {len(k_grid)} k x {len(seeds)} starts)")
 
         def run(job: tuple[int, int, int]) -> tuple[float, np.ndarray, float]:
             t0 = time.perf_counter()
             inertia, pred = kmeans_run(reps[job[0]].z, job[1], job[2])
             return inertia, pred, time.perf_counter() - t0
 
-        runs = dict(zip(jobs, parallel_map(run, jobs)))
+        runs = dict(zip(jobs, parallel_map(run, jobs, on_done=throttled(log, "clustering: {done:,} of {total:,} KMeans runs done"))))
 
         def score(key: tuple[int, int]) -> tuple[tuple[int, int], dict[str, float], np.ndarray, float]:
             ri, k = key

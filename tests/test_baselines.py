@@ -157,3 +157,34 @@ def test_concurrent_pin_reaches_an_openmp_blas_in_every_thread() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_parallel_map_reports_progress_in_the_calling_thread_and_keeps_order() -> None:
+    """The progress callback may be a Streamlit call, which does nothing from a worker thread."""
+    import time
+
+    caller = threading.get_ident()
+    seen: list[tuple[int, int, bool]] = []
+    out = parallel_map(lambda x: (time.sleep(0.01 * (x % 3)), x * x)[1], range(12), workers=2,
+                       on_done=lambda d, n: seen.append((d, n, threading.get_ident() == caller)))
+    assert out == [x * x for x in range(12)]
+    assert [d for d, _, _ in seen] == list(range(1, 13)) and all(n == 12 and main for _, n, main in seen)
+    one: list[int] = []
+    assert parallel_map(lambda x: x + 1, [1, 2], workers=1, on_done=lambda d, n: one.append(d)) == [2, 3] and one == [1, 2]
+    with pytest.raises(ZeroDivisionError):
+        parallel_map(lambda x: 1 // x, [1, 0, 2], workers=2, on_done=lambda d, n: None)
+
+
+def test_throttled_progress_says_how_far_at_most_every_interval_and_not_at_the_end() -> None:
+    from mmae_core.evaluate import throttled
+
+    said: list[str] = []
+    every_time = throttled(said.append, "{done} of {total}", every=0.0)
+    for d in range(1, 5):
+        every_time(d, 4)
+    assert said == ["1 of 4", "2 of 4", "3 of 4"]  # the caller announces the end itself
+    said.clear()
+    rarely = throttled(said.append, "{done} of {total}", every=3600.0)
+    for d in range(1, 100):
+        rarely(d, 100)
+    assert said == []
