@@ -446,7 +446,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.vector} is not a file; give the path of a .npy file holding one {args.from_} feature vector.")
         data = path.read_bytes()
     found = search(store, args.dataset, model, args.from_, args.to, item=args.item, vector=data, top=args.top,
-                   split=args.split, metric=args.metric, vector_name=str(args.vector), space=args.space)
+                   split=args.split, metric=args.metric, vector_name=str(args.vector), space=args.space, log=err)
     what = f"item {args.item}" if args.item is not None else f"the vector in {args.vector}"
     err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, "
         f"by {args.metric}, in the {args.space} space")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,11 @@ SPACES = ("shared", "latent")  # where search compares: see shared_space
 DEFAULT_SPACE = "shared"
 SPACE_ROWS = 50_000  # the shared space is fitted on at most this many train items (evenly spaced)
 SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
+Log = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
 BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the model
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
@@ -253,7 +259,7 @@ def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple,
 
 
 def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
-                 files: IndexFiles | None = None) -> SharedSpace | None:
+                 files: IndexFiles | None = None, log: Log = _noop) -> SharedSpace | None:
     """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
     split (at most ``SPACE_ROWS`` items, evenly spaced), each component weighted by its canonical
     correlation (``mcca.fit_search_space``). None for a one-modality model, or one whose train latents
@@ -283,6 +289,7 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
                 pass  # written for other modalities: refit
         from .mcca import fit_search_space  # scikit-learn's import is paid only when fitting
 
+        log(f"fitting the shared search space of {model} on its {fit_split} latents (once per model) ...")
         per = {m: store.latents(dataset, model, fit_split, m)[1] for m in mods}
         step = max(1, -(-len(per[mods[0]]) // SPACE_ROWS))
         try:
@@ -298,11 +305,12 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,
-              cache: IndexCache = CACHE, files: IndexFiles | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+              cache: IndexCache = CACHE, files: IndexFiles | None = None,
+              log: Log = _noop) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     """(item ids, {kind: vectors}, the space used) of a split; ``fused`` under ``shared`` is the mean of
     the item's projected modalities (its latents' shared part), not the fused latent. A model without
     a shared space (``shared_space`` is None) gives its raw latents, and says ``latent``."""
-    sp = shared_space(store, dataset, model, cache, files) if space == "shared" else None
+    sp = shared_space(store, dataset, model, cache, files, log) if space == "shared" else None
     out: dict[str, np.ndarray] = {}
     ids = None
     if sp is None:
@@ -341,7 +349,7 @@ def index_files(store: "object") -> IndexFiles:
 
 def target_index(store: "object", dataset: str, model: str, split: str, target: str, metric: str = DEFAULT_METRIC,
                  cache: IndexCache = CACHE, files: IndexFiles | None = None,
-                 space: str = DEFAULT_SPACE) -> tuple[np.ndarray, LatentIndex]:
+                 space: str = DEFAULT_SPACE, log: Log = _noop) -> tuple[np.ndarray, LatentIndex]:
     """(item ids, index) of a model's ``target`` latents of ``split`` in ``space``: built once (kept in
     the process, and on disk when large), rebuilt when they change."""
     if metric not in METRICS:
@@ -355,7 +363,10 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
         loaded = files.load(key, fingerprint)
         if loaded is not None:
             return loaded
-        ids, z, _ = _in_space(store, dataset, model, split, [target], space, cache, files)
+        ids, z, _ = _in_space(store, dataset, model, split, [target], space, cache, files, log)
+        if len(ids) >= files.min_rows:  # the large (IVF) index: a minute at 1M; a small exact one is instant
+            log(f"building the search index of the {split} {target} latents ({len(ids):,} items; once, then "
+                "saved beside the store for later calls) ...")
         index = LatentIndex(z[target], metric)
         files.save(key, fingerprint, ids, index)
         return ids, index
@@ -365,7 +376,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
 
 def search_items(store: "object", dataset: str, model: str, query: Query, target: str, top: int = 10,
                  metric: str = DEFAULT_METRIC, cache: IndexCache = CACHE, files: IndexFiles | None = None,
-                 space: str = DEFAULT_SPACE) -> pd.DataFrame:
+                 space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
     """The ``top`` items of ``query.split`` nearest the query in the ``target`` latents (in ``space``):
     rank, item_id, score."""
     mods = model_modalities(store, dataset, model)
@@ -373,9 +384,9 @@ def search_items(store: "object", dataset: str, model: str, query: Query, target
     _check_space(space)
     if int(top) < 1:
         raise ConfigError(f"--top must be at least 1 (got {top}).")
-    ids, index = target_index(store, dataset, model, query.split, target, metric, cache, files, space)
+    ids, index = target_index(store, dataset, model, query.split, target, metric, cache, files, space, log)
     vector = query.vector
-    sp = shared_space(store, dataset, model, cache, files) if space == "shared" else None
+    sp = shared_space(store, dataset, model, cache, files, log) if space == "shared" else None
     if sp is not None:
         vector = sp.transform_view(query.source, vector[None, :])[0]
     rows, scores = index.search(vector, int(top))
@@ -391,11 +402,12 @@ def with_details(found: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
 
 def search(store: "object", dataset: str, model: str, source: str, target: str, item: str | None = None,
            vector: bytes | None = None, top: int = 10, split: str | None = None, metric: str = DEFAULT_METRIC,
-           vector_name: str = "the query file", space: str = DEFAULT_SPACE) -> pd.DataFrame:
-    """The CLI's ``search``: query, nearest items, their details; ``df.attrs`` says what was asked."""
+           vector_name: str = "the query file", space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
+    """The CLI's ``search``: query, nearest items, their details; ``df.attrs`` says what was asked.
+    ``log`` hears of the slow first-time work (fitting the shared space, building an index)."""
     _check_space(space)
     q = query_latent(store, dataset, model, source, item=item, vector=vector, split=split, vector_name=vector_name)
-    hits = search_items(store, dataset, model, q, target, top, metric, space=space)
+    hits = search_items(store, dataset, model, q, target, top, metric, space=space, log=log)
     # only the found items' catalog rows: the whole catalog of an archive-sized dataset takes seconds
     found = with_details(hits, store.catalog(dataset, hits["item_id"].tolist()))
     found.insert(3, "metric", metric)

@@ -283,12 +283,16 @@ def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path)
     store = Store(db)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
     first_files = IndexFiles(tmp_path / "idx", min_rows=0)
-    first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files)
+    said: list[str] = []
+    first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files, log=said.append)
     assert first_files.saves == 2 and first_files.loads == 0  # the index and the shared space it lives in
+    assert [m.split(" ")[0] for m in said] == ["fitting", "building"]  # the slow first-time work is announced
     later_files = IndexFiles(tmp_path / "idx", min_rows=0)  # a new process: empty memory cache
     later_cache = IndexCache()
-    again = search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files)
+    said.clear()
+    again = search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files, log=said.append)
     assert later_files.loads == 2 and later_files.saves == 0 and again.equals(first)  # nothing refitted
+    assert said == []  # nothing slow to announce
     # the raw latents' index is a file of its own
     search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files, space="latent")
     assert later_files.saves == 1
