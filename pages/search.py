@@ -112,7 +112,9 @@ except StudioError as err:
 
 if query is not None:
     try:
-        found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric, space=space), catalog)
+        with st.spinner("Searching (a model's first search fits its search space and builds the index)…"):
+            found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric, space=space),
+                                 catalog)
     except StudioError as err:
         show_error(err)
         found = None
