@@ -108,7 +108,7 @@ class EvalConfig:
 
     def checked(self, n_items: int) -> "EvalConfig":
         if self.n_init < 1:
-            raise ConfigError(f"the number of KMeans starts must be at least 1 (got {self.n_init}); the default is 4.")
+            raise ConfigError(f"the number of KMeans starts must be at least 1 (got {self.n_init}); the default is {EvalConfig.n_init}.")
         if not self.k_grid:
             raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
         for k in self.k_grid:

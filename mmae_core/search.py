@@ -29,16 +29,16 @@ SPACES = ("shared", "latent")  # where search compares: see shared_space
 DEFAULT_SPACE = "shared"
 SPACE_ROWS = 50_000  # the shared space is fitted on at most this many train items (evenly spaced)
 SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
-Log = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    pass
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
 BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the model
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
 CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
+Log = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
 
 
 def model_modalities(store: "object", dataset: str, model: str, kinds: pd.DataFrame | None = None) -> list[str]:
