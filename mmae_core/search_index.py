@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -182,6 +183,13 @@ def _save_parts(path: str, ids: np.ndarray, index: LatentIndex) -> None:
                  n_total=np.array(index.n_total), exact=np.array(index.exact))
 
 
+def _warn(what: str) -> None:
+    """One line naming the failure being handled: the cache is only a speed-up, so a user gets no
+    traceback to read (``MMAE_DEBUG=1`` adds it, as for the CLI's errors)."""
+    exc = sys.exc_info()[1]
+    log.warning("%s (%s: %s)", what, type(exc).__name__, exc, exc_info=bool(os.environ.get("MMAE_DEBUG")))
+
+
 class IndexFiles:
     """Indexes of at least ``min_rows`` rows saved in ``folder`` (see the module docstring).
 
@@ -216,7 +224,7 @@ class IndexFiles:
             if int(index.ntotal) != len(rows) or metric not in METRICS:
                 raise ValueError("the index and its row map do not match")
         except Exception:  # noqa: BLE001 - a cache file that does not load is rebuilt
-            log.warning("search index file %s could not be read; rebuilding it", index_path, exc_info=True)
+            _warn(f"search index file {index_path} could not be read; rebuilding it")
             return None
         self.loads += 1
         return ids, LatentIndex._restore(index, rows, metric, n_total, exact)
@@ -248,7 +256,7 @@ class IndexFiles:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
         except Exception:  # noqa: BLE001 - a cache file that does not load is rebuilt
-            log.warning("search cache file %s could not be read; rebuilding it", path, exc_info=True)
+            _warn(f"search cache file {path} could not be read; rebuilding it")
             return None
         self.loads += 1
         return arrays
@@ -265,7 +273,7 @@ class IndexFiles:
             self._write_atomic(path, write)
             self._drop_others(key, (path,))
         except Exception:  # noqa: BLE001 - only a speed-up
-            log.warning("search cache could not be saved in %s", self.folder, exc_info=True)
+            _warn(f"the search cache could not be saved in {self.folder}; search works, but the next call fits it again")
             return False
         self.saves += 1
         return True
@@ -281,7 +289,7 @@ class IndexFiles:
             self._write_atomic(index_path, lambda f: faiss.write_index(index.index, f))
             self._drop_others(key, (index_path, parts_path))
         except Exception:  # noqa: BLE001 - only a speed-up: a full disk or a read-only folder costs a rebuild next time
-            log.warning("search index could not be saved in %s", self.folder, exc_info=True)
+            _warn(f"the search index could not be saved in {self.folder}; search works, but the next call builds it again")
             return False
         self.saves += 1
         return True

@@ -276,6 +276,20 @@ def test_real_process_keeps_stdout_for_json(db):
     assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith("error: item 'x'")
 
 
+def test_a_cache_folder_that_cannot_be_written_costs_one_line_not_a_traceback(db):
+    """A store on a read-only share, or a file where the cache folder would go: search still answers,
+    and stderr says in one line why the next call will be slower."""
+    db.with_name(db.name + ".indexes").write_text("not a folder")
+    env = {**os.environ, "MMAE_STUDIO_DB": str(db), "PYTHONPATH": str(ROOT)}
+    env.pop("MMAE_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "mmae_core", "search", "--dataset", "demo", "--item", "demo-test-000002",
+                        "--from", "image", "--to", "audio", "--top", "3", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0 and [r["rank"] for r in json.loads(p.stdout)] == [1, 2, 3], p.stderr
+    warned = [line for line in p.stderr.splitlines() if "could not be saved" in line]
+    assert len(warned) == 1 and "the next call fits it again" in warned[0] and "Traceback" not in p.stderr, p.stderr
+
+
 def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path):
     """What a second CLI call does with a large index (files of any size here: min_rows=0)."""
     from mmae_core.search_index import IndexCache, IndexFiles
