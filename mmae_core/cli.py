@@ -416,9 +416,9 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
     model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
     err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities, {args.space} space)")
     if args.baseline:
-        err(f"fitting {args.baseline} on the train split's features as the baseline (its rows have method '{args.baseline}')")
+        err(f"the baseline is {args.baseline} on the train split's features (its rows have method '{args.baseline}')")
     table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline,
-                        space=args.space)
+                        space=args.space, log=err)
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
     if args.baseline:

@@ -80,7 +80,7 @@ def instance_pairs(attrs: dict | None) -> bool:
 
 
 def search_eval(store: "object", dataset: str, model: str, split: str = "test", metric: str = "best",
-                k: int = K, baseline: str | None = None, space: str = DEFAULT_SPACE) -> pd.DataFrame:
+                k: int = K, baseline: str | None = None, space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: one row per ordered modality pair and fused -> modality.
 
     ``metric``: ``cosine``, ``euclidean``, ``both``, or ``best`` (default: both are computed and the
@@ -92,7 +92,7 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     better metric under ``best``), with ``method`` telling the blocks apart: a linear baseline that
     retrieves as well as the model must be visible where the model's figures are. ``space``: where
     the model's latents are compared (``shared_space``, or the raw ``latent``s); the ``space`` column
-    says it (``features`` for the baseline).
+    says it (``features`` for the baseline). ``log`` hears of each phase (seconds each on the full demo).
     """
     if metric not in (*METRICS, "best", "both"):
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine, euclidean, both or best.")
@@ -105,8 +105,8 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     labels = fs.splits[split].labels if split in fs.splits else None
     if labels is not None and not pd.notna(pd.Series(labels, dtype=object)).any():
         labels = None
-    _, vecs, used = _in_space(store, dataset, model, split, [*mods, FUSED], space)
-    out = _eval_rows({m: vecs[m] for m in mods}, vecs[FUSED], labels, split, metric, k, MODEL_METHOD, used)
+    _, vecs, used = _in_space(store, dataset, model, split, [*mods, FUSED], space, log=log)
+    out = _eval_rows({m: vecs[m] for m in mods}, vecs[FUSED], labels, split, metric, k, MODEL_METHOD, used, log)
     if baseline is not None:
         from .mcca import search_space
         from .standardize import Standardizer
@@ -115,8 +115,9 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
             raise ConfigError("MCCA needs at least two modalities; this model has one, so there is no baseline to compare.")
         train = {m: fs.splits["train"].features[m] for m in mods}
         std = Standardizer.fit(train)
+        log(f"fitting {baseline} on the train split's features ...")
         views, mean = search_space(std.transform(train), std.transform({m: fs.splits[split].features[m] for m in mods}))
-        base = _eval_rows(views, mean, labels, split, metric, k, baseline, "features")
+        base = _eval_rows(views, mean, labels, split, metric, k, baseline, "features", log)
         attrs = dict(out.attrs)
         out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
         out = pd.concat([out, base], ignore_index=True)
@@ -127,12 +128,13 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
 
 
 def _eval_rows(per: dict[str, np.ndarray], fused: np.ndarray, labels: np.ndarray | None, split: str, metric: str,
-               k: int, method: str, space: str) -> pd.DataFrame:
+               k: int, method: str, space: str, log: Log = _noop) -> pd.DataFrame:
     """``retrieval_metrics`` of one representation under ``metric`` (see ``search_eval``), as rows of
     ``EVAL_COLUMNS`` labelled ``method`` and ``space``; attrs ``chosen`` (and ``other`` under ``best``)."""
     wanted = METRICS if metric in ("best", "both") else (metric,)
     tables = {}
     for mt in wanted:
+        log(f"{method}: {mt} retrieval, every ordered pair of {len(per)} modalities and fused ({len(fused):,} queries each) ...")
         t = retrieval_metrics(per, labels, fused=fused, k=k, metric=mt).rename(columns=INSTANCE)
         t.insert(0, "method", method)
         t.insert(4, "space", space)

@@ -108,6 +108,8 @@ def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
     rows = json.loads(out)
     assert [r["method"] for r in rows] == ["mmae"] * 9 + ["mcca"] * 9
     assert "worst modality pair" in errs and "mcca" in errs
+    phases = [line.split(" retrieval")[0] for line in errs.splitlines() if " retrieval, every ordered pair" in line]
+    assert phases == ["mmae: cosine", "mcca: cosine"]  # each slow phase is announced on stderr
     # the MCCA rows are retrieval_metrics of its correlation-weighted variates, fitted on train
     fs = Store(db).load_dataset("demo")
     std = Standardizer.fit(fs.splits["train"].features)
