@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
+from typing import Callable, Iterator
 
 SOURCE = Path(__file__).with_name("csrc") / "group_step.cpp"
 NAME = "mmae_group_step"
@@ -51,10 +51,17 @@ def _built(folder: Path) -> bool:
     return any(so.stat().st_mtime >= src for so in folder.glob(f"{NAME}*.so"))
 
 
-def load(announce: bool = True) -> ModuleType | None:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load(announce: bool = True, say: Callable[[str], None] | None = None) -> ModuleType | None:
     """The extension module, built if needed; ``None`` (and ``error()`` says why) if it cannot be.
 
-    One attempt per process: a failed build is not retried on every training run."""
+    One attempt per process: a failed build is not retried on every training run. ``say`` hears the
+    build's announcement and the fallback note (default: stderr); a training job passes its log, so
+    a curator sees in the dashboard why the first training waits or runs slower."""
+    say = say or _stderr
     global _module, _error
     if not enabled():
         return None
@@ -65,21 +72,21 @@ def load(announce: bool = True) -> ModuleType | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if announce and not _built(folder):
-                print("building the native training step once (about 30 s) ...", file=sys.stderr, flush=True)
+                say("building the native training step once (about 30 s) ...")
             _find_ninja()
             from torch.utils.cpp_extension import load as torch_load
 
-            with _build_lock(folder):
+            with _build_lock(folder, say):
                 _module = torch_load(NAME, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder), verbose=False)
         except Exception as exc:  # a missing compiler or ninja, a failed build: fall back, say why once
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
-            print(f"note: the native training step is not available ({_error}); training uses the Python step "
-                  f"(same results, slower); to rebuild it, delete {folder}.", file=sys.stderr)
+            say(f"note: the native training step is not available ({_error}); training uses the Python step "
+                f"(same results, slower); to rebuild it, delete {folder}.")
         return _module
 
 
 @contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
+def _build_lock(folder: Path, say: Callable[[str], None] = _stderr) -> Iterator[None]:
     """One process at a time builds or checks the extension, and a killed build cannot block the rest.
 
     Why: torch's own lock is a file that it deletes when done (``FileBaton``), and every ``load``
@@ -96,12 +103,12 @@ def _build_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("waiting for another process that is building the native training step ...", file=sys.stderr, flush=True)
+            say("waiting for another process that is building the native training step ...")
             fcntl.flock(fh, fcntl.LOCK_EX)
         leftover = folder / "lock"
         if leftover.exists():
             leftover.unlink(missing_ok=True)
-            print("note: removed the lock of an interrupted build of the native training step", file=sys.stderr, flush=True)
+            say("note: removed the lock of an interrupted build of the native training step")
         yield  # the flock goes with the file's close
 
 

@@ -140,7 +140,9 @@ def train_and_register(
         if on_progress is not None:
             on_progress(p)
 
-    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop)
+    # the native step's build notice and fallback note reach the caller's log (a dashboard job's panel);
+    # without one they stay on stderr
+    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop, log=None if log is _noop else log)
     log(f"trained in {tm.train_seconds:.1f} s (parallel={cfg.parallel}: {tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):

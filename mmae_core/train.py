@@ -490,8 +490,10 @@ def train(
     cfg: TrainConfig,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainedModel:
-    """Train an MMAE on ``fs``'s train split; raise CancelledError if ``should_stop()`` turns true."""
+    """Train an MMAE on ``fs``'s train split; raise CancelledError if ``should_stop()`` turns true.
+    ``log`` hears about the native step's one-time build or why it is not used (default: stderr)."""
     cfg = cfg.checked()
     if len(fs.modalities) < 2:
         raise ConfigError(
@@ -521,7 +523,7 @@ def train(
         else:
             names = " | ".join("+".join(model.names[j] for j in g) for g in groups)
             plan = f"{names} on {len(groups)} thread(s), {threads} intra-op thread(s) each"
-            ext = native.load() if device.type == "cpu" and len(groups) > 1 else None
+            ext = native.load(say=log) if device.type == "cpu" and len(groups) > 1 else None
             if ext is not None:
                 stepper = _NativeStepper(ext, model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
                 plan += ", native step"

@@ -203,3 +203,28 @@ def test_a_second_process_waits_for_the_build_lock_then_loads(tmp_path: Path) ->
         assert p.poll() is None  # blocked on the lock, not finished
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0 and out.strip() == "True", "".join(seen) + err
+
+
+def test_a_dashboard_job_shows_why_training_runs_without_the_native_step(tmp_path: Path) -> None:
+    """The curator sees the fallback note in the job panel's notes, not only on the server's stderr."""
+    code = (
+        "import json, sys\n"
+        "import mmae_core.train as t\n"
+        "t.cpu_cores = lambda: 2\n"
+        "from mmae_core.config import preset\n"
+        "from mmae_core.demo import make_demo\n"
+        "from mmae_core.jobs import JobManager\n"
+        "from store import Store\n"
+        f"store = Store({str(tmp_path / 'jobs.duckdb')!r})\n"
+        "store.add_dataset(make_demo(scale=0.03))\n"
+        "mgr = JobManager(store, throttle_s=0.0)\n"
+        "view = mgr.wait(mgr.start_training('demo', preset('paper', epochs=1), 'm'), timeout=240)\n"
+        "print(json.dumps({'status': view.status, 'notes': store.job(view.id)['progress'].get('notes', [])}))\n"
+    )
+    env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == "done", got
+    assert any(n.startswith("the native training step is not available") for n in got["notes"]), got
+    assert "the native training step is not available" not in out.stderr  # said once, where the curator looks
