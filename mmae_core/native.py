@@ -60,15 +60,18 @@ def load(announce: bool = True, say: Callable[[str], None] | None = None) -> Mod
 
     One attempt per process: a failed build is not retried on every training run. ``say`` hears the
     build's announcement and the fallback note (default: stderr); a training job passes its log, so
-    a curator sees in the dashboard why the first training waits or runs slower."""
-    say = say or _stderr
+    a curator sees in the dashboard why training waits or runs slower, and every later job of the
+    same server is told the note again."""
     global _module, _error
     if not enabled():
         return None
     with _lock:
-        if _module is not None or _error is not None:
-            return _module
         folder = build_dir()
+        if _module is not None or _error is not None:
+            if _error is not None and say is not None:
+                say(_fallback_note(folder))
+            return _module
+        say = say or _stderr
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if announce and not _built(folder):
@@ -80,9 +83,13 @@ def load(announce: bool = True, say: Callable[[str], None] | None = None) -> Mod
                 _module = torch_load(NAME, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder), verbose=False)
         except Exception as exc:  # a missing compiler or ninja, a failed build: fall back, say why once
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
-            say(f"note: the native training step is not available ({_error}); training uses the Python step "
-                f"(same results, slower); to rebuild it, delete {folder}.")
+            say(_fallback_note(folder))
         return _module
+
+
+def _fallback_note(folder: Path) -> str:
+    return (f"note: the native training step is not available ({_error}); training uses the Python step "
+            f"(same results, slower); to rebuild it, delete {folder}.")
 
 
 @contextmanager

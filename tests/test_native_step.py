@@ -218,13 +218,14 @@ def test_a_dashboard_job_shows_why_training_runs_without_the_native_step(tmp_pat
         f"store = Store({str(tmp_path / 'jobs.duckdb')!r})\n"
         "store.add_dataset(make_demo(scale=0.03))\n"
         "mgr = JobManager(store, throttle_s=0.0)\n"
-        "view = mgr.wait(mgr.start_training('demo', preset('paper', epochs=1), 'm'), timeout=240)\n"
-        "print(json.dumps({'status': view.status, 'notes': store.job(view.id)['progress'].get('notes', [])}))\n"
+        "views = [mgr.wait(mgr.start_training('demo', preset('paper', epochs=1), m), timeout=240) for m in ('m', 'n')]\n"
+        "print(json.dumps([{'status': v.status, 'notes': store.job(v.id)['progress'].get('notes', [])} for v in views]))\n"
     )
     env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    got = __import__("json").loads(out.stdout.strip().splitlines()[-1])
-    assert got["status"] == "done", got
-    assert any(n.startswith("the native training step is not available") for n in got["notes"]), got
+    jobs = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    for got in jobs:  # the second job of the same server is told too (the build is tried once per process)
+        assert got["status"] == "done", got
+        assert sum(n.startswith("the native training step is not available") for n in got["notes"]) == 1, got
     assert "the native training step is not available" not in out.stderr  # said once, where the curator looks
