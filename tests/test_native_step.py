@@ -4,6 +4,7 @@ It must give exactly the Python step's bits, so a model never depends on whether
 could be built; and training must still work, with a note, when it cannot."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,14 @@ def test_training_uses_it_and_gives_the_python_steps_latents(monkeypatch: pytest
     assert np.array_equal(za, zb) and fast.history[-1]["losses"]["align"] > 0
 
 
+def _run_without_a_compiler(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh process whose build of the extension must fail (no such compiler)."""
+    env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_without_a_compiler_training_falls_back_with_one_note(tmp_path: Path) -> None:
     """A machine that cannot build the extension still trains, with the same results."""
     code = (
@@ -149,9 +158,7 @@ def test_without_a_compiler_training_falls_back_with_one_note(tmp_path: Path) ->
         "tm = t.train(make_set(120, missing=False), CFG)\n"
         "print(tm.plan)\n"
     )
-    env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = _run_without_a_compiler(code, tmp_path)
     assert out.stdout.strip() == "audio | image+text on 2 thread(s), 1 intra-op thread(s) each"
     notes = [line for line in out.stderr.splitlines() if line.startswith("note: the native training step is not available")]
     assert len(notes) == 1 and "training uses the Python step (same results, slower)" in notes[0], out.stderr
@@ -221,11 +228,9 @@ def test_a_dashboard_job_shows_why_training_runs_without_the_native_step(tmp_pat
         "views = [mgr.wait(mgr.start_training('demo', preset('paper', epochs=1), m), timeout=240) for m in ('m', 'n')]\n"
         "print(json.dumps([{'status': v.status, 'notes': store.job(v.id)['progress'].get('notes', [])} for v in views]))\n"
     )
-    env = dict(os.environ, MMAE_NATIVE_DIR=str(tmp_path / "build"), CXX=str(tmp_path / "no-such-compiler"), PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    jobs = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    out = _run_without_a_compiler(code, tmp_path)
+    jobs = json.loads(out.stdout.strip().splitlines()[-1])
     for got in jobs:  # the second job of the same server is told too (the build is tried once per process)
         assert got["status"] == "done", got
         assert sum(n.startswith("the native training step is not available") for n in got["notes"]) == 1, got
-    assert "the native training step is not available" not in out.stderr  # said once, where the curator looks
+    assert "the native training step is not available" not in out.stderr  # said where the curator looks instead
