@@ -366,7 +366,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
         if loaded is not None:
             return loaded
         ids, z, _ = _in_space(store, dataset, model, split, [target], space, cache, files, log)
-        if len(ids) >= files.min_rows:  # the large (IVF) index: a minute at 1M; a small exact one is instant
+        if files.keeps(len(ids)):  # the large (IVF) index: a minute at 1M; a small exact one is instant
             log(f"building the search index of the {split} {target} latents ({len(ids):,} items; once, then "
                 "saved beside the store for later calls) ...")
         index = LatentIndex(z[target], metric)

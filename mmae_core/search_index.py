@@ -278,9 +278,13 @@ class IndexFiles:
         self.saves += 1
         return True
 
+    def keeps(self, rows: int) -> bool:
+        """Whether an index of ``rows`` rows is large enough to be saved (``save`` skips smaller ones)."""
+        return rows >= self.min_rows
+
     def save(self, key: Hashable, fingerprint: Hashable, ids: np.ndarray, index: LatentIndex) -> bool:
         """Keep ``index`` on disk (if it is large enough) and drop older files of the same key."""
-        if index.size < self.min_rows:
+        if not self.keeps(index.size):
             return False
         index_path, parts_path = self._paths(key, fingerprint)
         try:
