@@ -14,22 +14,19 @@ Both jobs compare items with **reference groups**, chosen in this order (``refer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, NotFoundError
+from .log import Log, silent
 
 if TYPE_CHECKING:
     from .dataset import FeatureSet
 
-Log = Callable[[str], None]
 FALLBACK_K = 10
 
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass
@@ -185,7 +182,7 @@ def _ranked(ctx: _NoveltyContext, frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def novelty_scores(store: object, dataset: str, model: str, splits: list[str], combine: str | None = None,
-                   log: Log = _noop) -> pd.DataFrame:
+                   log: Log = silent) -> pd.DataFrame:
     """Novelty of every item of ``splits``: item_id, split, score (higher = more novel), recon,
     distance, nearest; sorted most novel first. ``attrs``: the reference ``source`` and the train
     split's score quantiles ``train_q50``/``train_q90``/``train_q99`` (what "unusual" means here)."""
@@ -208,7 +205,7 @@ def novelty_scores(store: object, dataset: str, model: str, splits: list[str], c
 
 
 def novelty_of_features(store: object, dataset: str, model: str, new: "FeatureSet", combine: str | None = None,
-                        log: Log = _noop) -> pd.DataFrame:
+                        log: Log = silent) -> pd.DataFrame:
     """The same ranking for items that are not in the store: a new upload or folder (``new``, any
     split names, any non-empty subset of the model's modalities), encoded with the model and scored
     against the dataset's reference. Nothing is written; import the items to tag them."""
@@ -253,7 +250,7 @@ def novelty_band(scores: np.ndarray, attrs: dict) -> np.ndarray:
 
 
 def conflict_items(store: object, dataset: str, model: str, split: str = "test", method: str | None = None,
-                   log: Log = _noop) -> pd.DataFrame:
+                   log: Log = silent) -> pd.DataFrame:
     """Items of ``split`` ranked by how strongly their modalities disagree: item_id, score, flagged and
     per modality the tag or cluster its latent is nearest to. ``attrs['source']`` names the groups."""
     from .conflicts import DEFAULT_METHOD, conflict_table, fit_reference

@@ -43,6 +43,7 @@ from .baselines import (
 )
 from .config import EvalConfig
 from .errors import ConfigError
+from .log import Log, silent
 from .mcca import MCCA
 from .metrics import (
     NO_LABELS_NOTE,
@@ -80,11 +81,8 @@ class _Rep:
     seconds: float
 
 
-def _noop(_: str) -> None:
-    pass
 
-
-def throttled(log: Callable[[str], None], message: str, every: float = 2.0) -> Callable[[int, int], None]:
+def throttled(log: Log, message: str, every: float = 2.0) -> Callable[[int, int], None]:
     """A ``parallel_map`` progress callback that logs ``message`` at most every ``every`` seconds
     (and not for the last item: the caller says when the phase is done). Why: more KMeans starts
     or an archive-size split make the clustering phase a minute of silence otherwise."""
@@ -191,7 +189,7 @@ def evaluate_grid(
     labels: np.ndarray | None,
     mmae_latents: np.ndarray | None,
     cfg: EvalConfig,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: Log | None = None,
 ) -> pd.DataFrame:
     """Metrics for every method and k as one tidy table (columns ``COLUMNS``).
 
@@ -203,7 +201,7 @@ def evaluate_grid(
     ``timings`` (seconds of work per method, summed over threads), ``seconds`` (wall time) and
     ``silhouette`` ("full" or the sample size).
     """
-    log = on_progress or _noop
+    log = on_progress or silent
     t_start = time.perf_counter()
     n = _check_inputs(train, evalx, labels, mmae_latents)
     cfg.checked(n)

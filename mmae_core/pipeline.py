@@ -17,13 +17,10 @@ import pandas as pd
 from .config import EvalConfig, TrainConfig
 from .dataset import FeatureSet
 from .errors import ConfigError, NotFoundError, StudioError
+from .log import Log, silent
 from .standardize import Standardizer
 
-Log = Callable[[str], None]
 
-
-def _noop(_: str) -> None:
-    pass
 
 
 def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
@@ -112,7 +109,7 @@ def train_and_register(
     model_name: str | None = None,
     on_progress: Callable[[object], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    log: Log = _noop,
+    log: Log = silent,
 ) -> TrainOutcome:
     """Train an MMAE on a stored dataset, then register checkpoint and all latents in one action."""
     from .checkpoint import save_checkpoint
@@ -142,7 +139,7 @@ def train_and_register(
 
     # the native step's build notice and fallback note reach the caller's log (a dashboard job's panel);
     # without one they stay on stderr
-    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop, log=None if log is _noop else log)
+    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop, log=None if log is silent else log)
     log(f"trained in {tm.train_seconds:.1f} s (parallel={cfg.parallel}: {tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
@@ -166,7 +163,7 @@ def train_and_register(
     return TrainOutcome(name, float(tm.train_seconds), final, missing, n_fit)
 
 
-def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: str, log: Log = _noop) -> str:
+def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: str, log: Log = silent) -> str:
     """Load a checkpoint (safely), check it fits the dataset, encode and register it."""
     from .checkpoint import check_fits, load_checkpoint, save_checkpoint
 
@@ -193,7 +190,7 @@ def evaluate_model(
     dataset: str,
     model: str | None,
     cfg: EvalConfig,
-    log: Log = _noop,
+    log: Log = silent,
     save: bool = True,
 ) -> pd.DataFrame:
     """Unimodal, fused-PCA, MCCA and MMAE rows over the k grid, stored as a run."""
@@ -221,7 +218,7 @@ def evaluate_model(
 
 
 def propose_tags(
-    store: "object", dataset: str, model: str, k: int, split: str = "test", seed: int = 42, log: Log = _noop
+    store: "object", dataset: str, model: str, k: int, split: str = "test", seed: int = 42, log: Log = silent
 ) -> pd.DataFrame:
     """Cluster a model's fused latents into proposed tags and store them as the latest proposal set."""
     from .tags import propose

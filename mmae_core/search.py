@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError, NotFoundError
+from .log import Log, silent
 from .retrieval import METRICS, encode_query, load_query_vector, mean_of_present, retrieval_metrics
 from .search_index import IndexCache, IndexFiles, LatentIndex
 
@@ -34,11 +34,7 @@ BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the m
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
 CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
-Log = Callable[[str], None]
 
-
-def _noop(_: str) -> None:
-    pass
 
 
 def model_modalities(store: "object", dataset: str, model: str, kinds: pd.DataFrame | None = None) -> list[str]:
@@ -80,7 +76,7 @@ def instance_pairs(attrs: dict | None) -> bool:
 
 
 def search_eval(store: "object", dataset: str, model: str, split: str = "test", metric: str = "best",
-                k: int = K, baseline: str | None = None, space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
+                k: int = K, baseline: str | None = None, space: str = DEFAULT_SPACE, log: Log = silent) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: one row per ordered modality pair and fused -> modality.
 
     ``metric``: ``cosine``, ``euclidean``, ``both``, or ``best`` (default: both are computed and the
@@ -128,7 +124,7 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
 
 
 def _eval_rows(per: dict[str, np.ndarray], fused: np.ndarray, labels: np.ndarray | None, split: str, metric: str,
-               k: int, method: str, space: str, log: Log = _noop) -> pd.DataFrame:
+               k: int, method: str, space: str, log: Log = silent) -> pd.DataFrame:
     """``retrieval_metrics`` of one representation under ``metric`` (see ``search_eval``), as rows of
     ``EVAL_COLUMNS`` labelled ``method`` and ``space``; attrs ``chosen`` (and ``other`` under ``best``)."""
     wanted = METRICS if metric in ("best", "both") else (metric,)
@@ -261,7 +257,7 @@ def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple,
 
 
 def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
-                 files: IndexFiles | None = None, log: Log = _noop) -> SharedSpace | None:
+                 files: IndexFiles | None = None, log: Log = silent) -> SharedSpace | None:
     """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
     split (at most ``SPACE_ROWS`` items, evenly spaced), each component weighted by its canonical
     correlation (``mcca.fit_search_space``). None for a one-modality model, or one whose train latents
@@ -308,7 +304,7 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,
               cache: IndexCache = CACHE, files: IndexFiles | None = None,
-              log: Log = _noop) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+              log: Log = silent) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     """(item ids, {kind: vectors}, the space used) of a split; ``fused`` under ``shared`` is the mean of
     the item's projected modalities (its latents' shared part), not the fused latent. A model without
     a shared space (``shared_space`` is None) gives its raw latents, and says ``latent``."""
@@ -351,7 +347,7 @@ def index_files(store: "object") -> IndexFiles:
 
 def target_index(store: "object", dataset: str, model: str, split: str, target: str, metric: str = DEFAULT_METRIC,
                  cache: IndexCache = CACHE, files: IndexFiles | None = None,
-                 space: str = DEFAULT_SPACE, log: Log = _noop) -> tuple[np.ndarray, LatentIndex]:
+                 space: str = DEFAULT_SPACE, log: Log = silent) -> tuple[np.ndarray, LatentIndex]:
     """(item ids, index) of a model's ``target`` latents of ``split`` in ``space``: built once (kept in
     the process, and on disk when large), rebuilt when they change."""
     if metric not in METRICS:
@@ -378,7 +374,7 @@ def target_index(store: "object", dataset: str, model: str, split: str, target: 
 
 def search_items(store: "object", dataset: str, model: str, query: Query, target: str, top: int = 10,
                  metric: str = DEFAULT_METRIC, cache: IndexCache = CACHE, files: IndexFiles | None = None,
-                 space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
+                 space: str = DEFAULT_SPACE, log: Log = silent) -> pd.DataFrame:
     """The ``top`` items of ``query.split`` nearest the query in the ``target`` latents (in ``space``):
     rank, item_id, score."""
     mods = model_modalities(store, dataset, model)
@@ -404,7 +400,7 @@ def with_details(found: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
 
 def search(store: "object", dataset: str, model: str, source: str, target: str, item: str | None = None,
            vector: bytes | None = None, top: int = 10, split: str | None = None, metric: str = DEFAULT_METRIC,
-           vector_name: str = "the query file", space: str = DEFAULT_SPACE, log: Log = _noop) -> pd.DataFrame:
+           vector_name: str = "the query file", space: str = DEFAULT_SPACE, log: Log = silent) -> pd.DataFrame:
     """The CLI's ``search``: query, nearest items, their details; ``df.attrs`` says what was asked.
     ``log`` hears of the slow first-time work (fitting the shared space, building an index)."""
     _check_space(space)
