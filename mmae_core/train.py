@@ -280,7 +280,9 @@ class _Stepper:
     with ``zero_grad(set_to_none=False)``).
     """
 
-    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1, pool: bool = True):
+    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1, native: bool = False):
+        # native: the C++ step (``_NativeStepper``) runs the groups and Adam itself; it needs the
+        # flat buffers and stacks built here, not the thread pool or torch.optim objects
         self.model, self.groups, self.align_weight = model, groups, align_weight
         self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
         self.leaves: list[torch.nn.Parameter] = []
@@ -290,7 +292,8 @@ class _Stepper:
             flat, grad = self._flatten(params)
             self.flat.append((params, grad))
             self.leaves.append(flat)
-            self.opts.append(_make_optimizer([flat], lr, weight_decay))
+            if not native:
+                self.opts.append(_make_optimizer([flat], lr, weight_decay))
         with torch.no_grad():
             self.enc = [Stack(seq) for seq in model.enc]
             self.dec = [Stack(seq) for seq in model.dec]
@@ -299,7 +302,7 @@ class _Stepper:
         # a third of the rate of 2 threads set to 1).
         self.pool = (
             ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train", initializer=torch.set_num_threads, initargs=(intra_threads,))
-            if pool and len(groups) > 1 else None
+            if not native and len(groups) > 1 else None
         )
         order = [j for g in groups for j in g]
         self.order = torch.tensor([order.index(j) for j in range(len(order))])  # group order -> model order
@@ -430,7 +433,7 @@ class _NativeStepper(_Stepper):
     the same order, so the same bits; the tests check it step for step."""
 
     def __init__(self, ext: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
-        super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, pool=False)
+        super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, native=True)
         # torch.optim's fused Adam, as FlatAdam calls it (bit for bit); its state lives here
         self.adams = [FlatAdam(leaf.data, grad, lr, weight_decay) for leaf, (_, grad) in zip(self.leaves, self.flat)]
         kw = self.adams[0].kw
