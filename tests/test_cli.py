@@ -218,6 +218,18 @@ def test_train_takes_a_weight_decay_and_records_it(db: Path, capsys: pytest.Capt
     assert code != 0 and "weight decay must be in [0, 10)" in errs
 
 
+def test_train_takes_modality_dropout_and_alignment_weight_over_the_preset(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--preset", "aligned",
+                       "--align-weight", "0", "--modality-dropout", "0.3", "--model-name", "a0", "--format", "json")
+    cfg = json.loads(out)["config"]
+    assert code == 0 and (cfg["align_weight"], cfg["modality_dropout"], cfg["weight_decay"]) == (0.0, 0.3, 0.3)
+    assert Store(db).model_config("demo", "a0")["align_weight"] == 0.0
+    code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--modality-dropout", "1")
+    assert code != 0 and "modality dropout must be in [0, 1)" in errs and errs.strip().count("\n") == 0
+    code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--align-weight", "-0.5")
+    assert code != 0 and "alignment weight must be non-negative" in errs
+
+
 def test_train_takes_a_parallel_plan_records_it_and_says_how_it_ran(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--parallel", "ops",
                           "--model-name", "ops", "--format", "json")
