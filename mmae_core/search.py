@@ -9,6 +9,7 @@ metadata and tags to the results. Every user mistake is one sentence (``StudioEr
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ DEFAULT_SPACE = "shared"
 SPACE_ROWS = 50_000  # the shared space is fitted on at most this many train items (evenly spaced)
 SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
-BASELINES = ("mcca",)  # what ``search_eval(baseline=...)`` can put beside the model
+BASELINES = ("mcca", "supervised")  # what ``search_eval(baseline=...)`` can put beside the model
 DEFAULT_METRIC = "cosine"  # what ``search`` ranks by unless told: the better one on every model we measured
 CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
@@ -76,7 +77,8 @@ def instance_pairs(attrs: dict | None) -> bool:
 
 
 def search_eval(store: "object", dataset: str, model: str, split: str = "test", metric: str = "best",
-                k: int = K, baseline: str | None = None, space: str = DEFAULT_SPACE, log: Log = silent) -> pd.DataFrame:
+                k: int = K, baseline: str | Sequence[str] | None = None, space: str = DEFAULT_SPACE,
+                log: Log = silent) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: one row per ordered modality pair and fused -> modality.
 
     ``metric``: ``cosine``, ``euclidean``, ``both``, or ``best`` (default: both are computed and the
@@ -88,12 +90,17 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     better metric under ``best``), with ``method`` telling the blocks apart: a linear baseline that
     retrieves as well as the model must be visible where the model's figures are. ``space``: where
     the model's latents are compared (``shared_space``, or the raw ``latent``s); the ``space`` column
-    says it (``features`` for the baseline). ``log`` hears of each phase (seconds each on the full demo).
+    says it (``features`` for the baseline). ``baseline='supervised'`` appends a search that knows the
+    classes (``supervised_search``: what the split's features and labels allow; class metrics of the
+    modality pairs only, ``metric`` ``posterior``). Several baselines may be given, in that order.
+    ``log`` hears of each phase (seconds each on the full demo).
     """
     if metric not in (*METRICS, "best", "both"):
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine, euclidean, both or best.")
-    if baseline not in (None, *BASELINES):
-        raise ConfigError(f"'{baseline}' is not a search baseline; choose {', '.join(BASELINES)}.")
+    baselines = () if baseline is None else (baseline,) if isinstance(baseline, str) else tuple(dict.fromkeys(baseline))
+    for b in baselines:
+        if b not in BASELINES:
+            raise ConfigError(f"'{b}' is not a search baseline; choose {', '.join(BASELINES)}.")
     _check_space(space)
     mods = model_modalities(store, dataset, model)
     _check_split(store, dataset, model, split)
@@ -101,26 +108,49 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     labels = fs.splits[split].labels if split in fs.splits else None
     if labels is not None and not pd.notna(pd.Series(labels, dtype=object)).any():
         labels = None
+    if "supervised" in baselines:  # refuse before the model's measurement, not after it
+        from .supervised_search import check_labels
+
+        check_labels(fs.splits["train"].labels if "train" in fs.splits else None, labels)
     _, vecs, used = _in_space(store, dataset, model, split, [*mods, FUSED], space, log=log)
     out = _eval_rows({m: vecs[m] for m in mods}, vecs[FUSED], labels, split, metric, k, MODEL_METHOD, used, log)
-    if baseline is not None:
-        from .mcca import search_space
+    if baselines:
         from .standardize import Standardizer
 
         if len(mods) < 2:
-            raise ConfigError("MCCA needs at least two modalities; this model has one, so there is no baseline to compare.")
+            raise ConfigError("a search baseline needs at least two modalities; this model has one, so there is nothing to compare.")
         train = {m: fs.splits["train"].features[m] for m in mods}
         std = Standardizer.fit(train)
-        log(f"fitting {baseline} on the train split's features ...")
-        views, mean = search_space(std.transform(train), std.transform({m: fs.splits[split].features[m] for m in mods}))
-        base = _eval_rows(views, mean, labels, split, metric, k, baseline, "features", log)
-        attrs = dict(out.attrs)
-        out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
-        out = pd.concat([out, base], ignore_index=True)
-        out.attrs = attrs
+        tr, target = std.transform(train), std.transform({m: fs.splits[split].features[m] for m in mods})
+        for b in baselines:
+            base = _baseline_rows(b, tr, fs.splits["train"].labels, target, labels, split, metric, k, log)
+            attrs = dict(out.attrs)
+            out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
+            out = pd.concat([out, base], ignore_index=True)
+            out.attrs = attrs
     if not instance_pairs(fs.attrs):
         out = out.drop(columns=["recall_at_1", "recall_at_5", "recall_at_10", "median_rank"])
     return out
+
+
+def _baseline_rows(baseline: str, train: dict[str, np.ndarray], train_labels: np.ndarray | None,
+                   target: dict[str, np.ndarray], labels: np.ndarray | None, split: str, metric: str, k: int,
+                   log: Log) -> pd.DataFrame:
+    """One baseline's rows of ``search_eval`` from standardized train and target features."""
+    if baseline == "supervised":
+        from .supervised_search import METHOD, supervised_search
+
+        t = supervised_search(train, train_labels, target, labels, k=k, log=log)
+        t = t.rename(columns={f"p_at_{k}": "p_at_10"})
+        t.insert(0, "method", METHOD)
+        t.insert(4, "space", "features")
+        t.insert(5, "split", split)
+        return t.reindex(columns=EVAL_COLUMNS)
+    from .mcca import search_space
+
+    log(f"fitting {baseline} on the train split's features ...")
+    views, mean = search_space(train, target)
+    return _eval_rows(views, mean, labels, split, metric, k, baseline, "features", log)
 
 
 def _eval_rows(per: dict[str, np.ndarray], fused: np.ndarray, labels: np.ndarray | None, split: str, metric: str,

@@ -26,9 +26,9 @@ MAX_CHOICES = 300
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _metrics(_store: Store, path: str, dataset: str, model: str, model_id: int, split: str, metric: str,
-             baseline: str | None, space: str) -> pd.DataFrame:
+             baselines: tuple[str, ...], space: str) -> pd.DataFrame:
     """Retrieval metrics of a model on a split: a model's latents never change, so (path, model id) is the key."""
-    return search_eval(_store, dataset, model, split=split, metric=metric, baseline=baseline, space=space)
+    return search_eval(_store, dataset, model, split=split, metric=metric, baseline=baselines, space=space)
 
 
 def _dims(store: Store, dataset: str) -> dict[str, int]:
@@ -138,10 +138,16 @@ compare = len(modalities) > 1 and st.toggle(
     "Show MCCA beside the model", value=True, key="search_baseline",
     help="Multiset CCA, a linear baseline fitted on the train split's features: each modality's canonical "
          "variates are its search space. Where it retrieves as well as the model, the model adds nothing here.")
+supervised = len(modalities) > 1 and st.toggle(
+    "Show what the labels allow (a supervised search)", value=False, key="search_supervised",
+    help="A search that knows the classes: classifiers fitted on the train split's labels rank the targets by "
+         "the chance that they share the query's class. Its class P@10 estimates what these features allow; "
+         "where the model is far below it, a better model could still gain. Fitting takes seconds, "
+         "about half a minute on the full demo.")
 try:
     with st.spinner("Measuring every ordered pair of modalities (once per model)…"):
         table = _metrics(store, str(store.path), dataset, model, model_id, metric_split, metric,
-                         "mcca" if compare else None, space)
+                         ("mcca",) * compare + ("supervised",) * supervised, space)
 except StudioError as err:
     show_error(err)
     st.stop()
@@ -163,3 +169,6 @@ if compare and worst.notna().all() and {"mmae", "mcca"} <= set(worst.index):
     verdict = ("the model is ahead" if worst["mmae"] > worst["mcca"] else
                "MCCA is ahead: here the model adds nothing to search" if worst["mmae"] < worst["mcca"] else "they tie")
     st.caption(f"Worst modality pair, class P@10: model {worst['mmae']:.3f}, MCCA {worst['mcca']:.3f} ({verdict}).")
+if supervised and worst.notna().all() and {"mmae", "supervised"} <= set(worst.index):
+    st.caption(f"Worst modality pair, class P@10: model {worst['mmae']:.3f}, supervised search {worst['supervised']:.3f} "
+               "(it knows the classes: about what these features allow).")

@@ -86,6 +86,15 @@ def test_item_query_returns_the_nearest_items_and_the_metrics(demo):
     at.toggle(key="search_baseline").set_value(False).run()
     assert not at.exception
     assert set(metrics_table(at)["method"]) == {"mmae"} and len(metrics_table(at)) == 9
+    # what the labels allow: the supervised search's six modality pairs, and its worst pair beside the model's
+    at.toggle(key="search_supervised").set_value(True).run()
+    assert not at.exception
+    table = metrics_table(at)
+    assert list(table["method"]) == ["mmae"] * 9 + ["supervised"] * 6
+    sup = table[table["method"] == "supervised"]
+    assert set(sup["metric"]) == {"posterior"} and sup["p_at_10"].between(0, 1).all()
+    worst = table[table["query"] != "fused"].groupby("method")["p_at_10"].min()
+    assert any(f"supervised search {worst['supervised']:.3f}" in c.value for c in at.caption)
 
 
 def test_tag_the_results_in_one_decision(demo):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,34 @@ def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
         run(capsys, db, "search-eval", "--dataset", "demo", "--baseline", "pca")
     out, errs = capsys.readouterr()
     assert exit_.value.code == 2 and out == "" and "invalid choice: 'pca'" in errs
+
+
+def test_search_eval_baseline_supervised_shows_what_the_labels_allow(db, capsys):
+    from mmae_core.standardize import Standardizer
+    from mmae_core.supervised_search import supervised_search
+
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--baseline", "mcca",
+                          "--baseline", "supervised", "--metric", "cosine", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)
+    assert [r["method"] for r in rows] == ["mmae"] * 9 + ["mcca"] * 9 + ["supervised"] * 6  # no fused rows
+    sup = [r for r in rows if r["method"] == "supervised"]
+    assert {r["metric"] for r in sup} == {"posterior"} and {r["space"] for r in sup} == {"features"}
+    assert all(r["recall_at_1"] is None and r["median_rank"] is None for r in sup)  # class metrics only
+    assert "supervised knows the classes" in errs and "fitting a classifier of the" in errs
+    fs = Store(db).load_dataset("demo")
+    std = Standardizer.fit(fs.splits["train"].features)
+    ref = supervised_search(std.transform(fs.splits["train"].features), fs.splits["train"].labels,
+                            std.transform(fs.splits["test"].features), fs.splits["test"].labels).set_index(["query", "target"])
+    for r in sup:
+        assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"])
+    # a set without labels: one sentence, nothing on stdout
+    Store(db).add_dataset(replace(fs, name="nolabels", splits={k: replace(v, labels=None) for k, v in fs.splits.items()}))
+    code, _, _ = run(capsys, db, "train", "--dataset", "nolabels", "--epochs", "1", "--model-name", "n")
+    assert code == 0
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "nolabels", "--baseline", "supervised")
+    assert code == 1 and out == "" and errs.strip().splitlines()[-1].startswith("error: the supervised search needs labels")
+    assert "retrieval, every ordered pair" not in errs  # refused before the model's measurement
 
 
 def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
