@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 FALLBACK_K = 10
 
 
-
 @dataclass
 class ReferenceGroups:
     item_ids: np.ndarray  # member items (any split)

@@ -81,7 +81,6 @@ class _Rep:
     seconds: float
 
 
-
 def throttled(log: Log, message: str, every: float = 2.0) -> Callable[[int, int], None]:
     """A ``parallel_map`` progress callback that logs ``message`` at most every ``every`` seconds
     (and not for the last item: the caller says when the phase is done). Why: more KMeans starts

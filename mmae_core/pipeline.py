@@ -21,8 +21,6 @@ from .log import Log, silent
 from .standardize import Standardizer
 
 
-
-
 def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
     """A readable, unique model name such as ``paper-e100-s42``."""
     base = f"{cfg.preset}-e{cfg.epochs}-s{cfg.seed}"

@@ -37,7 +37,6 @@ CACHE = IndexCache()
 DETAIL_SKIP = ("cluster", "model", "curator", "tagged_at")
 
 
-
 def model_modalities(store: "object", dataset: str, model: str, kinds: pd.DataFrame | None = None) -> list[str]:
     """The modalities the model has per-modality latents of; refuses a model without any. ``kinds``:
     ``store.latent_kinds`` when the caller has already read it."""
