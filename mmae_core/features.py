@@ -191,11 +191,18 @@ def _build(layout: Layout, name: str, source: str, max_uncompressed: int, requir
 
 
 def _check_splits(layout: Layout, loaded: dict[str, Loaded]) -> dict[str, int]:
-    """Every split has train's modalities with train's dimensions; features are put in train's order.
-    (Without a train split, the first split plays its part; the messages then name that split.)"""
+    """Every split has train's modalities with train's dimensions; features are put in one order, the
+    modalities' names sorted. (Without a train split, the first split plays its part; the messages
+    then name that split.)
+
+    Why sorted: the model builds, and seeds, one encoder per modality in the dataset's order, so the
+    order is part of what a seed reproduces. A folder lists its files sorted but an ``.npz`` keeps the
+    order its arrays were saved in; without one order the same features imported from two layouts
+    would train two different models from one seed."""
     ref_name = "train" if "train" in loaded else next(iter(loaded))
     train = loaded[ref_name]
-    modalities = {m: int(x.shape[1]) for m, x in train.split.features.items()}
+    modalities = {m: int(train.split.features[m].shape[1]) for m in sorted(train.split.features)}
+    train.split.features = {m: train.split.features[m] for m in modalities}
     for s, ld in loaded.items():
         if s == ref_name:
             continue

@@ -84,7 +84,7 @@ def test_npz_per_split_with_int_labels_and_ids(tmp_path: Path) -> None:
     write_npz(tmp_path / "ds", data, labels, ids)
     fs = load_path(tmp_path / "ds", "luma-mini")
     check_features(fs, data)
-    assert list(fs.modalities) == ["vision", "sound", "words"]  # npz order is kept
+    assert list(fs.modalities) == ["sound", "vision", "words"]  # sorted, whatever order the npz saved them in
     for s in SIZES:
         assert fs.splits[s].labels.dtype == object
         assert fs.splits[s].labels.tolist() == [str(v) for v in labels[s]]
@@ -303,13 +303,36 @@ def test_load_files_npz_per_split(tmp_path: Path) -> None:
     assert fs.labelled
 
 
-def test_modalities_follow_train_order_in_every_split(tmp_path: Path) -> None:
+def test_modalities_are_in_one_sorted_order_in_every_split(tmp_path: Path) -> None:
     data = make_arrays({"zeta": 2, "alpha": 3}, {"train": 4, "test": 3})
     np.savez(tmp_path / "train.npz", **data["train"])
     np.savez(tmp_path / "test.npz", alpha=data["test"]["alpha"], zeta=data["test"]["zeta"])
     fs = load_path(tmp_path, "x")
-    assert list(fs.modalities) == ["zeta", "alpha"]
-    assert list(fs.splits["test"].features) == ["zeta", "alpha"]
+    assert list(fs.modalities) == ["alpha", "zeta"]
+    assert list(fs.splits["train"].features) == list(fs.splits["test"].features) == ["alpha", "zeta"]
+
+
+def test_the_same_features_in_two_layouts_train_the_same_model(tmp_path: Path) -> None:
+    """The model seeds one encoder per modality in the dataset's order, so an npz that saved its arrays
+    in another order than a folder lists its files must still give the same modality order."""
+    from dataclasses import replace
+
+    from mmae_core.config import preset
+    from mmae_core.train import encode, train
+
+    data = make_arrays({"vision": 6, "sound": 9, "words": 4})
+    labels = int_labels()
+    write_npz(tmp_path / "npz", data, labels)  # saved as vision, sound, words
+    for s, arrays in data.items():
+        (tmp_path / "folder" / s).mkdir(parents=True)
+        for m, x in arrays.items():
+            np.save(tmp_path / "folder" / s / f"{m}.npy", x)
+        np.save(tmp_path / "folder" / s / "labels.npy", labels[s])
+    a, b = load_path(tmp_path / "npz", "a"), load_path(tmp_path / "folder", "b")
+    assert list(a.modalities) == list(b.modalities) == ["sound", "vision", "words"]
+    cfg = replace(preset("paper"), epochs=2, batch_size=8, latent=4, hidden=(8,))
+    za, zb = encode(train(a, cfg), a.splits["test"].features)[0], encode(train(b, cfg), b.splits["test"].features)[0]
+    np.testing.assert_array_equal(za, zb)
 
 
 def test_wholly_empty_label_column_means_unlabelled(tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def test_cli_train_says_missing_and_recommends_aligned(tmp_path: Path, capsys: p
     Store(db).add_dataset(load_path(write("npz", tmp_path / "d"), "gappy"))
     assert main(["train", "--dataset", "gappy", "--epochs", "1", "--batch-size", "4", "--latent", "4", "--db", str(db)]) == 0
     _, errs = capsys.readouterr()
-    assert "missing modalities (image: 1, audio: 2, text: 2)" in errs and "--preset aligned" in errs
+    assert "missing modalities (audio: 2, image: 1, text: 2)" in errs and "--preset aligned" in errs
     assert "too few train items have every modality to fit latent completion" in errs
     assert main(["train", "--dataset", "gappy", "--preset", "aligned", "--epochs", "1", "--batch-size", "4",
                  "--latent", "4", "--db", str(db)]) == 0
