@@ -24,6 +24,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .log import Log, silent
+from .metrics import label_mask
 from .retrieval import _pair_metrics
 
 METHOD = "supervised"
@@ -34,10 +35,9 @@ FIT_ROWS = 50_000  # classifiers are fitted on at most this many labelled train 
 
 
 def _labelled(labels: np.ndarray | None) -> np.ndarray:
-    if labels is None:
-        return np.zeros(0, dtype=bool)
-    return np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != "" for v in labels],
-                    dtype=bool)
+    """``metrics.label_mask``, as an all-False mask where no item is labelled."""
+    mask = label_mask(labels)
+    return np.zeros(0 if labels is None else len(labels), dtype=bool) if mask is None else mask
 
 
 def _classes(train_labels: np.ndarray | None) -> np.ndarray:
