@@ -71,23 +71,6 @@ def machine() -> str:
 
 
 # ------------------------------------------------------------------------------------------ quality
-def supervised_ceiling(fs) -> dict[str, float]:
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-
-    from mmae_core.standardize import Standardizer
-
-    std = Standardizer.fit(fs.splits["train"].features)
-    tr, te = std.transform(fs.splits["train"].features), std.transform(fs.splits["test"].features)
-    ytr, yte = fs.splits["train"].labels.astype(str), fs.splits["test"].labels.astype(str)
-    out = {}
-    for m in fs.modalities:
-        p = PCA(min(64, tr[m].shape[1]), random_state=0).fit(tr[m])
-        clf = LogisticRegression(max_iter=300, C=0.1).fit(p.transform(tr[m]), ytr)
-        out[m] = float(clf.score(p.transform(te[m]), yte))
-    return out
-
-
 def own_neighbours(fs) -> dict[str, float]:
     """Class P@10 of each modality's own standardized test features (cosine, the query item left out):
     how well unsupervised neighbours in the raw modality find a class, before any model. A cross-modal
@@ -265,8 +248,8 @@ def quality(name: str, epochs: int, scale: float, extra_seeds: list[int]) -> Non
         store.add_dataset(fs)
         for seed in (42, *extra_seeds):
             runs[seed] = train_both(store, fs, ks, epochs, seed)
-        ceiling = supervised_ceiling(fs)
-        oracle, _ = pair_oracle(fs)
+        oracle, accuracy = pair_oracle(fs)
+        ceiling = accuracy["logreg"]  # how often the query modality's own classifier names a test item's class
         own = own_neighbours(fs)
         mcca = mcca_search(fs)
     tables, evals, secs = runs[42]
