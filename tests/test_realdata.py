@@ -103,6 +103,17 @@ def test_the_profile_set_shares_items_and_split_with_a_different_strong_view(rea
         np.testing.assert_array_equal(sp.features["fourier"], real.splits[sname].features["fourier"])
 
 
+@pytest.mark.parametrize("name,strong,dim", [("mfeat-karhunen", "karhunen", 64), ("mfeat-morphology", "morphology", 6)])
+def test_every_strong_view_has_a_set_with_the_same_weak_views_and_split(real, name, strong, dim):
+    fs = make_real(name)
+    assert list(fs.modalities) == [strong, "fourier", "zernike"] and fs.modalities[strong] == dim
+    assert fs.name == name and not fs.synthetic
+    for sname, sp in fs.splits.items():
+        assert sp.item_ids.tolist() == real.splits[sname].item_ids.tolist()
+        np.testing.assert_array_equal(sp.features["zernike"], real.splits[sname].features["zernike"])
+        assert np.isfinite(sp.features[strong]).all() and sp.features[strong].std(axis=0).min() > 0
+
+
 def test_unknown_real_set_is_one_sentence_listing_the_choices():
-    with pytest.raises(DataError, match="mfeat, mfeat-profile"):
+    with pytest.raises(DataError, match="mfeat, mfeat-profile, mfeat-karhunen, mfeat-morphology"):
         make_real("mnist")
