@@ -95,6 +95,10 @@ def test_curator_flow(studio_server: Server, chromium_page: Any) -> None:
         _flow(page, studio_server.url, store)
     except BaseException:
         print("---- streamlit log ----\n" + studio_server.log_tail(80))
+        try:  # what the curator would have seen: the next failure should say more than "timeout"
+            print("---- page text ----\n" + main(page).inner_text(timeout=5_000)[:3000])
+        except Exception as exc:  # noqa: BLE001 - the page may be gone; the original error matters
+            print(f"(page text unavailable: {exc})")
         raise
 
 
