@@ -109,7 +109,7 @@ def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, s
     st.download_button(
         "Download as CSV", to_bytes(shown[cols], "csv"),
         file_name=f"{dataset}-run{run_id}-{split}.csv", mime="text/csv", icon=":material/download:",
-        key=f"compare_csv_{run_id}",
+        key=f"compare_csv_{run_id}", on_click="ignore",
     )
 
 
@@ -193,4 +193,5 @@ if pick is not None:
     old = run_metrics(str(store.path), int(pick))
     st.dataframe(old, hide_index=True)
     st.download_button("Download this run as CSV", to_bytes(old, "csv"), file_name=f"{dataset}-run{int(pick)}.csv",
-                       mime="text/csv", key=f"compare_hist_csv_{int(pick)}", icon=":material/download:")
+                       mime="text/csv", key=f"compare_hist_csv_{int(pick)}", icon=":material/download:",
+                       on_click="ignore")

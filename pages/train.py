@@ -232,6 +232,7 @@ if len(models) and current in set(models["name"]):
         file_name=f"{dataset}-{current}.pt".replace("/", "_"),
         mime="application/octet-stream",
         icon=":material/download:",
+        on_click="ignore",
     )
 
 with missing_slot:

@@ -71,6 +71,9 @@ def test_unfiltered_downloads_are_the_cli_export_bytes(tagged, deferred, tmp_pat
     assert len(table) == 850 + 150 + 154
     files = downloads(deferred)
     assert files == expected(tagged.catalog(DATASET))
+    # A click must not rerun the page: the rerun would clear the queue holding the built file's answer.
+    buttons = at.get("download_button")
+    assert len(buttons) == 3 and all(b.proto.ignore_rerun for b in buttons)
     for fmt in MIME:  # the CLI's export writes the very same bytes
         out = tmp_path / f"cli.{fmt}"
         assert main(["export", "--db", str(tagged.path), "--dataset", DATASET, "--format", fmt, "--out", str(out)]) == 0
