@@ -6,7 +6,7 @@ ARI / NMI / Silhouette per method and k, and whether the MMAE beats fused PCA an
 baseline at every k (the spine issue's bar). ``mcca`` is printed beside them, win or lose.
 
     .venv/bin/python benchmarks/quality.py [--epochs 100] [--datasets demo,mfeat,mfeat-profile] [--preset paper]
-        [--extra-seeds 1,2,3] [--n-init 10] [--eval-seed same|fixed]
+        [--extra-seeds 1,2,3 | 1..29] [--n-init 10] [--eval-seed same|fixed] [--rows-out rows.csv]
 
 With several seeds, each training seed's model is evaluated with that seed too (``--eval-seed same``,
 the default), so the KMeans starts of every method change with it: the baselines get a mean over
@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,11 +71,24 @@ def verdict(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_gap(diff: np.ndarray) -> str:
+    """Mean per-seed difference with a 95% t-interval: whether a gap of a few hundredths is more than the
+    seed-to-seed noise of KMeans on a few hundred test items. An interval across 0 is a tie at this
+    number of seeds, whichever mean is higher."""
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return f"{mean:+.3f}"
+    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return f"{mean:+.3f} ({mean - half:+.3f} to {mean + half:+.3f})"
+
+
 def seed_summary(allr: pd.DataFrame) -> pd.DataFrame:
     """Per k: the MMAE's mean (min-max) ARI and NMI over the seeds beside the best baseline (fused PCA
     or a unimodal one, by its mean) and MCCA, and in how many seeds the MMAE beats every baseline of
     the same evaluation. One seed's verdict flips with the seed on small data; this says how often it
-    holds. With a fixed evaluation seed the baselines' rows are the same in every seed."""
+    holds, and the MMAE's gap to fused PCA (the best baseline on every set so far) with its 95% interval
+    says whether it is more than noise. With a fixed evaluation seed the baselines' rows are the same in
+    every seed."""
     rows = []
     for k, g in allr.groupby("k"):
         m = g[g.method == "mmae"].set_index("seed").sort_index()
@@ -87,11 +102,23 @@ def seed_summary(allr: pd.DataFrame) -> pd.DataFrame:
             row[f"mmae {metric} mean (min-max)"] = f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})"
             row[f"best baseline {metric} (mean)"] = f"{means[metric].max():.3f} ({means[metric].idxmax()})"
             row[f"seeds mmae > every baseline on {metric}"] = f"{int((v > per_seed_best[metric].to_numpy()).sum())}/{len(v)}"
+        fused = g[g.method == "fused_pca"].set_index("seed").reindex(m.index)
+        for metric in ("ari", "nmi"):
+            row[f"mmae - fused_pca {metric} (95% CI)"] = paired_gap(m[metric].to_numpy() - fused[metric].to_numpy())
         row["mcca ari / nmi (mean)"] = f"{mcca.ari.mean():.3f} / {mcca.nmi.mean():.3f}"
         row["seeds mmae > mcca on ari / nmi"] = (f"{int((m.ari.to_numpy() > mcca.ari.to_numpy()).sum())}/{len(m)} / "
                                                  f"{int((m.nmi.to_numpy() > mcca.nmi.to_numpy()).sum())}/{len(m)}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1,7`` or ``1..29`` (inclusive) or both mixed: thirty seeds should not need typing out."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        lo, sep, hi = part.partition("..")
+        out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    return out
 
 
 def main() -> None:
@@ -101,18 +128,21 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--n-init", type=int, default=None, help="KMeans starts (evaluate --n-init; default: the CLI's)")
-    ap.add_argument("--extra-seeds", default="", help="more training seeds, e.g. 1,7: prints how the verdict moves with the seed")
+    ap.add_argument("--extra-seeds", default="", help="more training seeds, e.g. 1,7 or 1..29: prints how the verdict moves with the seed")
+    ap.add_argument("--rows-out", type=Path, default=None,
+                    help="also write every evaluated row (dataset, seed, method, k, metrics) to this CSV")
     ap.add_argument("--eval-seed", choices=("fixed", "same"), default="same",
                     help="fixed: evaluate every model with --seed; same: with its own training seed, so the "
                          "baselines' KMeans starts vary with the seed too")
     args = ap.parse_args()
-    seeds = [args.seed, *[int(s) for s in args.extra_seeds.split(",") if s.strip()]]
+    seeds = [args.seed, *parse_seeds(args.extra_seeds)]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"preset {args.preset}, {args.epochs} epochs, seeds {seeds}, KMeans starts {args.n_init or 'default'}, "
           f"evaluation seed {args.seed if args.eval_seed == 'fixed' else 'the training seed'}")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         db = tmp / "quality.duckdb"
+        collected: list[pd.DataFrame] = []
         for name in args.datasets.split(","):
             ds, ks = prepare(db, name.strip(), tmp)
             per_seed = []
@@ -135,8 +165,9 @@ def main() -> None:
                             print(wide[metric].to_string())
                     print("\nverdict")
                     print(verdict(rows).to_string(index=False))
+            allr = pd.concat(per_seed).assign(dataset=ds)
+            collected.append(allr)
             if len(seeds) > 1:
-                allr = pd.concat(per_seed)
                 mm = allr[allr.method == "mmae"].pivot_table(index="k", columns="seed", values=["ari", "nmi"])
                 mm.columns = [f"mmae_{metric}_s{seed}" for metric, seed in mm.columns]
                 fp = allr[allr.method == "fused_pca"].pivot_table(index="k", columns="seed", values=["ari", "nmi"])
@@ -150,6 +181,8 @@ def main() -> None:
                       + (" (the baselines have no training seed and one evaluation seed)" if args.eval_seed == "fixed"
                          else " (each seed also drives every method's KMeans starts)"))
                 print(seed_summary(allr).to_string(index=False))
+            if args.rows_out is not None:  # after every dataset, so a long run's finished sets are kept
+                pd.concat(collected).to_csv(args.rows_out, index=False)
 
 if __name__ == "__main__":
     main()
