@@ -82,21 +82,28 @@ def gap_interval(diff: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def paired_gap(diff: np.ndarray) -> str:
-    mean, lo, hi = gap_interval(diff)
-    return f"{mean:+.3f}" if len(diff) < 2 else f"{mean:+.3f} ({lo:+.3f} to {hi:+.3f})"
+def fused_gaps(allr: pd.DataFrame) -> dict[tuple[int, str], tuple[float, float, float]]:
+    """(k, metric) -> the MMAE's mean per-seed gap to fused PCA (the best baseline on every set so far)
+    and its 95% interval; seeds pair the two, since each seed also drives both methods' KMeans."""
+    out = {}
+    for k, g in allr.groupby("k"):
+        m = g[g.method == "mmae"].set_index("seed").sort_index()
+        f = g[g.method == "fused_pca"].set_index("seed").reindex(m.index)
+        for metric in ("ari", "nmi"):
+            out[(k, metric)] = gap_interval(m[metric].to_numpy() - f[metric].to_numpy())
+    return out
+
+
+def format_gap(mean: float, lo: float, hi: float) -> str:
+    return f"{mean:+.3f}" if not np.isfinite(lo) else f"{mean:+.3f} ({lo:+.3f} to {hi:+.3f})"
 
 
 def gap_tally(allr: pd.DataFrame) -> str:
     """One line per dataset: over every (k, metric) cell, where the MMAE is ahead of fused PCA (interval
     above 0), level (interval across 0) or behind (interval below 0)."""
-    cells = {"ahead": [], "level": [], "behind": []}
-    for k, g in allr.groupby("k"):
-        m = g[g.method == "mmae"].set_index("seed").sort_index()
-        f = g[g.method == "fused_pca"].set_index("seed").reindex(m.index)
-        for metric in ("ari", "nmi"):
-            _, lo, hi = gap_interval(m[metric].to_numpy() - f[metric].to_numpy())
-            cells["ahead" if lo > 0 else "behind" if hi < 0 else "level"].append(f"{metric.upper()} k={k}")
+    cells: dict[str, list[str]] = {"ahead": [], "level": [], "behind": []}
+    for (k, metric), (_, lo, hi) in fused_gaps(allr).items():
+        cells["ahead" if lo > 0 else "behind" if hi < 0 else "level"].append(f"{metric.upper()} k={k}")
     return "; ".join(f"{name} {len(v)}" + (f" ({', '.join(v)})" if v and name != "ahead" else "")
                      for name, v in cells.items())
 
@@ -109,6 +116,7 @@ def seed_summary(allr: pd.DataFrame) -> pd.DataFrame:
     says whether it is more than noise. With a fixed evaluation seed the baselines' rows are the same in
     every seed."""
     rows = []
+    gaps = fused_gaps(allr)
     for k, g in allr.groupby("k"):
         m = g[g.method == "mmae"].set_index("seed").sort_index()
         base = g[~g.method.isin(["mmae", "mcca"])]
@@ -121,9 +129,8 @@ def seed_summary(allr: pd.DataFrame) -> pd.DataFrame:
             row[f"mmae {metric} mean (min-max)"] = f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})"
             row[f"best baseline {metric} (mean)"] = f"{means[metric].max():.3f} ({means[metric].idxmax()})"
             row[f"seeds mmae > every baseline on {metric}"] = f"{int((v > per_seed_best[metric].to_numpy()).sum())}/{len(v)}"
-        fused = g[g.method == "fused_pca"].set_index("seed").reindex(m.index)
         for metric in ("ari", "nmi"):
-            row[f"mmae - fused_pca {metric} (95% CI)"] = paired_gap(m[metric].to_numpy() - fused[metric].to_numpy())
+            row[f"mmae - fused_pca {metric} (95% CI)"] = format_gap(*gaps[(k, metric)])
         row["mcca ari / nmi (mean)"] = f"{mcca.ari.mean():.3f} / {mcca.nmi.mean():.3f}"
         row["seeds mmae > mcca on ari / nmi"] = (f"{int((m.ari.to_numpy() > mcca.ari.to_numpy()).sum())}/{len(m)} / "
                                                  f"{int((m.nmi.to_numpy() > mcca.nmi.to_numpy()).sum())}/{len(m)}")

@@ -77,7 +77,7 @@ def main() -> None:
             pred = knn(xtr[m], ytr, xte[m])
             views.append({"set": fs.name, "view": m, "dims": fs.modalities[m], "5-NN accuracy": (pred == yte).mean(),
                           "6s and 9s swapped (of 100)": swapped(yte, pred)})
-        fused = FusedPCA().fit(xtr)
+        fused = FusedPCA(n_components=EvalConfig.fused_dim).fit(xtr)  # as `evaluate` builds it
         reps = {"fused_pca": (fused.transform(xtr), fused.transform(xte))}
         rows: dict[str, list[tuple[float, float, bool]]] = {"mmae": [], "fused_pca": []}
         for seed in range(args.seeds):

@@ -2,9 +2,8 @@
 spreadsheets), Parquet or JSON. The bytes come from ``store.export.to_bytes``, so an unfiltered
 download is byte for byte what ``python -m mmae_core export`` writes. Files are built when a button is
 clicked (Streamlit's deferred download): at 29,000 items CSV and JSON take about a second each, which
-the page would otherwise pay on every rerun. The buttons do not rerun the page (``on_click="ignore"``):
-a rerun starting while the file is built clears Streamlit's outgoing queue, answer included, and the
-browser then waits three minutes for a download that never comes (Streamlit 1.67)."""
+the page would otherwise pay on every rerun; ``ui.widgets.download_button`` says why a click must not
+rerun the page."""
 from __future__ import annotations
 
 from functools import partial
@@ -13,6 +12,7 @@ import streamlit as st
 
 from store.export import FORMATS, to_bytes
 from ui.tagging import filter_catalog, page_context, show_flash
+from ui.widgets import download_button
 
 UNTAGGED = "(untagged)"
 MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
@@ -52,8 +52,7 @@ st.dataframe(shown, hide_index=True, width="stretch")
 st.markdown("**Download " + ("the filtered rows" if filtered else "the whole catalog") + "**")
 cols = st.columns(len(FORMATS))
 for col, fmt in zip(cols, FORMATS):
-    col.download_button(LABELS[fmt], data=partial(to_bytes, shown, fmt), file_name=f"{dataset}-catalog.{fmt}", mime=MIME[fmt],
-                        key=f"catalog_download_{fmt}", icon=":material/download:", disabled=not len(shown),
-                        on_click="ignore")
+    download_button(LABELS[fmt], partial(to_bytes, shown, fmt), container=col, file_name=f"{dataset}-catalog.{fmt}",
+                    mime=MIME[fmt], key=f"catalog_download_{fmt}", icon=":material/download:", disabled=not len(shown))
 st.caption(f"Without filters these are exactly the files `python -m mmae_core export --dataset {dataset} "
            "--format csv|parquet|json --out FILE` writes.")

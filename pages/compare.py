@@ -25,6 +25,7 @@ from ui.widgets import (
     UNLABELLED_METRICS,
     beaten_sentences,
     dataset_summary,
+    download_button,
     eval_params,
     find_run,
     need_dataset,
@@ -106,10 +107,10 @@ def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, s
     )
     st.caption("Rows marked 'paper' are the numbers reported in the paper (Tables II–IV, on LUMA's test split), "
                "shown for reference; Table II does not say which k it used.")
-    st.download_button(
+    download_button(
         "Download as CSV", to_bytes(shown[cols], "csv"),
         file_name=f"{dataset}-run{run_id}-{split}.csv", mime="text/csv", icon=":material/download:",
-        key=f"compare_csv_{run_id}", on_click="ignore",
+        key=f"compare_csv_{run_id}",
     )
 
 
@@ -192,6 +193,5 @@ pick = st.selectbox("Open a run", list(hist["id"]), key="compare_history_pick")
 if pick is not None:
     old = run_metrics(str(store.path), int(pick))
     st.dataframe(old, hide_index=True)
-    st.download_button("Download this run as CSV", to_bytes(old, "csv"), file_name=f"{dataset}-run{int(pick)}.csv",
-                       mime="text/csv", key=f"compare_hist_csv_{int(pick)}", icon=":material/download:",
-                       on_click="ignore")
+    download_button("Download this run as CSV", to_bytes(old, "csv"), file_name=f"{dataset}-run{int(pick)}.csv",
+                    mime="text/csv", key=f"compare_hist_csv_{int(pick)}", icon=":material/download:")

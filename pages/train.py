@@ -20,7 +20,7 @@ from mmae_core.errors import ConfigError
 from mmae_core.jobs import JobView
 from mmae_core.pipeline import check_name, register_checkpoint
 from ui import state
-from ui.widgets import dataset_summary, fmt_seconds, need_dataset, run_action
+from ui.widgets import dataset_summary, download_button, fmt_seconds, need_dataset, run_action
 
 POLL_S = 1.0
 SEEN = "_train_active_jobs"
@@ -226,13 +226,12 @@ if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
 current = state.current_model()
 if len(models) and current in set(models["name"]):
-    st.download_button(
+    download_button(
         f"Download the checkpoint of {current}",
-        data=lambda: store.model_checkpoint(dataset, current),
+        lambda: store.model_checkpoint(dataset, current),
         file_name=f"{dataset}-{current}.pt".replace("/", "_"),
         mime="application/octet-stream",
         icon=":material/download:",
-        on_click="ignore",
     )
 
 with missing_slot:

@@ -41,7 +41,7 @@ def test_evaluate_stores_a_run_and_the_next_visit_reuses_it(demo_store, app):
     assert (table[table["source"] == "paper"]["table"].dropna().isin(["II", "III", "IV"])).all()
     # the 2-epoch demo model is weak: the page says plainly that a baseline beats it
     assert any("the MMAE." in w.value and "baseline beats" in w.value for w in at.warning)
-    csv = next(b for b in at.get("download_button") if b.proto.label == "Download as CSV")
+    csv = by_label(at.get("download_button"), "Download as CSV")
     assert csv.proto.ignore_rerun  # a download needs no rerun of the grid page
     # a second visit (a new session) with the same settings shows the stored run without clustering again
     again = app("compare")

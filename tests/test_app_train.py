@@ -159,8 +159,7 @@ def test_load_a_checkpoint(demo_store, app):
     assert at.session_state["model"] == "reloaded"
     assert isinstance(at.dataframe[-1].value, pd.DataFrame)
     # the checkpoint is built on click; a rerun then would drop its answer (see pages/catalog.py)
-    [download] = [b for b in at.get("download_button") if b.proto.label == "Download the checkpoint of reloaded"]
-    assert download.proto.ignore_rerun
+    assert by_label(at.get("download_button"), "Download the checkpoint of reloaded").proto.ignore_rerun
 
 
 def test_training_on_gappy_data_says_partial_items_are_completed(demo_store, app):

@@ -78,6 +78,13 @@ def run_action(fn: Callable[[], Any], success_msg: str | Callable[[Any], str] | 
 
 
 # -- what is missing ------------------------------------------------------------------------------
+def download_button(label: str, data: Any, *, container: Any = st, **kwargs: Any) -> None:
+    """``st.download_button`` that never reruns the page: a download needs no rerun, and a rerun that
+    starts while a deferred file (``data`` a callable) is being built clears Streamlit's outgoing queue,
+    answer included, so the browser waits three minutes for a download that never comes (Streamlit 1.67)."""
+    container.download_button(label, data, on_click="ignore", **kwargs)
+
+
 def link(page: str, label: str, icon: str | None = None) -> None:
     """A link to another page (plain text when the page is run on its own, outside the navigation)."""
     try:
