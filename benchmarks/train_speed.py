@@ -1,7 +1,9 @@
-"""How close MMAE training runs to this machine's compute floor (the README quotes its table).
+"""How close MMAE training runs to this machine's compute floor (docs/results.md quotes its table).
 
-    python benchmarks/train_speed.py [--epochs 100] [--runs 3] [--parallel modalities|ops|both]
-    python benchmarks/train_speed.py --busy [--preset paper|aligned]   # seconds per epoch, alone and with a core taken
+    python benchmarks/train_speed.py [--epochs 100] [--runs 3]          # the paper preset on the demo
+    python benchmarks/train_speed.py --part batches [--batch-sizes 512,2048]
+    python benchmarks/train_speed.py --part adam                         # fused vs foreach Adam
+    python benchmarks/train_speed.py --device cuda                        # skipped without a GPU
 
 The paper preset (batch 128, 100 epochs) is trained on the demo-shaped set (21,000 train items,
 image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone need:
@@ -12,31 +14,26 @@ image 50-d / audio 1024-d / text 768-d). The floor is the time the matmuls alone
   beside the exact count; the floor uses the exact (smaller, so stricter) count.
 * The rate is measured with torch on exactly the matmuls of one training step: same shapes, same
   operand layouts as autograd uses (transposed weights, transposed gradients), distinct operands per
-  matmul so caches are as cold as in training. The trainer runs modality groups on their own
-  threads (see ``mmae_core.train._Stepper``), so the rate is measured both ways — all cores on each
-  matmul (torch intra-op threads) and the trainer's groups on their own threads — and the FASTER
-  one sets the floor. A hot loop on one shape (operands in cache) is printed for reference.
-* Both of the trainer's thread plans are timed against that one floor (``--parallel``): the default
-  "modalities" (groups of modalities on their own threads) and "ops" (one thread, the modalities
-  fused into shared ops, every core on each matmul; ``mmae_core.step_fused``).
-* The default plan runs its step in C++ when ``mmae_core.native`` could build it (the line "step:"
-  ends in "native step"); ``MMAE_NATIVE=0 python benchmarks/train_speed.py`` times the Python step,
-  which gives the same bits.
+  matmul so caches are as cold as in training, with one intra-op thread (the trainer's setting) and
+  with every core on each matmul; the FASTER of the two sets the floor, so the ratio also charges
+  for the cores the trainer leaves to other work. A hot loop on one shape (operands in cache) is
+  printed for reference.
 * floor seconds = FLOPs per run / rate; ratio = training seconds / floor seconds. BatchNorm, ReLU,
-  the loss, Adam, shuffling and standardization are not in the floor: the ratio charges for them.
+  the loss, autograd's bookkeeping, Adam, batching and standardization are not in the floor: the
+  ratio charges for them.
+* The step this trainer replaced (the same model with hand-written gradients, its modalities on
+  their own threads, partly in C++) ran at 1.76x the floor on a quiet machine; it is printed beside
+  the new ratio so the trade of one autograd step for that speed stays visible.
 
 The machine may be shared: the load average (1 min) before each run is printed so a reader can tell.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import os
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +41,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmae_core import native  # noqa: E402
+from mmae_core.batches import ArrayRows, BatchSource, scan  # noqa: E402
 from mmae_core.config import preset  # noqa: E402
 from mmae_core.dataset import FeatureSet, Split  # noqa: E402
 from mmae_core.model import MMAE  # noqa: E402
-from mmae_core.train import cpu_cores, plan_groups, train  # noqa: E402
+from mmae_core.train import train  # noqa: E402
+
+PREVIOUS_RATIO = 1.76  # the hand-written, multi-threaded step this trainer replaced (quiet machine)
 
 DIMS = {"image": 50, "audio": 1024, "text": 768}
 N_TRAIN = 21_000
@@ -107,26 +106,19 @@ def _run(mats: list) -> None:
         torch.mm(a, b, out=out)
 
 
-def time_matmuls(groups: list[list], threads: int, repeats: int = 30) -> float:
-    """Fastest of ``repeats`` passes over one step's matmuls, in seconds: ``groups`` run on their
-    own Python threads (one group = plain sequential), each op with ``threads`` intra-op threads."""
+def time_matmuls(mats: list, threads: int, repeats: int = 30) -> float:
+    """Fastest of ``repeats`` passes over one step's matmuls, in seconds, ``threads`` intra-op threads."""
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
-    pool = ThreadPoolExecutor(len(groups) - 1, initializer=torch.set_num_threads, initargs=(threads,)) if len(groups) > 1 else None
     try:
         best = float("inf")
         for r in range(repeats + 1):
             t = time.perf_counter()
-            futures = [pool.submit(_run, g) for g in groups[1:]] if pool else []
-            _run(groups[0])
-            for f in futures:
-                f.result()
+            _run(mats)
             if r:  # the first pass warms up
                 best = min(best, time.perf_counter() - t)
         return best
     finally:
-        if pool:
-            pool.shutdown()
         torch.set_num_threads(prev)
 
 
@@ -155,39 +147,72 @@ def epoch_seconds(fs: FeatureSet, cfg) -> float:
     return statistics.median(b - a for a, b in zip(stamps[1:-1], stamps[2:]))
 
 
-def contended(plans: list[str], epochs: int, preset_name: str = "paper") -> None:
-    """Each plan alone, then beside a busy loop in another process (one core taken): what a curator
-    sees when something else runs on the machine while a model trains."""
+def per_batch_size(sizes: list[int], epochs: int) -> None:
+    """Seconds per epoch (and items per second) at the batch sizes archive-scale training uses."""
     fs, _ = demo_set()
-    print(f"seconds per epoch (median of epochs 2-{epochs}), {preset_name} preset, demo train split; {cpu_cores()} cores; "
-          f"native step {'off (MMAE_NATIVE=0)' if not native.enabled() else 'on where it was built'}")
-    print(f"{'plan':>11}  {'alone':>6}  {'one core busy':>13}  {'slowdown':>8}")
-    for plan in plans:
-        cfg = preset(preset_name, epochs=epochs, device="cpu", parallel=plan)
-        alone = epoch_seconds(fs, cfg)
-        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        try:
-            time.sleep(0.5)
-            busy = epoch_seconds(fs, cfg)
-        finally:
-            hog.kill()
-            hog.wait()
-        print(f"{plan:>11}  {alone:>6.2f}  {busy:>13.2f}  {busy / alone:>7.1f}x", flush=True)
+    n = fs.splits["train"].n
+    print(f"seconds per epoch (median of epochs 2-{epochs}), paper preset, demo train split ({n} items)")
+    print(f"{'batch':>6}  {'s/epoch':>8}  {'items/s':>8}  {'final loss':>10}")
+    for b in sizes:
+        tm = train(fs, preset("paper", epochs=epochs, batch_size=b, device="cpu"))
+        stamps = [h["elapsed_s"] for h in tm.history]
+        sec = statistics.median(y - x for x, y in zip(stamps[:-1], stamps[1:]))
+        print(f"{b:>6}  {sec:>8.2f}  {n / sec:>8.0f}  {tm.history[-1]['losses']['total']:>10.4f}", flush=True)
+
+
+def adam_kinds(steps: int = 300) -> None:
+    """The trainer's step with torch.optim.Adam fused and foreach: seconds per 100 steps at batch 128."""
+    fs, _ = demo_set()
+    rows = ArrayRows(fs.splits["train"].features)
+    names = list(fs.modalities)
+    present, std = scan(rows, names)
+    src = BatchSource(rows, names, std, present, 128)
+    batches = list(src.epoch(torch.Generator().manual_seed(0)))[:steps]
+    print(f"{'Adam':>8}  {'s / 100 steps':>13}")
+    for kind in ("fused", "foreach"):
+        torch.manual_seed(0)
+        model = MMAE(fs.modalities).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, **{kind: True})
+        t = time.perf_counter()
+        for i, b in enumerate(batches):
+            if i == 20:
+                t = time.perf_counter()  # warm-up done
+            out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count)
+            opt.zero_grad(set_to_none=False)
+            out.loss.backward()
+            opt.step()
+        print(f"{kind:>8}  {(time.perf_counter() - t) / (len(batches) - 20) * 100:>13.3f}", flush=True)
+
+
+def on_cuda(epochs: int) -> None:
+    if not torch.cuda.is_available():
+        print("--device cuda: skipped, this machine has no CUDA device")
+        return
+    fs, _ = demo_set()
+    t = time.perf_counter()
+    tm = train(fs, preset("paper", epochs=epochs, device="cuda"))
+    secs = time.perf_counter() - t
+    print(f"cuda ({torch.cuda.get_device_name(0)}): {epochs} epochs in {secs:.1f} s, {secs / epochs:.3f} s per epoch; {tm.plan}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--parallel", choices=("modalities", "ops", "both"), default="both", help="which thread plan(s) to time")
-    ap.add_argument("--preset", choices=("paper", "aligned"), default="paper",
-                    help="with --busy: the preset to time (aligned = modality dropout, alignment, AdamW)")
-    ap.add_argument("--busy", action="store_true",
-                    help="instead: seconds per epoch of each plan, alone and while another program keeps one core busy")
+    ap.add_argument("--part", choices=("floor", "batches", "adam"), default="floor",
+                    help="floor: the paper preset against the matmul floor; batches: seconds per epoch at --batch-sizes; "
+                         "adam: fused against foreach Adam")
+    ap.add_argument("--batch-sizes", default="512,2048")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args()
-    plans = ["modalities", "ops"] if args.parallel == "both" else [args.parallel]
-    if args.busy:
-        contended(plans, epochs=min(args.epochs, 4), preset_name=args.preset)
+    if args.device == "cuda":
+        on_cuda(min(args.epochs, 20))
+        return
+    if args.part == "batches":
+        per_batch_size([int(b) for b in args.batch_sizes.split(",")], epochs=min(args.epochs, 5))
+        return
+    if args.part == "adam":
+        adam_kinds()
         return
 
     fs, source = demo_set()
@@ -196,47 +221,34 @@ def main() -> None:
     model = MMAE(fs.modalities, cfg.latent, cfg.hidden)
     layers = linear_layers(model)
     fwd, exact = flops_per_item(layers)
-    groups, intra = plan_groups(model, torch.device("cpu"))
-    cores = cpu_cores()
+    cores = torch.get_num_threads()
     print(f"data: {source}; train {n} items; dims " + "/".join(str(d) for d in fs.modalities.values()))
-    print(f"preset: paper (batch {cfg.batch_size}, {cfg.epochs} epochs, latent {cfg.latent}); torch {torch.__version__}; "
-          f"{cores} cores; trainer runs groups {[[model.names[j] for j in g] for g in groups]} "
-          f"on {len(groups)} threads x {intra} intra-op thread(s)")
+    print(f"preset: paper (batch {cfg.batch_size}, {cfg.epochs} epochs, latent {cfg.latent}); torch {torch.__version__}; {cores} cores")
     print(f"FLOPs per item and step: forward {fwd / 1e6:.3f} M; training exact {exact / 1e6:.3f} M (3x forward: {3 * fwd / 1e6:.3f} M)")
     print(f"FLOPs per epoch: {exact * n / 1e12:.4f} T exact ({3 * fwd * n / 1e12:.4f} T by 3x forward); "
           f"per run: {exact * n * cfg.epochs / 1e12:.2f} T")
-    mats = step_matmuls(layers, cfg.batch_size)
-    per_layer = []  # the operands of each layer's (2 or 3) matmuls, in step order
-    for _, _, need_in, j in layers:
-        per_layer.append((j, [mats.pop(0) for _ in range(3 if need_in else 2)]))
-    every = [mm for _, ms in per_layer for mm in ms]
-    by_group = [[mm for j, ms in per_layer if j in g for mm in ms] for g in groups]
+    every = step_matmuls(layers, cfg.batch_size)
     step_flops = exact * cfg.batch_size
     print(f"matmul rate, hot loop per shape (operands in cache): {hot_rate(every, cores) / 1e9:.1f} GFLOP/s with {cores} intra-op threads, "
           f"{hot_rate(every, 1) / 1e9:.1f} with 1")
-
-    def floor_rate() -> tuple[float, float]:
-        return step_flops / time_matmuls([every], cores), step_flops / time_matmuls(by_group, intra)
-
-    for plan in plans:
-        pcfg = replace(cfg, parallel=plan)
-        rows = []
-        print(f"\nplan: parallel={plan}")
-        print(f"{'run':>3}  {'seconds':>8}  {'floor s':>8}  {'ratio':>6}  {'GFLOP/s intra':>13}  {'GFLOP/s groups':>14}  {'load':>5}")
-        for r in range(1, args.runs + 1):
-            rate_intra, rate_groups = floor_rate()
-            floor = exact * n * cfg.epochs / max(rate_intra, rate_groups)
-            load = os.getloadavg()[0]
-            t = time.perf_counter()
-            tm = train(fs, pcfg)
-            secs = time.perf_counter() - t
-            rows.append((secs, floor))
-            print(f"{r:>3}  {secs:>8.1f}  {floor:>8.1f}  {secs / floor:>6.2f}  {rate_intra / 1e9:>13.1f}  {rate_groups / 1e9:>14.1f}  {load:>5.2f}", flush=True)
-        med_s = statistics.median(s for s, _ in rows)
-        med_f = statistics.median(f for _, f in rows)
-        print(f"median {med_s:>6.1f}  {med_f:>8.1f}  {statistics.median(s / f for s, f in rows):>6.2f}")
-        print(f"step: {tm.plan}")
-        print(f"final training loss {tm.history[-1]['losses']['total']:.4f}; {med_s / cfg.epochs:.3f} s per epoch")
+    rows = []
+    print(f"{'run':>3}  {'seconds':>8}  {'floor s':>8}  {'ratio':>6}  {'GFLOP/s':>8}  {'load':>5}")
+    for r in range(1, args.runs + 1):
+        rate = max(step_flops / time_matmuls(every, cores), step_flops / time_matmuls(every, 1))
+        floor = exact * n * cfg.epochs / rate
+        load = os.getloadavg()[0]
+        t = time.perf_counter()
+        tm = train(fs, cfg)
+        secs = time.perf_counter() - t
+        rows.append((secs, floor))
+        print(f"{r:>3}  {secs:>8.1f}  {floor:>8.1f}  {secs / floor:>6.2f}  {rate / 1e9:>8.1f}  {load:>5.2f}", flush=True)
+    med_s = statistics.median(s for s, _ in rows)
+    med_f = statistics.median(f for _, f in rows)
+    ratio = statistics.median(s / f for s, f in rows)
+    print(f"median {med_s:>6.1f}  {med_f:>8.1f}  {ratio:>6.2f}")
+    print(f"ratio to the floor: {ratio:.2f}x now (one autograd step, {tm.plan}); "
+          f"{PREVIOUS_RATIO:.2f}x for the hand-written multi-threaded step it replaced")
+    print(f"final training loss {tm.history[-1]['losses']['total']:.4f}; {med_s / cfg.epochs:.3f} s per epoch")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .config import DEFAULT_K_GRID, PARALLEL_PLANS, EvalConfig, PRESETS, preset
+from .config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
 from .errors import ConfigError, StudioError
 
 DEFAULT_DB = "mmae_studio.duckdb"
@@ -167,8 +167,10 @@ def _missing(fs: "object") -> dict[str, int]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_and_register
 
+    if args.parallel is not None:
+        err("note: --parallel no longer does anything (training runs one autograd step on every core); it is accepted so existing scripts keep working.")
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-                 latent=args.latent, device=args.device, weight_decay=args.weight_decay, parallel=args.parallel,
+                 latent=args.latent, device=args.device, weight_decay=args.weight_decay,
                  modality_dropout=args.modality_dropout, align_weight=args.align_weight)
     store = open_store(args)
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
@@ -330,9 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")
     s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--parallel", choices=PARALLEL_PLANS,
-                   help="how CPU cores share a step: modalities (default; the fastest on complete data, and robust "
-                        "when other programs use the cores) or ops (all cores on each op; much slower on a busy machine)")
+    s.add_argument("--parallel", choices=("modalities", "ops"),
+                   help="deprecated, does nothing: training has one step that uses every core (accepted for old scripts)")
     s.add_argument("--out", help="also write the checkpoint to this file")
     s.set_defaults(fn=cmd_train)
 

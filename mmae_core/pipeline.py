@@ -53,14 +53,13 @@ class TrainOutcome:
 class SlowdownWatch:
     """Notices, once, when training epochs become much slower than the fastest so far.
 
-    Why: under ``parallel="ops"`` every op ends at an OpenMP barrier, and a program that takes a
-    core makes epochs about 10x slower (benchmarks/train_speed.py --busy). A curator watching a
-    progress bar crawl should learn why and what to do, not guess. The first epoch (which includes
-    the setup) is never the reference.
+    Why: intra-op threads wait for each other at the end of every op, so a program that takes a core
+    can make epochs several times slower. A curator watching a progress bar crawl should learn why
+    and what to do, not guess. The first epoch (which includes the setup) is never the reference.
     """
 
-    def __init__(self, parallel: str, factor: float = 3.0, min_extra_s: float = 1.0):
-        self.parallel, self.factor, self.min_extra_s = parallel, factor, min_extra_s
+    def __init__(self, factor: float = 3.0, min_extra_s: float = 1.0):
+        self.factor, self.min_extra_s = factor, min_extra_s
         self.best, self.last, self.warned = float("inf"), 0.0, False
 
     def __call__(self, epoch: int, elapsed_s: float) -> str | None:
@@ -73,11 +72,9 @@ class SlowdownWatch:
         if self.warned or epoch < 3 or took <= self.factor * self.best or took - self.best < self.min_extra_s:
             return None  # (a hiccup of a few ms on tiny epochs is not worth a note)
         self.warned = True
-        hint = (" The 'ops' plan (by operation) slows sharply when other programs use the cores; the default "
-                "'modalities' plan does not: close them, or train again with --parallel modalities."
-                if self.parallel == "ops" else " Training continues; close other CPU-heavy programs to speed it up.")
         return (f"note: epoch {epoch} took {took:.1f} s, {took / self.best:.0f}x the fastest so far "
-                f"({self.best:.2f} s): another program is using the cores." + hint)
+                f"({self.best:.2f} s): another program is using the cores. Training continues; close other "
+                "CPU-heavy programs to speed it up.")
 
 
 def missing_summary(fs: FeatureSet) -> dict[str, int]:
@@ -126,7 +123,7 @@ def train_and_register(
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
     log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
-    watch = SlowdownWatch(cfg.parallel)
+    watch = SlowdownWatch()
 
     def progress(p: object) -> None:
         note = watch(p.epoch, p.elapsed_s)
@@ -135,10 +132,8 @@ def train_and_register(
         if on_progress is not None:
             on_progress(p)
 
-    # the native step's build notice and fallback note reach the caller's log (a dashboard job's panel);
-    # without one they stay on stderr
-    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop, log=None if log is silent else log)
-    log(f"trained in {tm.train_seconds:.1f} s (parallel={cfg.parallel}: {tm.plan})")
+    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop)
+    log(f"trained in {tm.train_seconds:.1f} s ({tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
         log(f"note: items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else

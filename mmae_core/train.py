@@ -1,53 +1,52 @@
-"""Training, encoding and reconstruction error for the MMAE (PRODUCT.md §2).
+"""Training, encoding and reconstruction error for the MMAE.
 
-Why the loop looks the way it does (measured on the shared 2-core CPU this was built on, see
-benchmarks/train_speed.py): the model is small (batch 128, 128-wide layers), so everything that
-is not a matmul competes with the matmuls themselves.
+One model definition (``model.MMAE``, plain ``torch.nn`` modules), gradients from autograd, the
+update from ``torch.optim``, batches from ``batches.BatchSource``: a change to the model or the
+objective is made once, and training reads a split from memory or from disk alike.
 
-* No DataLoader: the standardized data sit in tensors; each batch is gathered by index (a seeded
-  torch.Generator permutation) into the same small buffers. Losses are summed on the device and
-  read back once per epoch (one host sync). Adam is one fused update over one flat tensor.
-* Hand-written gradients (``model.stack_forward``/``stack_backward``), checked against autograd by
-  the tests: the autograd engine's per-node bookkeeping cost about 20% of a step.
-* Cores are used by *modality*, not by op: ``_Stepper`` runs groups of modalities (cost-balanced,
-  e.g. audio | image+text) on their own threads with one intra-op thread each, joining three times
-  per step. Intra-op threading (OpenMP) needs a barrier in every op and collapsed 5-10x whenever
-  another process held a core; the grouped step degrades gracefully. ``_NativeStepper`` runs the
-  same step in C++ (``native.py``) where it could be built: Python threads paid a GIL hand-off
-  around every kernel, about 40 % of a step.
-* ``torch.compile`` was measured and rejected: 7-100 s of compilation here for about 10% per step.
-* ``TrainConfig.parallel = "ops"`` is the other plan: one group with every core on each op, and on
-  complete batches without dropout or alignment the fused step of ``step_fused.py`` (the modalities'
-  BatchNorms, ReLUs and several matmuls as one op each). 10x slower when another program holds a
-  core (benchmarks/train_speed.py --busy), hence not the default.
+Why the loop looks the way it does (measured by benchmarks/train_speed.py on a 2-core CPU):
 
-Everything random comes from the config's seed, and the thread plan is a function of the config, the
-model and the machine, so two runs on the same machine give identical latents.
+* No DataLoader: a batch is a seeded gather of rows, standardized on the way (``BatchSource``);
+  worker processes would copy every batch between processes for no gain on two cores.
+* Losses are summed on the device and read back once per epoch (one host sync per epoch).
+* Adam is ``torch.optim``'s fused kernel where the build has it (one kernel for every parameter),
+  else its multi-tensor (foreach) path; the fused one measured faster here.
+* One intra-op thread on a CPU (``STEP_THREADS``). At these sizes (batch 128 to 2,048, 128-wide
+  layers) a matmul is short, and with more threads every op ends at an OpenMP barrier whose threads
+  spin: when another program holds a core, a step waits for it. Measured on the 2-core machine with
+  other work running (load 6): 19.7 ms a step at batch 128 with one thread, 527 ms with two.
+  More cores are used by running more training processes (``torchrun``, data-parallel), not by
+  splitting small ops. The count is fixed, not chosen by load, because the thread count changes
+  how sums are rounded and a seed must give the same model on the same machine.
+* ``torch.compile`` was measured and rejected: tens of seconds of compilation for a small model
+  whose step it shortens by about a tenth.
+
+Everything random comes from the config's seed (weights, validation hold-out, shuffling, modality
+dropout), so the same seed, data and config give identical latents on the CPU.
 """
 from __future__ import annotations
 
 import copy
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch import Tensor
 
+from .batches import ArrayRows, BatchSource, RowSource, dropout_mask, inv_count, presence, rows_of, scan, standardized
 from .completion import LatentCompletion, complete, fit_completion
 from .config import TrainConfig
 from .dataset import FeatureSet
 from .device import resolve_device
 from .errors import CancelledError, ConfigError, DataError
-from .model import MMAE, Rows, Stack, stack_backward, stack_forward
-from . import native
-from .step_fused import FlatAdam, FusedStepper
+from .model import MMAE
 from .standardize import Standardizer
+
+STEP_THREADS = 1  # intra-op threads of a training step on a CPU (see the module docstring)
+
+__all__ = ["Progress", "TrainedModel", "train", "train_rows", "encode", "reconstruction_error", "dropout_mask"]
 
 
 @dataclass
@@ -73,129 +72,27 @@ class TrainedModel:
     train_seconds: float = 0.0
     dataset_name: str = ""
     completion: LatentCompletion | None = None  # fused latents of items lacking modalities (completion.py)
-    plan: str = ""  # how the step used the cores, e.g. "fused step, 2 intra-op thread(s)" (for the log)
+    plan: str = ""  # how the step ran, e.g. "autograd, fused Adam, 2 intra-op thread(s)" (for the log)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
 
-# ---------------------------------------------------------------------------------------------- data
-
-
-def _presence(features: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """The (n, M) mask of rows that are not all NaN; refuses any other NaN or Inf, naming the row.
-
-    Callers may pass unvalidated arrays, and a single Inf would otherwise surface much later as
-    a "diverged" loss.
-    """
-    present = np.stack([~np.isnan(features[m]).all(axis=1) for m in names], axis=1)
-    for j, m in enumerate(names):
-        _check_finite(m, features[m], present[:, j])
-    return present
-
-
-def _prepare(features: dict[str, np.ndarray], std: Standardizer, names: list[str], present: np.ndarray | None = None) -> tuple[dict[str, Tensor], np.ndarray]:
-    """Standardized float32 tensors with missing rows set to 0, and the (n, M) presence mask."""
-    if present is None:
-        present = _presence(features, names)
-    xs = std.transform({m: features[m] for m in names})
-    out = {}
-    for j, m in enumerate(names):
-        x = xs[m]
-        x[~present[:, j]] = 0.0
-        _check_finite(m, x, present[:, j])  # a value whose standardization overflows float32
-        out[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return out, present
-
-
-def _check_finite(m: str, x: np.ndarray, rows: np.ndarray) -> None:
-    bad = ~np.isfinite(x).all(axis=1) & rows
-    if bad.any():
-        r = int(np.argmax(bad))
-        raise DataError(f"{m} has a NaN, Inf or out-of-range value in row {r}; fix that row (a whole row of NaN marks a missing modality).")
-
-
-def _rows(mask: np.ndarray, names: list[str], device: torch.device) -> Rows:
-    """Row indices per modality for a batch's presence mask; None where every row has it."""
-    return {
-        m: None if mask[:, j].all() else torch.from_numpy(np.flatnonzero(mask[:, j])).to(device)
-        for j, m in enumerate(names)
-    }
-
-
-def _inv_count(mask: np.ndarray, device: torch.device) -> Tensor | None:
-    """1 / (modalities per row) as (B, 1), or None when every row has all of them (the cheap path)."""
-    cnt = mask.sum(axis=1)
-    if (cnt == mask.shape[1]).all():
-        return None
-    with np.errstate(divide="ignore"):
-        inv = (1.0 / cnt).astype(np.float32)  # inf for a row with nothing: its latent becomes NaN
-    return torch.from_numpy(inv[:, None]).to(device)
-
-
-def dropout_mask(present: np.ndarray, p: float, gen: torch.Generator) -> np.ndarray:
-    """Encoder-side presence under modality dropout.
-
-    With probability p, an item that has at least two modalities keeps a uniformly drawn non-empty
-    *proper* subset of them (rejection sampling over random bit masks), so it always keeps one and
-    always loses one; items with a single modality are never touched.
-    """
-    keep = present.copy()
-    if p <= 0:
-        return keep
-    hit = (torch.rand(len(present), generator=gen).numpy() < p) & (present.sum(axis=1) >= 2)
-    idx = np.flatnonzero(hit)
-    while idx.size:
-        draw = (torch.rand(idx.size, present.shape[1], generator=gen).numpy() < 0.5) & present[idx]
-        k = draw.sum(axis=1)
-        ok = (k >= 1) & (k < present[idx].sum(axis=1))
-        keep[idx[ok]] = draw[ok]
-        idx = idx[~ok]
-    return keep
-
-
-@dataclass
-class _Batch:
-    x: dict[str, Tensor]
-    enc_rows: Rows
-    dec_rows: Rows
-    inv_count: Tensor | None
-
-
-def _epoch_batches(
-    X: dict[str, Tensor],
-    present: np.ndarray,
-    bufs: dict[str, Tensor],
-    batch_size: int,
-    p_drop: float,
-    gen: torch.Generator,
-    device: torch.device,
-) -> Iterator[_Batch]:
-    """One shuffled epoch. Each batch is gathered into the same small buffers right before it is
-    used (hot in cache, no allocation); a whole-epoch gather would stream the data through DRAM twice."""
-    names = list(X)
-    n = present.shape[0]
-    perm = torch.randperm(n, generator=gen)
-    perm_d = perm.to(device)
-    simple = p_drop <= 0 and present.all()  # no missing rows, no dropout: no indices at all
-    if not simple:
-        P = present[perm.numpy()]
-        E = dropout_mask(P, p_drop, gen)
-    none: Rows = {m: None for m in names}
-    for s in range(0, n, batch_size):
-        idx = perm_d[s : s + batch_size]
-        xb = {m: torch.index_select(X[m], 0, idx, out=bufs[m][: len(idx)]) for m in names}
-        if simple:
-            yield _Batch(xb, none, none, None)
-        else:
-            e, p = E[s : s + batch_size], P[s : s + batch_size]
-            dec = _rows(p, names, device)
-            enc = dec if p_drop <= 0 else _rows(e, names, device)
-            yield _Batch(xb, enc, dec, _inv_count(e, device))
-
-
 # ------------------------------------------------------------------------------------------ training
+
+
+@contextmanager
+def _step_threads(device: torch.device) -> Iterator[int]:
+    """The intra-op thread count for training on ``device``, restored afterwards (it is per thread,
+    so a dashboard's other sessions keep theirs)."""
+    prev = torch.get_num_threads()
+    n = STEP_THREADS if device.type == "cpu" else prev
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(prev)
 
 
 @contextmanager
@@ -220,246 +117,16 @@ def _reproducible(seed: int) -> Iterator[None]:
             det.fill_uninitialized_memory = prev_fill
 
 
-def _make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> tuple[torch.optim.Optimizer, str]:
     """Adam (AdamW when there is weight decay) as one fused kernel where the build supports it, else
-    the multi-tensor (foreach) path. Plain Adam at 0 keeps the paper preset exactly the paper's."""
+    the multi-tensor (foreach) path; and which one it is. Plain Adam at 0 keeps the paper preset
+    exactly the paper's."""
     kind = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
     extra = {"weight_decay": weight_decay} if weight_decay > 0 else {}
     try:
-        return kind(params, lr=lr, fused=True, **extra)
+        return kind(params, lr=lr, fused=True, **extra), f"fused {kind.__name__}"
     except (RuntimeError, TypeError, ValueError):
-        return kind(params, lr=lr, foreach=True, **extra)
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def plan_groups(model: MMAE, device: torch.device, parallel: str = "modalities") -> tuple[list[list[int]], int]:
-    """Modalities split into one group per worker thread, balanced by matmul cost, and the
-    intra-op threads each group gets (``parallel="ops"``: one group, every core on each op). A pure
-    function of the model, the plan and the machine, so runs with the same seed on the same machine
-    stay bitwise identical."""
-    n_mod = len(model.names)
-    if device.type != "cpu":
-        return [list(range(n_mod))], torch.get_num_threads()
-    cores = cpu_cores()
-    if parallel == "ops":
-        return [list(range(n_mod))], cores
-    n_groups = max(1, min(cores, n_mod))
-    sizes = [*model.hidden, model.latent]
-    inner = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    cost = [d * model.hidden[0] + inner for d in model.modalities.values()]  # encoder = decoder
-    groups: list[list[int]] = [[] for _ in range(n_groups)]
-    load = [0] * n_groups
-    for j in sorted(range(n_mod), key=lambda j: (-cost[j], j)):  # largest first, to the lightest group
-        g = min(range(n_groups), key=lambda g: (load[g], g))
-        groups[g].append(j)
-        load[g] += cost[j]
-    return [sorted(g) for g in groups], max(1, cores // n_groups)
-
-
-class _Stepper:
-    """One optimization step with hand-written gradients, the modalities split into groups that run
-    on their own threads.
-
-    Why threads by modality: on a few CPU cores the matmuls are small, so intra-op threading
-    (OpenMP) pays a barrier per op and collapses as soon as another process holds a core; giving each
-    core whole modalities (encoders, decoders, their gradients and their Adam update) needs three
-    joins per step. Why no autograd: see ``model.stack_backward``. The fused latent couples the
-    groups, so a step has three phases:
-
-    1. each group encodes its modalities and sums the encodings row-wise;
-    2. z = that sum / count; each group decodes, scores and backpropagates its reconstructions
-       down to dL/dz (its share);
-    3. dL/dz, summed over groups in a fixed order (deterministic), goes back through each group's
-       encoders with the alignment term, whose gradient through z is exactly zero (z is the mean
-       of the z_m, so Σ_m (z_m − z) = 0); then each group's Adam steps.
-
-    A parameter whose modality is absent from a whole batch gets a zero gradient that step (as
-    with ``zero_grad(set_to_none=False)``).
-    """
-
-    def __init__(self, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1, native: bool = False):
-        # native: the C++ step (``_NativeStepper``) runs the groups and Adam itself; it needs the
-        # flat buffers and stacks built here, not the thread pool or torch.optim objects
-        self.model, self.groups, self.align_weight = model, groups, align_weight
-        self.flat: list[tuple[list[torch.nn.Parameter], Tensor]] = []
-        self.leaves: list[torch.nn.Parameter] = []
-        self.opts = []
-        for g in groups:
-            params = [p for j in g for part in (model.enc[j], model.dec[j]) for p in part.parameters()]
-            flat, grad = self._flatten(params)
-            self.flat.append((params, grad))
-            self.leaves.append(flat)
-            if not native:
-                self.opts.append(_make_optimizer([flat], lr, weight_decay))
-        with torch.no_grad():
-            self.enc = [Stack(seq) for seq in model.enc]
-            self.dec = [Stack(seq) for seq in model.dec]
-        # The intra-op thread count is per thread: without the initializer each worker's ops would
-        # use every core (OpenMP's default), oversubscribing them (measured: 2 threads' matmuls at
-        # a third of the rate of 2 threads set to 1).
-        self.pool = (
-            ThreadPoolExecutor(len(groups) - 1, thread_name_prefix="mmae-train", initializer=torch.set_num_threads, initargs=(intra_threads,))
-            if not native and len(groups) > 1 else None
-        )
-        order = [j for g in groups for j in g]
-        self.order = torch.tensor([order.index(j) for j in range(len(order))])  # group order -> model order
-
-    @staticmethod
-    def _flatten(params: list[torch.nn.Parameter]) -> tuple[torch.nn.Parameter, Tensor]:
-        """One buffer for a group's weights and one for their gradients, the parameters being views
-        of them: Adam is then one fused update over one tensor, and the backward pass writes each
-        gradient straight into its view."""
-        flat = torch.cat([p.detach().reshape(-1) for p in params])
-        grad = torch.zeros_like(flat)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.data = flat[offset : offset + n].view_as(p)
-            p.grad = grad[offset : offset + n].view_as(p)
-            offset += n
-        leaf = torch.nn.Parameter(flat)
-        leaf.grad = grad
-        return leaf, grad
-
-    def close(self) -> None:
-        """Give the parameters their own storage again, so the trained model holds no hidden aliasing."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-        for params, _ in self.flat:
-            for p in params:
-                p.data = p.data.clone()
-                p.grad = None
-
-    def _each(self, fn: Callable[[int], object]) -> list:
-        """fn(i) for every group, without autograd: group 0 on this thread, the others on the pool
-        (grad mode is per thread, hence the ``no_grad`` inside); results in group order."""
-
-        def run(i: int) -> object:
-            with torch.no_grad():
-                return fn(i)
-
-        futures = [self.pool.submit(run, i) for i in range(1, len(self.groups))] if self.pool else []
-        try:
-            first = run(0)
-        finally:
-            done = [f.exception() for f in futures]  # always wait: the next phase needs them all
-        for e in done:
-            if e is not None:
-                raise e
-        return [first, *[f.result() for f in futures]]
-
-    def __call__(self, b: _Batch) -> Tensor:
-        model, w = self.model, self.align_weight
-        n_rows = next(iter(b.x.values())).shape[0]
-        inv = b.inv_count if b.inv_count is not None else 1.0 / len(model.names)
-
-        def encode(i: int) -> tuple[list, Tensor | None]:
-            done, total = [], None
-            for j in self.groups[i]:
-                m = model.names[j]
-                r = b.enc_rows.get(m)
-                if r is not None and r.numel() == 0:
-                    continue
-                h, tape = stack_forward(self.enc[j], b.x[m] if r is None else b.x[m].index_select(0, r))
-                done.append((j, r, h, tape))
-                if r is None:
-                    total = h if total is None else total + h
-                elif total is None:
-                    total = h.new_zeros(n_rows, model.latent).index_add_(0, r, h)
-                else:  # not in place: total may still be an earlier modality's h, which alignment reads
-                    total = total.index_add(0, r, h)
-            return done, total
-
-        enc = self._each(encode)
-        with torch.no_grad():
-            sums = [s for _, s in enc if s is not None]
-            total = sums[0]
-            for s in sums[1:]:
-                total = total + s
-            z = total * inv
-
-        def decode(i: int) -> tuple[Tensor, Tensor | None]:
-            self.flat[i][1].zero_()
-            losses, g_z = [], None
-            for j in self.groups[i]:
-                m = model.names[j]
-                r = b.dec_rows.get(m)
-                if r is not None and r.numel() == 0:
-                    losses.append(z.new_zeros(()))  # nobody in this batch has m: nothing to score
-                    continue
-                out, tape = stack_forward(self.dec[j], z if r is None else z.index_select(0, r))
-                diff = out.sub_(b.x[m] if r is None else b.x[m].index_select(0, r)).view(-1)
-                losses.append(torch.dot(diff, diff) / diff.numel())  # MSE over the rows that have m
-                g = stack_backward(self.dec[j], tape, diff.mul_(2.0 / diff.numel()).view_as(out), need_input=True)
-                if r is None:
-                    g_z = g if g_z is None else g_z.add_(g)
-                else:
-                    g_z = (torch.zeros_like(z) if g_z is None else g_z).index_add_(0, r, g)
-            return torch.stack(losses), g_z
-
-        dec = self._each(decode)
-        with torch.no_grad():
-            grads = [g for _, g in dec if g is not None]
-            g_sum = grads[0]
-            for g in grads[1:]:
-                g_sum = g_sum + g
-            g_sum = g_sum * inv  # dL/d(row-sum of encodings) = dL/dz / count
-
-        def encode_backward(i: int) -> Tensor:
-            align = z.new_zeros(())
-            for j, r, h, tape in enc[i][0]:
-                g = g_sum if r is None else g_sum.index_select(0, r)
-                if w > 0:
-                    diff = (h - (z if r is None else z.index_select(0, r))).view(-1)
-                    align = align + torch.dot(diff, diff) / n_rows
-                    g = g + diff.view_as(h) * (2.0 * w / n_rows)
-                stack_backward(self.enc[j], tape, g, need_input=False)
-            self.opts[i].step()
-            return align
-
-        aligns = self._each(encode_backward)
-        with torch.no_grad():
-            recon = torch.cat([l for l, _ in dec])[self.order]
-            align = torch.stack(aligns).sum()
-            return torch.cat([recon, align[None], (recon.sum() + w * align)[None]])
-
-
-class _NativeStepper(_Stepper):
-    """The same step as ``_Stepper``, run by ``csrc/group_step.cpp``: its group threads are plain
-    C++ threads, so no kernel call waits for the GIL (see ``mmae_core.native``). Same kernels in
-    the same order, so the same bits; the tests check it step for step."""
-
-    def __init__(self, ext: ModuleType, model: MMAE, groups: list[list[int]], lr: float, align_weight: float, weight_decay: float = 0.0, intra_threads: int = 1):
-        super().__init__(model, groups, lr, align_weight, weight_decay, intra_threads, native=True)
-        # torch.optim's fused Adam, as FlatAdam calls it (bit for bit); its state lives here
-        self.adams = [FlatAdam(leaf.data, grad, lr, weight_decay) for leaf, (_, grad) in zip(self.leaves, self.flat)]
-        kw = self.adams[0].kw
-        self.native = ext.GroupStep(
-            [_stack_tuple(s) for s in self.enc], [_stack_tuple(s) for s in self.dec], groups,
-            [[a.param, a.grad, a.exp_avg, a.exp_avg_sq, a.steps] for a in self.adams],
-            kw["lr"], kw["beta1"], kw["beta2"], weight_decay, kw["eps"], align_weight, intra_threads, self.order,
-        )
-
-    def __call__(self, b: _Batch) -> Tensor:
-        names = self.model.names
-        xs = [b.x[m] for m in names]
-        if b.inv_count is None and all(b.enc_rows[m] is None and b.dec_rows[m] is None for m in names):
-            return self.native.step(xs, [], [], None)  # complete batch: no row lists to convert
-        return self.native.step(xs, [b.enc_rows[m] for m in names], [b.dec_rows[m] for m in names], b.inv_count)
-
-    def close(self) -> None:
-        self.native.close()
-        super().close()
-
-
-def _stack_tuple(st: Stack) -> tuple:
-    """A ``Stack`` as the C++ step takes it."""
-    bns = [[g, b, mean, var, gg, gb] for (g, b, mean, var, _, _), (gg, gb) in zip(st.bns, st.bn_grads)]
-    return (st.weights, st.weights_t, st.weight_grads, st.bias, st.bias_grad, bns,
-            [float(bn[4]) for bn in st.bns], [float(bn[5]) for bn in st.bns])
+        return kind(params, lr=lr, foreach=True, **extra), f"foreach {kind.__name__}"
 
 
 def _split_validation(n: int, cfg: TrainConfig, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -475,17 +142,14 @@ def _split_validation(n: int, cfg: TrainConfig, gen: torch.Generator) -> tuple[n
 
 
 @torch.no_grad()
-def _validation_loss(model: MMAE, X: dict[str, Tensor], present: np.ndarray, device: torch.device, batch: int = 4096) -> float:
+def _validation_loss(model: MMAE, val: BatchSource, batch: int = 4096) -> float:
     model.eval()
-    names = list(X)
-    total, n = torch.zeros((), device=device), present.shape[0]
-    for s in range(0, n, batch):
-        p = present[s : s + batch]
-        rows = _rows(p, names, device)
-        out = model({m: X[m][s : s + batch] for m in names}, rows, rows, _inv_count(p, device))
-        total += out.parts[:-2].sum() * p.shape[0]
+    total = torch.zeros((), device=val.device)
+    for b in val.in_order(batch):
+        out = model(b.x, b.dec_rows, b.dec_rows, b.inv_count)
+        total += out.parts[:-2].sum() * b.size
     model.train()
-    return float(total) / n
+    return float(total) / max(val.n, 1)
 
 
 def train(
@@ -493,11 +157,9 @@ def train(
     cfg: TrainConfig,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> TrainedModel:
-    """Train an MMAE on ``fs``'s train split; raise CancelledError if ``should_stop()`` turns true.
-    ``log`` hears about the native step's one-time build or why it is not used (default: stderr)."""
-    cfg = cfg.checked()
+    """Train an MMAE on ``fs``'s train split (in memory); raise CancelledError if ``should_stop()``
+    turns true."""
     if len(fs.modalities) < 2:
         raise ConfigError(
             f"{fs.name} has only the modality {', '.join(fs.modalities) or 'none'}; an MMAE needs at least two, use the unimodal baseline instead."
@@ -507,53 +169,65 @@ def train(
     split = fs.splits["train"]
     if split.n < 2:
         raise DataError(f"the train split of {fs.name} has {split.n} item; training needs at least two.")
+    return train_rows(ArrayRows({m: split.features[m] for m in fs.modalities}), cfg, fs.name, on_progress, should_stop)
+
+
+def train_rows(
+    source: RowSource,
+    cfg: TrainConfig,
+    dataset_name: str = "",
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainedModel:
+    """Train an MMAE on every row of ``source`` (memory or disk; see ``batches``). The config is
+    taken as checked: callers validate it once, where it enters."""
+    names = list(source.dims)
+    if len(names) < 2:
+        raise ConfigError(f"{dataset_name or 'the data'} has only the modality {', '.join(names) or 'none'}; an MMAE needs at least two, use the unimodal baseline instead.")
+    if source.n < 2:
+        raise DataError(f"the train split of {dataset_name or 'the data'} has {source.n} item; training needs at least two.")
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
-    present = _presence(split.features, list(fs.modalities))
-    std = Standardizer.fit(split.features)
-    X, present = _prepare(split.features, std, list(fs.modalities), present)
-    prev_threads = torch.get_num_threads()
-    with _reproducible(cfg.seed):
-        gen = torch.Generator().manual_seed(cfg.seed)  # shuffling, validation split, modality dropout
-        model = MMAE(fs.modalities, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
-        groups, threads = plan_groups(model, device, cfg.parallel)
-        stepper: _Stepper | FusedStepper
-        # The fused step is measured and tested on CPUs only; a GPU keeps the per-modality step.
-        if device.type == "cpu" and len(groups) == 1 and cfg.modality_dropout <= 0 and cfg.align_weight <= 0 and present.all():
-            stepper = FusedStepper(model, cfg.lr, cfg.weight_decay)
-            X = torch.cat([X[m] for m in model.names], 1)  # the batches' layout; the per-modality tensors are freed
-            plan = f"fused step, {threads} intra-op thread(s)"
-        else:
-            names = " | ".join("+".join(model.names[j] for j in g) for g in groups)
-            plan = f"{names} on {len(groups)} thread(s), {threads} intra-op thread(s) each"
-            ext = native.load(say=log) if device.type == "cpu" and len(groups) > 1 else None
-            if ext is not None:
-                stepper = _NativeStepper(ext, model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
-                plan += ", native step"
-            else:
-                stepper = _Stepper(model, groups, cfg.lr, cfg.align_weight, cfg.weight_decay, threads)
-        torch.set_num_threads(threads)
-        try:
-            history = _fit(model, stepper, X, present, cfg, gen, device, t0, on_progress, should_stop)
-        finally:
-            stepper.close()
-            torch.set_num_threads(prev_threads)
+    present, std = scan(source, names)  # one streaming pass: presence mask and statistics
+    with _reproducible(cfg.seed), _step_threads(device) as threads:
+        gen = torch.Generator().manual_seed(cfg.seed)  # validation split, shuffling, modality dropout
+        model = MMAE(source.dims, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
+        opt, opt_name = make_optimizer(list(model.parameters()), cfg.lr, cfg.weight_decay)
+        tr, va = _split_validation(source.n, cfg, gen)
+        batches = BatchSource(source, names, std, present, cfg.batch_size, cfg.modality_dropout, tr, device)
+        val = BatchSource(source, names, std, present, cfg.batch_size, 0.0, va, device) if len(va) else None
+        history = _fit(model, opt, batches, val, cfg, gen, t0, on_progress, should_stop)
     model.eval()
-    tm = TrainedModel(model, cfg, dict(fs.modalities), std, history, 0.0, fs.name, plan=plan)
-    _, per = encode(tm, split.features, complete_missing=False)
-    tm.completion = fit_completion([per[m] for m in model.names], present)
+    plan = f"autograd, {opt_name}, {threads} intra-op thread(s)" + ("" if device.type == "cpu" else f", {device.type}")
+    tm = TrainedModel(model, cfg, dict(source.dims), std, history, 0.0, dataset_name, plan=plan)
+    tm.completion = _fit_completion(tm, source, present)
     tm.train_seconds = time.perf_counter() - t0
     return tm
 
 
+def _fit_completion(tm: TrainedModel, source: RowSource, present: np.ndarray) -> LatentCompletion | None:
+    """Latent completion (``completion.py``), fitted on the encodings of at most
+    ``completion.MAX_FIT_ITEMS`` complete train items, evenly spaced, so an archive-sized split is
+    never encoded whole in memory for it."""
+    from .completion import MAX_FIT_ITEMS
+
+    complete_rows = np.flatnonzero(present.all(axis=1))
+    if len(complete_rows) > MAX_FIT_ITEMS:
+        rows = complete_rows[np.linspace(0, len(complete_rows) - 1, MAX_FIT_ITEMS).astype(int)]
+        sub = {m: source.take(m, rows) for m in tm.modalities}
+        _, per = encode(tm, sub, complete_missing=False)
+        return fit_completion([per[m] for m in tm.model.names], present[rows])
+    _, per = encode(tm, source, complete_missing=False)
+    return fit_completion([per[m] for m in tm.model.names], present)
+
+
 def _fit(
     model: MMAE,
-    step: _Stepper | FusedStepper,
-    X_all: dict[str, Tensor] | Tensor,
-    present_all: np.ndarray,
+    opt: torch.optim.Optimizer,
+    batches: BatchSource,
+    val: BatchSource | None,
     cfg: TrainConfig,
     gen: torch.Generator,
-    device: torch.device,
     t0: float,
     on_progress: Callable[[Progress], None] | None,
     should_stop: Callable[[], bool] | None,
@@ -561,30 +235,20 @@ def _fit(
     """The epoch loop; returns the history (and restores the best weights under early stopping)."""
     names = model.names
     M = len(names)
-    tr, va = _split_validation(len(present_all), cfg, gen)
-    fused = isinstance(step, FusedStepper)  # then X_all is the (n, D) side-by-side tensor
-    if len(va):
-        if fused:
-            X, X_val = X_all[tr].to(device), step.columns(X_all[va].to(device))
-        else:
-            X = {m: x[tr].to(device) for m, x in X_all.items()}
-            X_val = {m: x[va].to(device) for m, x in X_all.items()}
-        present, present_val = present_all[tr], present_all[va]
-    else:
-        X = X_all.to(device) if fused else {m: x.to(device) for m, x in X_all.items()}
-        present = present_all
-    bufs = {} if fused else {m: x.new_empty(min(cfg.batch_size, len(x)), x.shape[1]) for m, x in X.items()}
-    steps = (len(present) + cfg.batch_size - 1) // cfg.batch_size
+    steps = batches.steps_per_epoch()
     history: list[dict] = []
     best_val, best_state, bad_epochs = float("inf"), None, 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        acc = torch.zeros(M + 2, device=device)
-        batches = step.batches(X, cfg.batch_size, gen) if fused else _epoch_batches(X, present, bufs, cfg.batch_size, cfg.modality_dropout, gen, device)
-        for batch in batches:
+        acc = torch.zeros(M + 2, device=batches.device)
+        for b in batches.epoch(gen):
             if should_stop is not None and should_stop():
                 raise CancelledError(f"training was cancelled by the user in epoch {epoch} of {cfg.epochs}; nothing was kept.")
-            acc += step(batch)
+            out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight)
+            opt.zero_grad(set_to_none=False)  # an encoder absent from a batch gets a zero gradient, as Adam expects
+            out.loss.backward()
+            opt.step()
+            acc += out.parts
         parts = (acc / steps).tolist()  # the one host sync of the epoch
         if not np.all(np.isfinite(parts)):
             raise ConfigError(
@@ -598,11 +262,11 @@ def _fit(
             losses["align"] = parts[M]
         record: dict = {"epoch": epoch, "losses": losses}
         stop_early = False
-        if len(va):
-            val = _validation_loss(model, X_val, present_val, device)
-            record["val_total"] = val
-            if val < best_val - 1e-7:
-                best_val, bad_epochs = val, 0
+        if val is not None:
+            v = _validation_loss(model, val)
+            record["val_total"] = v
+            if v < best_val - 1e-7:
+                best_val, bad_epochs = v, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad_epochs += 1
@@ -623,37 +287,36 @@ def _fit(
 # ------------------------------------------------------------------------------------------ encoding
 
 
-def _inputs(tm: TrainedModel, features: dict[str, np.ndarray]) -> tuple[list[str], int]:
-    """The model's modalities present in ``features`` (in model order) and the item count; checks dims."""
-    unknown = [m for m in features if m not in tm.modalities]
+def _inputs(tm: TrainedModel, features: dict[str, np.ndarray] | RowSource) -> tuple[RowSource, list[str]]:
+    """A row source over the model's modalities present in ``features`` (in model order); checks dims."""
+    dims = features.dims if not isinstance(features, dict) else {m: (x.shape[1] if x.ndim == 2 else -1) for m, x in features.items()}
+    unknown = [m for m in dims if m not in tm.modalities]
     if unknown:
         raise DataError(
             f"the model knows the modalities {', '.join(tm.modalities)} but got {', '.join(unknown)}; rename or drop those arrays."
         )
-    names = [m for m in tm.modalities if m in features]
+    names = [m for m in tm.modalities if m in dims]
     if not names:
         raise DataError(f"no features to encode; give at least one of {', '.join(tm.modalities)}.")
-    ns = {m: features[m].shape[0] for m in names}
-    if len(set(ns.values())) > 1:
-        raise DataError("the feature arrays have different row counts (" + ", ".join(f"{m}: {k}" for m, k in ns.items()) + "); align them by item.")
     for m in names:
-        x = features[m]
-        if x.ndim != 2 or x.shape[1] != tm.modalities[m]:
-            raise DataError(f"{m} has shape {tuple(x.shape)} but the model expects (items, {tm.modalities[m]}); use features of the same kind it was trained on.")
-    return names, ns[names[0]]
+        if dims[m] != tm.modalities[m]:
+            shape = tuple(features[m].shape) if isinstance(features, dict) else ("items", dims[m])
+            raise DataError(f"{m} has shape {shape} but the model expects (items, {tm.modalities[m]}); use features of the same kind it was trained on.")
+    if isinstance(features, dict):
+        return ArrayRows({m: features[m] for m in names}), names
+    return features, names
 
 
-def _batches_for_inference(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int) -> Iterator[tuple[int, dict[str, Tensor], np.ndarray, list[str]]]:
-    names, n = _inputs(tm, features)
-    device = tm.device
-    for s in range(0, n, batch_size):
-        chunk = {m: features[m][s : s + batch_size] for m in names}
-        X, present = _prepare(chunk, tm.standardizer, names)
-        yield s, {m: x.to(device) for m, x in X.items()}, present, names
+def _batches_for_inference(tm: TrainedModel, source: RowSource, names: list[str], batch_size: int) -> Iterator[tuple[int, dict[str, torch.Tensor], np.ndarray]]:
+    """The source in order, ``batch_size`` rows at a time: start row, standardized tensors, presence."""
+    for s, chunk in source.chunks(batch_size):
+        present = presence(chunk, names, s)
+        X = standardized(chunk, tm.standardizer, names, present)
+        yield s, {m: x.to(tm.device) for m, x in X.items()}, present
 
 
 @torch.inference_mode()
-def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 4096, complete_missing: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def encode(tm: TrainedModel, features: dict[str, np.ndarray] | RowSource, batch_size: int = 4096, complete_missing: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fused latents (n, latent) and per-modality latents (n, latent), NaN where the item lacks it.
 
     ``features`` may hold any non-empty subset of the model's modalities; an absent key counts as
@@ -662,14 +325,15 @@ def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 
     has one and ``complete_missing``; else the mean of the encodings it has.
     """
     model = tm.model.eval()
-    _, n = _inputs(tm, features)
+    source, names = _inputs(tm, features)
+    n = source.n
     fused = np.full((n, model.latent), np.nan, dtype=np.float32)
     per = {m: np.full((n, model.latent), np.nan, dtype=np.float32) for m in model.names}
-    for s, X, present, names in _batches_for_inference(tm, features, batch_size):
+    for s, X, present in _batches_for_inference(tm, source, names, batch_size):
         if not present.any():
             continue
-        rows = _rows(present, names, tm.device)
-        z, zs = model.fuse(X, rows, _inv_count(present, tm.device))
+        rows = rows_of(present, names, tm.device)
+        z, zs = model.fuse(X, rows, inv_count(present, tm.device))
         fused[s : s + len(present)] = z.float().cpu().numpy()
         for j, m in enumerate(names):
             if m in zs:
@@ -681,17 +345,17 @@ def encode(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 
 
 
 @torch.inference_mode()
-def reconstruction_error(tm: TrainedModel, features: dict[str, np.ndarray], batch_size: int = 4096) -> dict[str, np.ndarray]:
+def reconstruction_error(tm: TrainedModel, features: dict[str, np.ndarray] | RowSource, batch_size: int = 4096) -> dict[str, np.ndarray]:
     """Per item and modality, the MSE of its reconstruction from the fused latent (standardized units).
 
     NaN where the item lacks the modality (there is nothing to compare with). High values flag items
-    the model has not learned to represent: the novelty signal of PRODUCT.md §4.
+    the model has not learned to represent: the novelty signal.
     """
     model = tm.model.eval()
-    _, n = _inputs(tm, features)
-    err = {m: np.full(n, np.nan, dtype=np.float32) for m in model.names}
-    fused, _ = encode(tm, features, batch_size)  # completed, so a partial item is decoded from where it sits
-    for s, X, present, names in _batches_for_inference(tm, features, batch_size):
+    source, names = _inputs(tm, features)
+    err = {m: np.full(source.n, np.nan, dtype=np.float32) for m in model.names}
+    fused, _ = encode(tm, source, batch_size)  # completed, so a partial item is decoded from where it sits
+    for s, X, present in _batches_for_inference(tm, source, names, batch_size):
         if not present.any():
             continue
         z = torch.from_numpy(np.nan_to_num(fused[s : s + len(present)])).to(tm.device)

@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mmae_core.config import PARALLEL_PLANS, PRESETS, TrainConfig, preset
+from mmae_core.config import PRESETS, TrainConfig, preset
 from mmae_core.errors import ConfigError
 from mmae_core.jobs import JobView
 from mmae_core.pipeline import check_name, register_checkpoint
@@ -28,7 +28,6 @@ PRESET_HELP = {
     "paper": "The paper's setup: Adam, lr 1e-3, batch 128, 100 epochs, seed 42, latent 128.",
     "aligned": "Cross-modal training (modality dropout) plus latent alignment and weight decay: for cross-modal search and for data with missing modalities.",
 }
-PARALLEL_LABELS = {"modalities": "by modality (fastest, robust)", "ops": "by operation"}
 
 st.title("Train")
 store = state.current_store()
@@ -56,7 +55,7 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
                             help="auto: CUDA, then Apple MPS, then CPU.")
     model_name = c[2].text_input("Model name (optional)", key=k + "name",
                                  placeholder=f"{name}-e{int(epochs)}-s{int(seed)}")
-    with st.expander("Advanced: modality dropout, alignment, weight decay, early stopping, cores"):
+    with st.expander("Advanced: modality dropout, alignment, weight decay, early stopping"):
         a = st.columns(4)
         dropout = a[0].number_input("Modality dropout", 0.0, 0.95, base.modality_dropout, step=0.05, key=k + "dropout",
                                     help="Probability that an item's encoders lose a random proper subset of its modalities.")
@@ -64,16 +63,10 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         decay = a[2].number_input("Weight decay", 0.0, 9.99, base.weight_decay, step=0.05, key=k + "decay",
                                   help="AdamW's decoupled weight decay; 0 = the paper's plain Adam.")
         patience = a[3].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
-        parallel = st.radio("How the CPU cores share a step", PARALLEL_PLANS, index=PARALLEL_PLANS.index(base.parallel),
-                            key=k + "parallel", horizontal=True, format_func=PARALLEL_LABELS.get,
-                            help="By modality (default): groups of modalities on their own cores; the fastest here, and "
-                                 "robust when other programs use the cores. By operation: all cores on each operation; "
-                                 "slower on 2 cores, and many times slower when another program holds a core. The two "
-                                 "round differently, so a seed gives the same model only with the same choice.")
     try:
         cfg = preset(name, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), latent=int(latent),
                      device=device, modality_dropout=float(dropout), align_weight=float(align),
-                     weight_decay=float(decay), early_stopping=int(patience), parallel=parallel)
+                     weight_decay=float(decay), early_stopping=int(patience))
         chosen = check_name(model_name, "model") if model_name.strip() else None
     except ConfigError as err:
         st.error(str(err))
@@ -218,7 +211,7 @@ for _, m in models.iterrows():
     row["train time"] = fmt_seconds(info.get("train_seconds"))
     row["train items"] = info.get("train_items")
     row["completion fitted on"] = info.get("completion_items")  # complete train items; partial items' fused latent
-    row["cores"] = info.get("plan")  # how the step used the cores (train.TrainedModel.plan)
+    row["step"] = info.get("plan")  # how training ran (train.TrainedModel.plan)
     for k, v in (info.get("final_losses") or {}).items():
         row[f"final loss {k}"] = v
     rows.append(row)

@@ -22,8 +22,3 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi
-# The default training plan's compiled step (mmae_core/native.py): built once, about 30 s; without a
-# C++ compiler training uses the Python step, which gives the same results, slower.
-if [ ! mmae_core/csrc/group_step.cpp -ot .venv/mmae_native/mmae_group_step.so ]; then
-  .venv/bin/python -m mmae_core.native >&2 || echo "warning: the native training step could not be built; training will use the Python step" >&2
-fi

@@ -46,14 +46,13 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     no_bug(at)
     at.number_input(key="train_paper_epochs").set_value(2).run()
     at.text_input(key="train_paper_name").input("ui-e2").run()
-    at.radio(key="train_paper_parallel").set_value("ops").run()  # every core on each op (the demo is complete: fused)
     by_label(at.button, "Start training").click().run()
     no_bug(at)
     assert any("Training job" in s.value and "started" in s.value for s in at.success)
     store = demo_store.store()
     job = newest_job(store)
     assert job["config"]["train"]["epochs"] == 2 and job["config"]["model_name"] == "ui-e2"
-    assert job["config"]["train"]["parallel"] == "ops"
+    assert "parallel" not in job["config"]["train"] and not at.radio  # no choice of how cores share a step
     view = manager_for(store).wait(job["id"], timeout=180)
     assert view.status == "done", view.message
     ids, z = store.latents("demo", "ui-e2", "train", "fused")
@@ -67,8 +66,7 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     assert "final loss image" in registry.columns and registry["epochs"].tolist() == [2, 2]
     # every demo train item has all modalities: the completion for partial uploads is fitted on all of them
     assert registry.set_index("model").loc["ui-e2", "completion fitted on"] == 850
-    assert registry.set_index("model").loc["ui-e2", "cores"].startswith("fused step")
-    assert registry.set_index("model").loc["ui-e2", "parallel"] == "ops"
+    assert registry.set_index("model").loc["ui-e2", "step"].startswith("autograd, fused Adam")
     assert at.get("vega_lite_chart")  # the loss curves
     # a browser refresh or a second tab: a new session finds the job in the store
     other = app("train")

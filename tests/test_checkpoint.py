@@ -149,3 +149,16 @@ def test_code_payload_is_refused_without_running(tm: TrainedModel, tmp_path: Pat
     # the payload is real: unpickling it unsafely does create the file
     pickle.loads(evil.read_bytes())
     assert marker.exists()
+
+
+def test_a_checkpoint_from_the_multi_threaded_trainer_still_loads(fs: FeatureSet, tm: TrainedModel) -> None:
+    """Files saved before training had one step carry a ``parallel`` field in their config: they load,
+    the field is dropped, and the model encodes exactly as before."""
+    payload = torch.load(io.BytesIO(save_checkpoint(tm)), weights_only=True)
+    payload["config"] = {**payload["config"], "parallel": "ops"}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    old = load_checkpoint(buf.getvalue())
+    assert "parallel" not in old.config.to_dict() and old.config == tm.config
+    x = fs.splits["train"].features
+    assert np.array_equal(encode(old, x)[0], encode(tm, x)[0], equal_nan=True)

@@ -166,19 +166,19 @@ def test_a_machine_that_gets_busy_mid_training_is_named_in_the_job_notes(demo_st
             time.sleep(0.3)
         return False
 
-    pipeline.train_and_register(store, "demo", preset("paper", epochs=6, parallel="ops"), "busy",
+    pipeline.train_and_register(store, "demo", preset("paper", epochs=6), "busy",
                                 should_stop=should_stop, log=notes.append)
     slow = [n for n in notes if "another program is using the cores" in n]
     # epoch 4 is slowed for sure; on a loaded machine (the suite's other workers) a real slowdown can
     # come first, and then that one is named instead: either way exactly once, with the fix
-    assert len(slow) == 1 and re.match(r"note: epoch [2-4] took", slow[0]) and "--parallel modalities" in slow[0], slow
-    assert any(n.startswith("trained in") and "parallel=ops: fused step" in n for n in notes)
+    assert len(slow) == 1 and re.match(r"note: epoch [2-4] took", slow[0]) and "close other CPU-heavy programs" in slow[0], slow
+    assert any(n.startswith("trained in") and "(autograd, fused Adam" in n for n in notes)
 
 
 def test_slowdown_watch_ignores_the_first_epoch_and_warns_once() -> None:
     from mmae_core.pipeline import SlowdownWatch
 
-    watch = SlowdownWatch("modalities")
+    watch = SlowdownWatch()
     elapsed = 0.0
     said = []
     for epoch, took in enumerate([5.0, 0.5, 0.6, 0.55, 1.4, 2.0, 0.5, 3.0], start=1):  # epoch 1 includes the setup
@@ -187,5 +187,5 @@ def test_slowdown_watch_ignores_the_first_epoch_and_warns_once() -> None:
     assert said[:5] == [None] * 5  # 1.4 s is under 3x the fastest (0.5 s)
     assert said[5].startswith("note: epoch 6 took 2.0 s, 4x the fastest so far (0.50 s)") and "close other" in said[5]
     assert said[6:] == [None, None]  # once is enough
-    tiny = SlowdownWatch("ops")  # tiny epochs: a 40 ms hiccup is 5x, but nobody waits for it
+    tiny = SlowdownWatch()  # tiny epochs: a 40 ms hiccup is 5x, but nobody waits for it
     assert [tiny(e, t) for e, t in enumerate([0.5, 0.51, 0.52, 0.57], start=1)] == [None] * 4

@@ -165,64 +165,18 @@ def test_needs_two_modalities_and_finite_values() -> None:
         train(bad, CFG)
 
 
-def test_parallel_step_has_the_gradients_of_the_one_graph_objective() -> None:
-    """The threaded step (modality groups) must optimize exactly MMAE.forward's objective."""
-    import torch
-
-    from mmae_core.model import MMAE
-    from mmae_core.train import _Batch, _inv_count, _rows, _Stepper, dropout_mask
-
-    rng = np.random.default_rng(3)
-    n = 40
-    x = {m: torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) for m, d in DIMS.items()}
-    present = rng.random((n, 3)) < 0.7
-    present[~present.any(axis=1), 0] = True
-    enc_mask = dropout_mask(present, 0.5, torch.Generator().manual_seed(0))
-    names = list(DIMS)
-    for j, m in enumerate(names):
-        x[m][~present[:, j]] = 0.0
-    cpu = torch.device("cpu")
-    batch = _Batch(x, _rows(enc_mask, names, cpu), _rows(present, names, cpu), _inv_count(enc_mask, cpu))
-    # a group whose first modality is in every row and a later one is not (image | text with gaps)
-    complete_image = present.copy()
-    complete_image[:, 0] = True
-    x_gaps = {m: v.clone() for m, v in x.items()}
-    x_gaps["image"] = torch.from_numpy(rng.normal(size=(n, DIMS["image"])).astype(np.float32))
-    gaps = _Batch(x_gaps, _rows(complete_image, names, cpu), _rows(complete_image, names, cpu), _inv_count(complete_image, cpu))
-    assert gaps.enc_rows["image"] is None and gaps.enc_rows["text"] is not None
-    for batch, groups in [(batch, g) for g in ([[0, 1, 2]], [[1], [0, 2]], [[0], [1], [2]])] + [(gaps, [[1], [0, 2]])]:
-        torch.manual_seed(0)
-        ref = MMAE(DIMS, latent=8, hidden=(16, 12))
-        par = MMAE(DIMS, latent=8, hidden=(16, 12))
-        par.load_state_dict(ref.state_dict())
-        out = ref(batch.x, batch.enc_rows, batch.dec_rows, batch.inv_count, align_weight=0.7)
-        out.loss.backward()
-        step = _Stepper(par, groups, lr=0.0, align_weight=0.7)
-        parts = step(batch)
-        torch.testing.assert_close(parts, out.parts, rtol=1e-5, atol=1e-6)
-        for (name, p), q in zip(ref.named_parameters(), par.parameters()):
-            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
-        for (name, p), q in zip(ref.named_buffers(), par.buffers()):  # BatchNorm running statistics
-            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
-        step.close()
-        assert all(q.grad is None for q in par.parameters())
-        for (name, p), q in zip(ref.named_parameters(), par.parameters()):  # lr 0: no weight moved
-            assert torch.equal(p, q), name
-
-
 def test_weight_decay_is_adamw_and_the_paper_preset_keeps_plain_adam(fs: FeatureSet) -> None:
     import torch
 
     from mmae_core.config import preset
     from mmae_core.model import MMAE
-    from mmae_core.train import _Stepper
+    from mmae_core.train import make_optimizer
 
     assert preset("paper").weight_decay == 0.0 and preset("aligned").weight_decay > 0
     model = MMAE(DIMS, latent=8, hidden=(16,))
     for wd, kind in ((0.0, torch.optim.Adam), (0.3, torch.optim.AdamW)):
-        step = _Stepper(model, [[0, 1, 2]], lr=1e-3, align_weight=0.0, weight_decay=wd)
-        assert type(step.opts[0]) is kind and step.opts[0].param_groups[0]["weight_decay"] == wd
-        step.close()
+        opt, name = make_optimizer(list(model.parameters()), lr=1e-3, weight_decay=wd)
+        assert type(opt) is kind and opt.param_groups[0]["weight_decay"] == wd and kind.__name__ in name
     # decay shrinks the weights: the same run with a strong decay ends with a smaller norm
     norms = {}
     for wd in (0.0, 5.0):
@@ -230,80 +184,69 @@ def test_weight_decay_is_adamw_and_the_paper_preset_keeps_plain_adam(fs: Feature
         norms[wd] = float(sum((p.detach() ** 2).sum() for p in tm.model.parameters()))
     assert norms[5.0] < 0.8 * norms[0.0]
     with pytest.raises(ConfigError, match=r"weight decay must be in \[0, 10\) \(got -0.1\)"):
-        replace(CFG, weight_decay=-0.1).checked()
+        replace(CFG, weight_decay=-0.1)
 
 
-@pytest.mark.parametrize("hidden", [(16, 12), (10,), (16, 12, 8)])
-@pytest.mark.parametrize("n", [40, 1])
-def test_fused_step_has_the_gradients_of_the_one_graph_objective(hidden: tuple[int, ...], n: int) -> None:
-    """The fused step (complete batches, parallel="ops") must optimize exactly MMAE.forward's
-    objective, for any depth, and with a lone row (running statistics instead of batch ones)."""
+def test_one_step_is_autograd_and_torch_optim_on_the_one_model() -> None:
+    """The trainer's first step moves the weights exactly as MMAE.forward's loss, backward() and
+    torch.optim.Adam do by hand: there is no second definition of the step to drift from it."""
     import torch
 
     from mmae_core.model import MMAE
-    from mmae_core.step_fused import FusedStepper
 
-    rng = np.random.default_rng(3)
-    x = {m: torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) for m, d in DIMS.items()}
-    torch.manual_seed(0)
-    ref, par = MMAE(DIMS, latent=8, hidden=hidden), MMAE(DIMS, latent=8, hidden=hidden)
-    par.load_state_dict(ref.state_dict())
+    data = make_set(64, missing=False)
+    cfg = replace(CFG, epochs=1, batch_size=64)  # one batch: the whole (shuffled) split
+    tm = train(data, cfg)
+    # by hand: the same seeded weights, the same standardized rows (order does not change BatchNorm's
+    # batch statistics or the mean loss up to rounding), one Adam step
+    from mmae_core.standardize import Standardizer
+
+    x = data.splits["train"].features
+    std = Standardizer.fit(x)
+    xs = {m: torch.from_numpy(v) for m, v in std.transform(x).items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        ref = MMAE(DIMS, cfg.latent, cfg.hidden)
+    opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr)
     every = {m: None for m in DIMS}
-    out = ref(x, every, every, None)
-    out.loss.backward()
-    step = FusedStepper(par, lr=0.0)
-    parts = step(torch.cat(list(x.values()), 1))
-    torch.testing.assert_close(parts, out.parts, rtol=1e-5, atol=1e-6)
-    for (name, p), q in zip(ref.named_parameters(), par.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
-    for (name, p), q in zip(ref.named_buffers(), par.buffers()):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
-    step.close()
-    for (name, p), q in zip(ref.named_parameters(), par.parameters()):  # own, contiguous storage; lr 0 moved nothing
-        assert q.grad is None and q.is_contiguous() and torch.equal(p, q), name
-    assert all(b.is_contiguous() for b in par.buffers())
+    ref.train()
+    ref(xs, every, every).loss.backward()
+    opt.step()
+    compared = 0
+    for (name, p), q in zip(ref.named_parameters(), tm.model.parameters()):
+        # an encoder's last bias shifts every z alike, which the decoders' first BatchNorm removes: its
+        # true gradient is 0 and Adam's first step follows the sign of rounding noise; skip those
+        meaningful = p.grad.abs() > 1e-6
+        torch.testing.assert_close(q[meaningful], p[meaningful], rtol=1e-4, atol=1e-5, msg=name)
+        compared += int(meaningful.sum())
+    assert compared > 0.9 * sum(p.numel() for p in ref.parameters())
 
 
-@pytest.mark.parametrize("wd", [0.0, 0.3])
-def test_flat_adam_is_torch_adam_bit_for_bit(wd: float) -> None:
-    import torch
+def test_no_second_step_no_native_code_no_private_torch_api() -> None:
+    """The core has one model definition trained by autograd: no C/C++ sources, no hand-written
+    backward, no private torch API that a torch upgrade could break without warning."""
+    import re
+    from pathlib import Path
 
-    from mmae_core.step_fused import FlatAdam
-
-    g = torch.Generator().manual_seed(0)
-    start = torch.randn(1000, generator=g)
-    ref = torch.nn.Parameter(start.clone())
-    opt = (torch.optim.AdamW if wd else torch.optim.Adam)([ref], lr=1e-3, weight_decay=wd, fused=True)
-    mine, grad = start.clone(), torch.zeros(1000)
-    adam = FlatAdam(mine, grad, lr=1e-3, weight_decay=wd)
-    for _ in range(5):
-        step_grad = torch.randn(1000, generator=g)
-        ref.grad = step_grad.clone()
-        opt.step()
-        grad.copy_(step_grad)
-        adam.step()
-    assert torch.equal(ref.detach(), mine)
+    core = Path(__file__).resolve().parent.parent / "mmae_core"
+    assert not [p for p in core.rglob("*") if p.suffix in {".c", ".cc", ".cpp", ".h", ".hpp", ".cu"}]
+    private = re.compile(r"torch\._[a-z]|torch\.ops\.aten|native_batch_norm|\.backward\(.*need_input|def \w*backward\(")
+    offenders = [f"{p.name}:{i}" for p in core.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    assert offenders == []
 
 
-def test_parallel_ops_is_reproducible_and_uses_the_fused_step_only_where_it_applies() -> None:
-    complete = make_set(200, missing=False, name="complete")
-    ops = replace(CFG, parallel="ops")
-    a, b = train(complete, ops), train(complete, ops)
-    assert a.plan.startswith("fused step") and b.plan == a.plan
-    za, _ = encode(a, complete.splits["train"].features)
-    zb, _ = encode(b, complete.splits["train"].features)
-    assert np.array_equal(za, zb)
-    assert a.history[-1]["losses"]["total"] < a.history[0]["losses"]["total"]
-    # the same data and seed with the default plan: other rounding, the same objective
-    c = train(complete, CFG)
-    assert not c.plan.startswith("fused")
-    assert abs(c.history[-1]["losses"]["total"] - a.history[-1]["losses"]["total"]) < 0.05
-    # gaps, modality dropout or alignment: the per-modality step, also under parallel="ops"
-    per_modality = "image+audio+text on 1 thread(s), " + a.plan.split(", ")[1] + " each"
-    for data, cfg in ((make_set(200), ops), (complete, replace(ops, modality_dropout=0.5)), (complete, replace(ops, align_weight=0.1))):
-        assert train(data, cfg).plan == per_modality
-    # early stopping holds out a validation part: the fused step trains on the rest
-    es = train(complete, replace(ops, epochs=30, early_stopping=2, val_fraction=0.2))
-    assert es.plan == a.plan and "val_total" in es.history[0]
-    with pytest.raises(ConfigError, match="parallel must be modalities or ops"):
-        replace(CFG, parallel="threads").checked()
+def test_a_disk_backed_split_trains_to_the_same_latents_as_memory(tmp_path) -> None:
+    from mmae_core.batches import ArrayRows, write_npy_rows
+    from mmae_core.train import train_rows
+
+    data = make_set(200)
+    feats = data.splits["train"].features
+    disk = write_npy_rows(ArrayRows(feats), tmp_path / "feats")
+    cfg = replace(CFG, modality_dropout=0.3, align_weight=0.1, early_stopping=2, val_fraction=0.2)
+    a = train_rows(ArrayRows(feats), cfg)
+    b = train_rows(disk, cfg)
+    assert [h["losses"] for h in a.history] == [h["losses"] for h in b.history]
+    za, pa = encode(a, feats)
+    zb, pb = encode(b, disk)
+    assert np.array_equal(za, zb, equal_nan=True)
+    assert all(np.array_equal(pa[m], pb[m], equal_nan=True) for m in DIMS)
