@@ -2,7 +2,7 @@
 "What the alignment term costs").
 
 ``tune_aligned.py`` chose the preset's defaults on the raw latents, with one seed. Search now compares
-in the model's shared space (``mmae_core.search``), so this sweep asks the question again there, over
+in the model's shared space (``studio.search``), so this sweep asks the question again there, over
 several training seeds: for each (modality dropout, alignment weight λ, weight decay) it trains the
 MMAE in memory, and prints
 
@@ -39,9 +39,9 @@ PAPER = (0.0, 0.0, 0.0)
 
 def measure(fs, ks, p: float, lam: float, wd: float, seed: int, epochs: int) -> dict:
     from mmae_core.config import preset
-    from mmae_core.mcca import fit_search_space
-    from mmae_core.retrieval import retrieval_metrics
-    from mmae_core.train import encode, train
+    from mmae_core.evaluation.mcca import fit_search_space
+    from mmae_core.search.retrieval import retrieval_metrics
+    from mmae_core.model.train import encode, train
 
     cfg = preset("paper" if (p, lam, wd) == PAPER else "aligned", epochs=epochs, seed=seed,
                  modality_dropout=p, align_weight=lam, weight_decay=wd)

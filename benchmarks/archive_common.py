@@ -17,11 +17,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmae_core.config import PRESETS, TrainConfig  # noqa: E402
-from mmae_core.dataset import FeatureSet, Split  # noqa: E402
-from mmae_core.demo import make_demo  # noqa: E402
-from mmae_core.evaluate import kmeans_labels  # noqa: E402
-from mmae_core.realdata import make_real  # noqa: E402
-from mmae_core.train import TrainedModel, train  # noqa: E402
+from mmae_core.data.dataset import FeatureSet, Split  # noqa: E402
+from mmae_core.data.demo import make_demo  # noqa: E402
+from mmae_core.evaluation.evaluate import kmeans_labels  # noqa: E402
+from mmae_core.data.realdata import make_real  # noqa: E402
+from mmae_core.model.train import TrainedModel, train  # noqa: E402
 
 
 def machine() -> str:

@@ -24,11 +24,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, s
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmae_core.dataset import FeatureSet  # noqa: E402
-from mmae_core.demo import make_demo  # noqa: E402
+from mmae_core.data.dataset import FeatureSet  # noqa: E402
+from mmae_core.data.demo import make_demo  # noqa: E402
 from mmae_core.errors import StudioError  # noqa: E402
-from mmae_core.realdata import make_real  # noqa: E402
-from mmae_core.standardize import Standardizer  # noqa: E402
+from mmae_core.data.realdata import make_real  # noqa: E402
+from mmae_core.model.standardize import Standardizer  # noqa: E402
 
 UNIMODAL_DIMS = {"image": 50, "audio": 256, "text": 256}
 DEFAULT_DIM = 256

@@ -2,7 +2,7 @@
 
 Protocol: train on the clean train split; in the test split, 10% of the items (seeded) get one
 modality (drawn uniformly) replaced by that modality of a test item of another class. Every test
-item is then encoded and scored with ``mmae_core.conflicts``; the swapped items should rank first.
+item is then encoded and scored with ``mmae_core.archive.conflicts``; the swapped items should rank first.
 Reported: AUROC of swapped against untouched items, precision at n (n = the number swapped), and
 the AUROC per swapped modality (a swap of a weak modality is harder to see). The reference groups
 are KMeans clusters of the train latents, k = the number of classes (``archive.reference_groups``
@@ -18,10 +18,10 @@ import numpy as np
 
 from archive_common import config, dataset, fit, fmt, machine, train_clusters
 
-from mmae_core.conflicts import METHODS, fit_reference, score
-from mmae_core.dataset import Split
-from mmae_core.novelty import auroc
-from mmae_core.train import encode
+from mmae_core.archive.conflicts import METHODS, fit_reference, score
+from mmae_core.data.dataset import Split
+from mmae_core.archive.novelty import auroc
+from mmae_core.model.train import encode
 
 
 def swap(sp: Split, frac: float, rng: np.random.Generator) -> tuple[Split, np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Time the full evaluation grid on a demo-sized test split (PRODUCT.md §3; target < 15 s, aim 5 s).
 
 Full grid: 3 unimodal PCAs + fused PCA + MCCA + MMAE, k in {30, 40, 42, 50, 60}, 4,200 test items,
-every metric. The data are the built-in demo (``mmae_core.demo.make_demo``: train 21,000 / test
+every metric. The data are the built-in demo (``mmae_core.data.demo.make_demo``: train 21,000 / test
 4,200, image 50 / audio 1,024 / text 768, 50 classes) standardized on train, with random 128-d
 "latents" standing in for a trained MMAE (random latents have no cluster structure, so KMeans needs
 the most iterations on them: a worst case for time). ``--random`` uses random features of the same
@@ -30,15 +30,15 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmae_core.config import EvalConfig  # noqa: E402
-from mmae_core.evaluate import evaluate_grid  # noqa: E402
-from mmae_core.mcca import MCCA  # noqa: E402
-from mmae_core.standardize import Standardizer  # noqa: E402
+from mmae_core.evaluation.evaluate import evaluate_grid  # noqa: E402
+from mmae_core.evaluation.mcca import MCCA  # noqa: E402
+from mmae_core.model.standardize import Standardizer  # noqa: E402
 
 DIMS = {"image": 50, "audio": 1024, "text": 768}
 
 
 def demo_data(scale: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, str]:
-    from mmae_core.demo import make_demo
+    from mmae_core.data.demo import make_demo
 
     fs = make_demo(seed=42, scale=scale)
     std = Standardizer.fit(fs.splits["train"].features)

@@ -90,7 +90,7 @@ def generate(root: Path, scale: float) -> dict[str, Path]:
 def measure(path: str) -> dict[str, object]:
     """One timed load; peak RSS is counted from just before ``load_path``."""
     sys.path.insert(0, str(ROOT))
-    from mmae_core.features import load_path
+    from mmae_core.data.features import load_path
 
     _reset_peak()
     base = _status_mb("VmRSS") or _peak_mb()

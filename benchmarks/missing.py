@@ -6,9 +6,9 @@ non-empty proper subset of its modalities (every item keeps at least one; seeded
 
 * MMAE with the paper preset and with the aligned preset (read from ``PRESETS`` at run time), KMeans
   on the fused latent of whatever each item has: as the product computes it (an item lacking
-  modalities gets its completed latent, ``mmae_core/completion.py``) and, as "mean", the plain mean
+  modalities gets its completed latent, ``mmae_core/model/completion.py``) and, as "mean", the plain mean
   of the encodings it has, so the gain of completion is visible;
-* fused PCA with mean imputation and MCCA (``mmae_core.evaluate``, as the Compare page computes them);
+* fused PCA with mean imputation and MCCA (``mmae_core.evaluation.evaluate``, as the Compare page computes them);
 * each unimodal PCA baseline on the test items that have that modality.
 
 A second table gives the MMAE's ARI on the test items grouped by the subset of modalities they kept
@@ -29,10 +29,10 @@ import pandas as pd
 from archive_common import config, dataset, drop_modalities, fit, fmt, machine, with_split
 
 from mmae_core.config import EvalConfig
-from mmae_core.evaluate import evaluate_grid, kmeans_labels
-from mmae_core.metrics import external_scores
-from mmae_core.standardize import Standardizer
-from mmae_core.train import encode
+from mmae_core.evaluation.evaluate import evaluate_grid, kmeans_labels
+from mmae_core.evaluation.metrics import external_scores
+from mmae_core.model.standardize import Standardizer
+from mmae_core.model.train import encode
 
 
 def sweep_one(fs, rate: float, presets: list[str], epochs: int | None, seed: int) -> tuple[list[dict], list[dict]]:

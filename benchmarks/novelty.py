@@ -9,7 +9,7 @@
 
 The reference groups are KMeans clusters of the train latents with k = the number of train classes
 (what ``archive.reference_groups`` uses before any tag is accepted). Every combination of the two
-signals in ``mmae_core.novelty`` is scored on the same items, so the table is what chose the default.
+signals in ``mmae_core.archive.novelty`` is scored on the same items, so the table is what chose the default.
 
     python benchmarks/novelty.py --scale 0.2 --pairs 2            # demo scaled down + mfeat
     python benchmarks/novelty.py --datasets mfeat --pairs 5
@@ -22,8 +22,8 @@ import numpy as np
 
 from archive_common import config, dataset, fit, fmt, hold_out, machine, train_clusters
 
-from mmae_core.novelty import COMBINATIONS, auroc, combine, fit_reference, parts
-from mmae_core.train import encode, reconstruction_error
+from mmae_core.archive.novelty import COMBINATIONS, auroc, combine, fit_reference, parts
+from mmae_core.model.train import encode, reconstruction_error
 
 
 def scores(tm, fs, splits: list[str], k: int, train_set=None) -> dict[str, dict[str, np.ndarray]]:

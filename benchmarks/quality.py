@@ -46,7 +46,7 @@ def prepare(db: Path, name: str, tmp: Path) -> tuple[str, str]:
     if name == "demo":
         cli(db, "demo", "--name", "demo")
         return "demo", "30,40,42,50,60"
-    from mmae_core.realdata import REAL_SETS, write_real_folder
+    from mmae_core.data.realdata import REAL_SETS, write_real_folder
 
     if name in REAL_SETS:
         folder = write_real_folder(tmp / name, name=name)

@@ -4,7 +4,7 @@ apart, and which digits the clusterings merge.
     .venv/bin/python benchmarks/real_diagnosis.py [--sets mfeat,mfeat-profile,mfeat-karhunen,mfeat-morphology]
         [--seeds 5] [--k 10]
 
-Two tables, on the test split of each real set (`mmae_core/realdata.py`), with the tool's own
+Two tables, on the test split of each real set (`mmae_core/data/realdata.py`), with the tool's own
 standardization, fused PCA and KMeans (four seeded starts, seeded like `evaluate --seed`):
 
 1. Per view: 5-nearest-neighbour accuracy (train -> test), i.e. how much class information the view
@@ -30,12 +30,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmae_core.baselines import FusedPCA  # noqa: E402
+from mmae_core.evaluation.baselines import FusedPCA  # noqa: E402
 from mmae_core.config import EvalConfig, preset  # noqa: E402
-from mmae_core.evaluate import kmeans_labels  # noqa: E402
-from mmae_core.realdata import REAL_SETS, make_real  # noqa: E402
-from mmae_core.standardize import Standardizer  # noqa: E402
-from mmae_core.train import encode, train  # noqa: E402
+from mmae_core.evaluation.evaluate import kmeans_labels  # noqa: E402
+from mmae_core.data.realdata import REAL_SETS, make_real  # noqa: E402
+from mmae_core.model.standardize import Standardizer  # noqa: E402
+from mmae_core.model.train import encode, train  # noqa: E402
 
 PAIR = ("digit-6", "digit-9")
 

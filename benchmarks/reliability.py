@@ -201,7 +201,7 @@ def crashes(template: Path, work: Path) -> list[Outcome]:
     job = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    from mmae_core.jobs import JobManager
+    from studio.jobs import JobManager
     from store import Store
 
     JobManager(Store(db))
@@ -240,7 +240,7 @@ def limits_and_jobs(template: Path, work: Path) -> list[Outcome]:
     rc.good_folder(work, "outside")
     rows += rc.page_imports([("18 server folder outside the data root", str(work / "outside"))], db, work / "data18")
     from mmae_core.config import preset
-    from mmae_core.jobs import JobManager
+    from studio.jobs import JobManager
     from store import Store
 
     before = checksum_without_jobs(db)

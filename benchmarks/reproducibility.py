@@ -16,12 +16,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from mmae_core.batches import ArrayRows, write_npy_rows
+from mmae_core.model.batches import ArrayRows, write_npy_rows
 from mmae_core.config import EvalConfig, preset
-from mmae_core.demo import make_demo
-from mmae_core.evaluate import evaluate_grid
-from mmae_core.standardize import Standardizer
-from mmae_core.train import encode, train_rows
+from mmae_core.data.demo import make_demo
+from mmae_core.evaluation.evaluate import evaluate_grid
+from mmae_core.model.standardize import Standardizer
+from mmae_core.model.train import encode, train_rows
 
 
 def run(fs: object, rows: object, seed: int, epochs: int) -> tuple[np.ndarray, pd.DataFrame, float]:

@@ -6,7 +6,7 @@ fused latents' clustering vs MCCA, and query latency at archive size.
 temporary store through ``pipeline.train_and_register``, then
 prints, in each search space (``shared``, the default, and the raw ``latent``s), for each ordered
 modality pair and fused -> modality, class P@10 under cosine and Euclidean,
-and for the better metric mAP, instance R@1/5/10 and median rank (``mmae_core.search.search_eval``,
+and for the better metric mAP, instance R@1/5/10 and median rank (``studio.search.search_eval``,
 what ``python -m mmae_core search-eval`` prints); the minimum P@10 over modality pairs against the
 issue's bar (>= 0.8); a ceiling: how well a *supervised* logistic regression on the query modality's
 own features (PCA 64) names the class of a test item (a query cannot find its class's items more
@@ -75,8 +75,8 @@ def own_neighbours(fs) -> dict[str, float]:
     """Class P@10 of each modality's own standardized test features (cosine, the query item left out):
     how well unsupervised neighbours in the raw modality find a class, before any model. A cross-modal
     query from a modality already beats this when its P@10 is higher."""
-    from mmae_core.retrieval import retrieval_metrics
-    from mmae_core.standardize import Standardizer
+    from mmae_core.search.retrieval import retrieval_metrics
+    from mmae_core.model.standardize import Standardizer
 
     te = Standardizer.fit(fs.splits["train"].features).transform(fs.splits["test"].features)
     out = {}
@@ -91,13 +91,13 @@ SVC_MAX_TRAIN = 5_000  # an RBF SVM with Platt scaling is fitted only up to this
 
 def posteriors(fs, kind: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each modality's test-item class posteriors from a supervised classifier fitted on train, and its
-    test accuracy. ``logreg``: the tool's (``mmae_core.supervised_search.class_posteriors``, what
+    test accuracy. ``logreg``: the tool's (``mmae_core.search.supervised.class_posteriors``, what
     ``search-eval --baseline supervised`` uses: logistic regression on PCA 64); ``svm``: an RBF SVM with
     libsvm's Platt-scaled probabilities (sharper and, on the digits, more accurate; too slow at demo size)."""
     from sklearn.svm import SVC
 
-    from mmae_core.standardize import Standardizer
-    from mmae_core.supervised_search import class_posteriors
+    from mmae_core.model.standardize import Standardizer
+    from mmae_core.search.supervised import class_posteriors
 
     std = Standardizer.fit(fs.splits["train"].features)
     tr, te = std.transform(fs.splits["train"].features), std.transform(fs.splits["test"].features)
@@ -161,9 +161,9 @@ def mcca_search(fs) -> pd.DataFrame:
     are what MCCA lines up across views), the mean of an item's variates its fused vector. The tool's
     version (``mcca.search_space``, ``search-eval --baseline mcca``) weights each variate by its train
     correlation at 50 components; unweighted truncations are printed beside it to show why."""
-    from mmae_core.mcca import MCCA, search_space
-    from mmae_core.retrieval import retrieval_metrics
-    from mmae_core.standardize import Standardizer
+    from mmae_core.evaluation.mcca import MCCA, search_space
+    from mmae_core.search.retrieval import retrieval_metrics
+    from mmae_core.model.standardize import Standardizer
 
     std = Standardizer.fit(fs.splits["train"].features)
     tr, te = std.transform(fs.splits["train"].features), std.transform(fs.splits["test"].features)
@@ -181,10 +181,10 @@ def mcca_search(fs) -> pd.DataFrame:
 
 def load_set(name: str, scale: float):
     if name == "demo":
-        from mmae_core.demo import make_demo
+        from mmae_core.data.demo import make_demo
 
         return make_demo("demo", seed=42, scale=scale), DEMO_KS
-    from mmae_core.realdata import REAL_SETS, make_real
+    from mmae_core.data.realdata import REAL_SETS, make_real
 
     if name not in REAL_SETS:
         raise SystemExit(f"unknown dataset {name}; use demo or one of {', '.join(REAL_SETS)}")
@@ -195,8 +195,8 @@ def train_both(store, fs, ks, epochs: int, seed: int) -> tuple[dict, dict, dict]
     """Train the paper and the aligned preset with ``seed``; their search tables (per space) and
     fused-latent evaluations (which include the baselines) and training seconds."""
     from mmae_core.config import EvalConfig, preset
-    from mmae_core.pipeline import evaluate_model, train_and_register
-    from mmae_core.search import SPACES, search_eval
+    from studio.pipeline import evaluate_model, train_and_register
+    from studio.search import SPACES, search_eval
 
     evals, tables, secs = {}, {}, {}
     for p in ("paper", "aligned"):
@@ -238,7 +238,7 @@ def fused_rows(evals: dict, ks) -> list[dict]:
 
 def quality(name: str, epochs: int, scale: float, extra_seeds: list[int]) -> None:
     from mmae_core.config import preset
-    from mmae_core.search import SPACES
+    from studio.search import SPACES
     from store import Store
 
     fs, ks = load_set(name, scale)
@@ -332,7 +332,7 @@ def latency(sizes: list[int], n_queries: int, d: int = 128) -> None:
     import duckdb
     import pyarrow as pa
 
-    from mmae_core.search_index import EXACT_MAX, LatentIndex
+    from mmae_core.search.index import EXACT_MAX, LatentIndex
 
     print(f"\n### query latency, one top-10 cosine query, {d}-d latents, {n_queries} queries per cell; {machine()}")
     rows = []
@@ -400,7 +400,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("quality", "latency", "oracle", "all"), default="all",
                     help="oracle: only the supervised search per modality pair (no training)")
     ap.add_argument("--datasets", default="mfeat,mfeat-profile,demo",
-                    help="demo and/or real sets (mmae_core.realdata.REAL_SETS)")
+                    help="demo and/or real sets (mmae_core.data.realdata.REAL_SETS)")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--scale", type=float, default=1.0, help="demo scale (1 = the full demo)")
     ap.add_argument("--sizes", default="10000,100000,1000000")

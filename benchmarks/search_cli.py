@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmae_core.dataset import FeatureSet, Split  # noqa: E402
+from mmae_core.data.dataset import FeatureSet, Split  # noqa: E402
 from store import Store  # noqa: E402
 
 DIM = 128

@@ -41,11 +41,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmae_core.batches import ArrayRows, BatchSource, scan  # noqa: E402
+from mmae_core.model.batches import ArrayRows, BatchSource, scan  # noqa: E402
 from mmae_core.config import preset  # noqa: E402
-from mmae_core.dataset import FeatureSet, Split  # noqa: E402
-from mmae_core.model import MMAE  # noqa: E402
-from mmae_core.train import train  # noqa: E402
+from mmae_core.data.dataset import FeatureSet, Split  # noqa: E402
+from mmae_core.model.mmae import MMAE  # noqa: E402
+from mmae_core.model.train import train  # noqa: E402
 
 PREVIOUS_RATIO = 1.76  # the hand-written, multi-threaded step this trainer replaced (quiet machine)
 
@@ -56,11 +56,11 @@ N_TRAIN = 21_000
 def demo_set(seed: int = 42) -> tuple[FeatureSet, str]:
     """The built-in demo if it exists, else random data of the same shape."""
     try:
-        from mmae_core.demo import make_demo
+        from mmae_core.data.demo import make_demo
 
         fs = make_demo(seed=seed)
         fs.splits = {"train": fs.splits["train"]}
-        return fs, "mmae_core.demo.make_demo"
+        return fs, "mmae_core.data.demo.make_demo"
     except ImportError:
         rng = np.random.default_rng(seed)
         feats = {m: rng.standard_normal((N_TRAIN, d), dtype=np.float32) for m, d in DIMS.items()}

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmae_core.config import EvalConfig, preset  # noqa: E402
-from mmae_core.evaluate import evaluate_grid, kmeans_labels  # noqa: E402
-from mmae_core.metrics import external_scores  # noqa: E402
-from mmae_core.retrieval import retrieval_metrics  # noqa: E402
-from mmae_core.standardize import Standardizer  # noqa: E402
+from mmae_core.evaluation.evaluate import evaluate_grid, kmeans_labels  # noqa: E402
+from mmae_core.evaluation.metrics import external_scores  # noqa: E402
+from mmae_core.search.retrieval import retrieval_metrics  # noqa: E402
+from mmae_core.model.standardize import Standardizer  # noqa: E402
 
 K_GRIDS = {"demo": (30, 40, 42, 50, 60), "mfeat": (6, 8, 10, 12, 15)}
 
@@ -58,10 +58,10 @@ def md(df: pd.DataFrame) -> str:
 
 def load(name: str, scale: float):
     if name == "mfeat":
-        from mmae_core.realdata import make_real
+        from mmae_core.data.realdata import make_real
 
         return make_real()
-    from mmae_core.demo import make_demo
+    from mmae_core.data.demo import make_demo
 
     return make_demo("demo", seed=42, scale=scale)
 
@@ -80,7 +80,7 @@ def mcca_scores(fs, ks: tuple[int, ...]) -> dict[int, tuple[float, float]]:
 
 
 def run_config(fs, p: float, lam: float, epochs: int, seed: int, latent: int | None, wd: float = 0.0) -> dict:
-    from mmae_core.train import encode, train
+    from mmae_core.model.train import encode, train
 
     cfg = preset("aligned" if (p or lam) else "paper", epochs=epochs, seed=seed, modality_dropout=p,
                  align_weight=lam, latent=latent, weight_decay=wd)

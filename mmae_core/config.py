@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .errors import ConfigError
+from mmae_core.errors import ConfigError
 
 DEFAULT_K_GRID: tuple[int, ...] = (30, 40, 42, 50, 60)
 

@@ -13,11 +13,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mmae_core.cli import parse_k
+from studio.cli import parse_k
 from mmae_core.config import DEFAULT_K_GRID, EvalConfig
 from mmae_core.errors import StudioError
-from mmae_core.pipeline import evaluate_model
-from mmae_core.reference import paper_reference
+from studio.pipeline import evaluate_model
+from mmae_core.evaluation.reference import paper_reference
 from store.export import to_bytes
 from ui import state
 from ui.widgets import (

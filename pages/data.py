@@ -11,8 +11,8 @@ import altair as alt
 import streamlit as st
 
 from mmae_core.errors import StoreError
-from mmae_core.features import load_files, load_path
-from mmae_core.pipeline import check_name
+from mmae_core.data.features import load_files, load_path
+from studio.pipeline import check_name
 from ui import state
 from ui.widgets import (
     dataset_summary,

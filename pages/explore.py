@@ -1,7 +1,7 @@
 """Explore: 2-D maps of a model's latents, coloured by cluster, label, tag or modality; select points
 to see the items and tag them. Maps are computed once per (model, split, latent, method, seed) and
 stored; everything else is in ``ui.maps`` and the store. Novelty (colour and the "New and unusual"
-ranking) comes from ``ui.archive`` over ``mmae_core.archive``."""
+ranking) comes from ``ui.archive`` over ``studio.archive``."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mmae_core.projection import METHODS
+from mmae_core.evaluation.projection import METHODS
 from ui import archive, maps
 from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
 from ui.widgets import upload_limit_bytes, uploaded_files

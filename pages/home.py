@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from mmae_core.demo import make_demo
+from mmae_core.data.demo import make_demo
 from mmae_core.errors import StudioError
 from ui import state
 from ui.widgets import link, remember_summary, run_action

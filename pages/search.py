@@ -2,7 +2,7 @@
 item of the dataset in one of its modalities, or an uploaded feature vector encoded with the model's
 own standardization. Results show metadata and tags and can be tagged at once (one decision). The
 retrieval metrics of the model (every ordered modality pair) are computed once per model and cached.
-Query, index and metrics are ``mmae_core.search`` (the CLI's ``search``/``search-eval``); this page
+Query, index and metrics are ``studio.search`` (the CLI's ``search``/``search-eval``); this page
 only arranges them."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from mmae_core.errors import StudioError
-from mmae_core.retrieval import METRICS
-from mmae_core.search import SPACES, Query, query_latent, search_eval, search_items, with_details, worst_pairs
+from mmae_core.search.retrieval import METRICS
+from studio.search import SPACES, Query, query_latent, search_eval, search_items, with_details, worst_pairs
 from store import Store
 from ui import maps
 from ui.tagging import (

@@ -1,7 +1,7 @@
 """Tags: the cluster browser. Each proposed tag with its size, cohesion, purity, majority label and
 representative items; accept, rename, merge, reject (one by one or every proposal above a purity),
 move single items, undo, and the audit trail. Every decision is one store transaction with the
-curator's name; the logic is in ``store`` (tags, tag_batch) and ``mmae_core.pipeline``."""
+curator's name; the logic is in ``store`` (tags, tag_batch) and ``studio.pipeline``."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +10,7 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from mmae_core import pipeline
+from studio import pipeline
 from mmae_core.errors import StudioError
 from ui import archive, maps, state
 from ui.tagging import (

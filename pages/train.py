@@ -17,8 +17,8 @@ import streamlit as st
 
 from mmae_core.config import PRESETS, TrainConfig, preset
 from mmae_core.errors import ConfigError
-from mmae_core.jobs import JobView
-from mmae_core.pipeline import check_name, register_checkpoint
+from studio.jobs import JobView
+from studio.pipeline import check_name, register_checkpoint
 from ui import state
 from ui.widgets import dataset_summary, download_button, fmt_seconds, need_dataset, run_action
 

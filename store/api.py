@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mmae_core.dataset import FeatureSet
+from mmae_core.data.dataset import FeatureSet
 from mmae_core.errors import StoreError
 
 from . import catalog as _catalog
@@ -244,7 +244,7 @@ class Store:
         from . import tag_batch as _tag_batch
         return self._db.write(lambda con: _tag_batch.accept_unique(con, dataset, model, cluster, curator, name))
 
-    # -- background jobs (store/jobs.py; used by mmae_core.jobs) ---------------------------------
+    # -- background jobs (store/jobs.py; used by studio.jobs) ---------------------------------
     def add_job(self, dataset: str, kind: str, config: dict, pid: int, host: str, status: str = "queued",
                 message: str | None = None) -> int:
         from . import jobs as _jobs

@@ -59,8 +59,8 @@ def _copy_db(src: Path, dst: Path) -> None:
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> StudioFiles:
     from mmae_core.config import preset
-    from mmae_core.demo import make_demo
-    from mmae_core.pipeline import train_and_register
+    from mmae_core.data.demo import make_demo
+    from studio.pipeline import train_and_register
     from store import Store
 
     folder = tmp_path_factory.mktemp("demo-template")

@@ -72,8 +72,8 @@ def one_sentence(message: str) -> bool:
 def build_template(folder: Path) -> Path:
     """A small trained store: demo (scale 0.02) with model ``m1`` (1 epoch), proposals, two decisions."""
     from mmae_core.config import preset
-    from mmae_core.demo import make_demo
-    from mmae_core.pipeline import propose_tags, train_and_register
+    from mmae_core.data.demo import make_demo
+    from studio.pipeline import propose_tags, train_and_register
     from store import Store
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -579,8 +579,8 @@ def decisions_beside_training(db: Path, seconds: float, epochs: int = 200) -> La
     import threading
 
     from mmae_core.config import EvalConfig, preset
-    from mmae_core.jobs import JobManager
-    from mmae_core.pipeline import evaluate_model
+    from studio.jobs import JobManager
+    from studio.pipeline import evaluate_model
     from store import Store
 
     store = Store(db, linger=1.0)

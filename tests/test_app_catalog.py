@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 
-from mmae_core import pipeline
+from studio import pipeline
 from store import Store, to_bytes
 from ui.tagging import filter_catalog
 
@@ -62,7 +62,7 @@ def test_empty_store_says_what_to_do(empty_store):
 
 
 def test_unfiltered_downloads_are_the_cli_export_bytes(tagged, deferred, tmp_path):
-    from mmae_core.cli import main
+    from studio.cli import main
 
     at = page_test("catalog")
     at.run()

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mmae_core import pipeline
-from mmae_core.projection import project_2d
+from studio import pipeline
+from mmae_core.evaluation.projection import project_2d
 from store import Store
 from ui import maps
 
@@ -172,7 +172,7 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
 
 # -- novelty (issue 6) ----------------------------------------------------------------------------------
 def test_colour_by_novelty_bands_every_point_against_the_train_split(demo):
-    from mmae_core.archive import NOVELTY_BANDS, novelty_scores
+    from studio.archive import NOVELTY_BANDS, novelty_scores
 
     at = page_test("explore", explore_colour="novelty")
     at.run()

@@ -1,5 +1,5 @@
 """The Search page through ``AppTest``: item queries, uploaded vectors (good and bad), tagging results
-and the retrieval metrics, each checked against the store and ``mmae_core.retrieval``."""
+and the retrieval metrics, each checked against the store and ``mmae_core.search.retrieval``."""
 from __future__ import annotations
 
 import io
@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 
-from mmae_core.checkpoint import load_checkpoint
-from mmae_core.retrieval import encode_query, nearest
-from mmae_core.search import shared_space
+from mmae_core.model.checkpoint import load_checkpoint
+from mmae_core.search.retrieval import encode_query, nearest
+from studio.search import shared_space
 from store import Store
 
 from .test_app_tags import DATASET, MODEL, messages, one_sentence, page_test

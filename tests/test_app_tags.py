@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mmae_core import pipeline
-from mmae_core.demo import make_demo
+from studio import pipeline
+from mmae_core.data.demo import make_demo
 from store import Store
 
 from .conftest import DEMO_DATASET, DEMO_MODEL, _copy_db
@@ -357,7 +357,7 @@ def test_the_page_runs_inside_the_app_frame(proposed, app):
 
 
 def test_items_whose_modalities_disagree_are_listed_for_review(proposed):
-    from mmae_core.archive import conflict_items
+    from studio.archive import conflict_items
 
     at = page_test("tags")
     at.run()

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from mmae_core.dataset import FeatureSet, Split
-from mmae_core.jobs import manager_for
+from mmae_core.data.dataset import FeatureSet, Split
+from studio.jobs import manager_for
 
 
 def by_label(items, label: str):

@@ -8,7 +8,7 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_info
 
-from mmae_core.baselines import FusedPCA, TrainMoments, UnimodalPCA, blas_single_thread, parallel_map, par_gram
+from mmae_core.evaluation.baselines import FusedPCA, TrainMoments, UnimodalPCA, blas_single_thread, parallel_map, par_gram
 from mmae_core.errors import ConfigError
 
 
@@ -127,7 +127,7 @@ def test_blas_loaded_after_the_first_pin_is_pinned_too() -> None:
     import sys
 
     code = (
-        "from mmae_core.baselines import blas_single_thread\n"
+        "from mmae_core.evaluation.baselines import blas_single_thread\n"
         "from threadpoolctl import threadpool_info\n"
         "with blas_single_thread(): pass\n"
         "import faiss  # loads another BLAS\n"
@@ -176,7 +176,7 @@ def test_parallel_map_reports_progress_in_the_calling_thread_and_keeps_order() -
 
 
 def test_throttled_progress_says_how_far_at_most_every_interval_and_not_at_the_end() -> None:
-    from mmae_core.evaluate import throttled
+    from mmae_core.evaluation.evaluate import throttled
 
     said: list[str] = []
     every_time = throttled(said.append, "{done} of {total}", every=0.0)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmae_core.batches import ArrayRows, BatchSource, NpyRows, scan, write_npy_rows
+from mmae_core.model.batches import ArrayRows, BatchSource, NpyRows, scan, write_npy_rows
 from mmae_core.errors import DataError
-from mmae_core.standardize import Standardizer
+from mmae_core.model.standardize import Standardizer
 
 DIMS = {"image": 5, "audio": 9, "text": 7}
 

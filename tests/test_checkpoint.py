@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmae_core.checkpoint import check_fits, load_checkpoint, save_checkpoint
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.model.checkpoint import check_fits, load_checkpoint, save_checkpoint
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import CheckpointError
-from mmae_core.train import TrainedModel, encode, train
+from mmae_core.model.train import TrainedModel, encode, train
 from tests.test_train import CFG, make_set
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmae_core.cli import main
+from studio.cli import main
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_evaluate_csv_and_paper_rows(db: Path, capsys: pytest.CaptureFixture[str
 def test_evaluate_n_init_reaches_the_grid_and_the_run(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--n-init`` is the KMeans starts of every method; the stored run records it."""
     from mmae_core.config import EvalConfig
-    from mmae_core.pipeline import evaluate_model
+    from studio.pipeline import evaluate_model
 
     code, out, errs = run(capsys, db, "evaluate", "--dataset", "demo", "--model", "m1", "--k", "5,9", "--n-init", "7",
                           "--format", "json")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmae_core.checkpoint import load_checkpoint, save_checkpoint
-import mmae_core.completion as completion
-from mmae_core.completion import MIN_COMPLETE_ITEMS, _Stats, _wanted_subsets, complete, fit_completion
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.model.checkpoint import load_checkpoint, save_checkpoint
+import mmae_core.model.completion as completion
+from mmae_core.model.completion import MIN_COMPLETE_ITEMS, _Stats, _wanted_subsets, complete, fit_completion
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import CheckpointError
-from mmae_core.train import TrainedModel, encode, train
+from mmae_core.model.train import TrainedModel, encode, train
 from tests.test_train import CFG, DIMS, make_set
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmae_core.cli import main
-from mmae_core.conflicts import METHODS, conflict_table, fit_reference, score
+from studio.cli import main
+from mmae_core.archive.conflicts import METHODS, conflict_table, fit_reference, score
 from mmae_core.config import preset
-from mmae_core.dataset import Split
+from mmae_core.data.dataset import Split
 from mmae_core.errors import ConfigError
-from mmae_core.novelty import auroc
-from mmae_core.pipeline import train_and_register
-from mmae_core.train import encode, train
+from mmae_core.archive.novelty import auroc
+from studio.pipeline import train_and_register
+from mmae_core.model.train import encode, train
 from store import Store
 
 from .test_novelty import TINY, toy_set

@@ -14,9 +14,9 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestCentroid
 from threadpoolctl import threadpool_limits
 
-from mmae_core.demo import CLASS_NAMES, CLASS_WORDS, make_demo
+from mmae_core.data.demo import CLASS_NAMES, CLASS_WORDS, make_demo
 from mmae_core.errors import ConfigError
-from mmae_core.standardize import Standardizer
+from mmae_core.model.standardize import Standardizer
 
 SMALL = 0.05  # 21 train, 4 test items per class, 193 OOD items
 

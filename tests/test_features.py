@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmae_core.features import load_files, load_path
+from mmae_core.data.features import load_files, load_path
 
 SIZES = {"train": 12, "test": 5, "ood": 4}
 
@@ -318,7 +318,7 @@ def test_the_same_features_in_two_layouts_train_the_same_model(tmp_path: Path) -
     from dataclasses import replace
 
     from mmae_core.config import preset
-    from mmae_core.train import encode, train
+    from mmae_core.model.train import encode, train
 
     data = make_arrays({"vision": 6, "sound": 9, "words": 4})
     labels = int_labels()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmae_core.errors import DataError
-from mmae_core.features import load_files, load_path
+from mmae_core.data.features import load_files, load_path
 
 
 class Payload:

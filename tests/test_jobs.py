@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mmae_core.config import preset
-from mmae_core.jobs import JobManager, _reason, manager_for
+from studio.jobs import JobManager, _reason, manager_for
 from store import Store
 
 
@@ -129,7 +129,7 @@ def test_manager_for_is_one_per_store_file(demo_store):
 def test_job_threads_run_below_the_server_and_their_child_threads_inherit_it():
     import threading
 
-    from mmae_core.jobs import JOB_NICENESS, lower_thread_priority
+    from studio.jobs import JOB_NICENESS, lower_thread_priority
 
     main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     seen: dict[str, int] = {}
@@ -155,7 +155,7 @@ def test_a_machine_that_gets_busy_mid_training_is_named_in_the_job_notes(demo_st
     """A curator whose progress bar suddenly crawls learns why, once, from the job's notes. The
     busy machine is made real from the trainer's side: in epoch 4 every step waits (the job's
     should_stop is called between steps, as the cancel check is)."""
-    from mmae_core import pipeline
+    from studio import pipeline
 
     store = demo_store.store()
     calls, notes = [0], []
@@ -176,7 +176,7 @@ def test_a_machine_that_gets_busy_mid_training_is_named_in_the_job_notes(demo_st
 
 
 def test_slowdown_watch_ignores_the_first_epoch_and_warns_once() -> None:
-    from mmae_core.pipeline import SlowdownWatch
+    from studio.pipeline import SlowdownWatch
 
     watch = SlowdownWatch()
     elapsed = 0.0

@@ -8,10 +8,10 @@ from scipy.linalg import subspace_angles
 from sklearn.cross_decomposition import CCA
 from sklearn.metrics import adjusted_rand_score
 
-from mmae_core.baselines import TrainMoments, UnimodalPCA
+from mmae_core.evaluation.baselines import TrainMoments, UnimodalPCA
 from mmae_core.errors import ConfigError
-from mmae_core.evaluate import kmeans_labels
-from mmae_core.mcca import MCCA, search_space
+from mmae_core.evaluation.evaluate import kmeans_labels
+from mmae_core.evaluation.mcca import MCCA, search_space
 
 
 def standardize(x: np.ndarray) -> np.ndarray:

@@ -9,15 +9,15 @@ from sklearn.metrics.pairwise import euclidean_distances
 
 from mmae_core.config import EvalConfig
 from mmae_core.errors import ConfigError
-from mmae_core.evaluate import COLUMNS, evaluate_grid, kmeans_labels
-from mmae_core.metrics import (
+from mmae_core.evaluation.evaluate import COLUMNS, evaluate_grid, kmeans_labels
+from mmae_core.evaluation.metrics import (
     NO_LABELS_NOTE,
     external_scores,
     pairwise,
     silhouette_from_distances,
     silhouette_samples_chunked,
 )
-from mmae_core.reference import paper_reference
+from mmae_core.evaluation.reference import paper_reference
 
 
 def blobs(n_per: int, k: int, d: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +77,7 @@ def test_pairwise_matches_sklearn_and_has_zero_diagonal() -> None:
 def test_internal_scores_equal_sklearn() -> None:
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
-    from mmae_core.metrics import internal_scores
+    from mmae_core.evaluation.metrics import internal_scores
 
     x, _ = blobs(30, 5, 7, 2.0, seed=4)
     pred = kmeans_labels(x, 6, 1, 0)
@@ -124,7 +124,7 @@ def test_grid_silhouette_is_scored_on_the_clustered_representation() -> None:
     cfg = EvalConfig(k_grid=(6,), n_init=2)
     table = evaluate_grid({"image": data["train"]["image"]}, {"image": data["eval"]["image"]}, data["labels"], None, cfg)
     assert table["method"].tolist() == ["image"]  # one modality: no fusion, no MCCA, no MMAE
-    from mmae_core.baselines import UnimodalPCA
+    from mmae_core.evaluation.baselines import UnimodalPCA
 
     z = UnimodalPCA("image", 50).fit({"image": data["train"]["image"]}).transform({"image": data["eval"]["image"]})
     pred = kmeans_labels(z, 6, 2, cfg.seed)
@@ -132,8 +132,8 @@ def test_grid_silhouette_is_scored_on_the_clustered_representation() -> None:
 
 
 def test_grid_samples_silhouette_with_the_seed_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmae_core.evaluate as ev
-    from mmae_core.baselines import UnimodalPCA
+    import mmae_core.evaluation.evaluate as ev
+    from mmae_core.evaluation.baselines import UnimodalPCA
 
     monkeypatch.setattr(ev, "SILHOUETTE_FULL_MAX", 50)  # a small threshold instead of 10,000 real items
     data = three_views(n_per=20)

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmae_core.cli import main
+from studio.cli import main
 from mmae_core.config import TrainConfig, preset
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import DataError
-from mmae_core.features import load_files, load_path
-from mmae_core.train import encode, train
+from mmae_core.data.features import load_files, load_path
+from mmae_core.model.train import encode, train
 from store import Store
 
 DIMS = {"image": 4, "audio": 6, "text": 3}
@@ -88,7 +88,7 @@ def check(fs: FeatureSet) -> None:
             np.testing.assert_allclose(sp.features[m], data[s][m], rtol=1e-6, equal_nan=True)
             want = [i not in GAPS.get(s, {}).get(m, []) for i in range(N[s])]
             assert sp.present(m).tolist() == want
-    from mmae_core.pipeline import missing_summary
+    from studio.pipeline import missing_summary
 
     assert missing_summary(fs) == EXPECTED
 

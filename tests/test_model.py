@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmae_core.model import MMAE
-from mmae_core.train import dropout_mask
+from mmae_core.model.mmae import MMAE
+from mmae_core.model.train import dropout_mask
 
 DIMS = {"image": 6, "audio": 20, "text": 12}
 

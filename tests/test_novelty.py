@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mmae_core.cli import main
+from studio.cli import main
 from mmae_core.config import preset
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import ConfigError
-from mmae_core.novelty import COMBINATIONS, auroc, combine, fit_reference, parts, score_items
-from mmae_core.pipeline import train_and_register
-from mmae_core.train import encode, reconstruction_error, train
+from mmae_core.archive.novelty import COMBINATIONS, auroc, combine, fit_reference, parts, score_items
+from studio.pipeline import train_and_register
+from mmae_core.model.train import encode, reconstruction_error, train
 from store import Store
 
 DIMS = {"image": 8, "audio": 12, "text": 6}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mmae_core.errors import ConfigError
-from mmae_core.projection import project_2d
+from mmae_core.evaluation.projection import project_2d
 
 
 def points(n: int = 60, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_unknown_method_is_refused_in_a_sentence() -> None:
 
 
 def test_large_tsne_warns_through_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmae_core.projection as proj
+    import mmae_core.evaluation.projection as proj
 
     monkeypatch.setattr(proj, "_SLOW_TSNE", 50)  # a smaller threshold instead of 10,000 real points
     seen: list[str] = []

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from quality import gap_interval, gap_tally, parse_seeds  # noqa: E402
 from real_diagnosis import knn, merged, swapped  # noqa: E402
 
-from mmae_core.realdata import make_real  # noqa: E402
-from mmae_core.standardize import Standardizer  # noqa: E402
+from mmae_core.data.realdata import make_real  # noqa: E402
+from mmae_core.model.standardize import Standardizer  # noqa: E402
 
 
 def test_seed_ranges_and_lists() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmae_core import realdata
+from mmae_core.data import realdata
 from mmae_core.errors import DataError
-from mmae_core.features import load_path
-from mmae_core.realdata import DIGIT_NAMES, make_real, write_real_folder
+from mmae_core.data.features import load_path
+from mmae_core.data.realdata import DIGIT_NAMES, make_real, write_real_folder
 
 
 @pytest.fixture(scope="module")

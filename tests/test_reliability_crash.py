@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mmae_core.jobs import JobManager
+from studio.jobs import JobManager
 from store import Store
 
 from . import reliability_cases as rc
@@ -74,7 +74,7 @@ SERVER = textwrap.dedent("""
     import sys, time
     from store import Store
     from mmae_core.config import preset
-    from mmae_core.jobs import JobManager
+    from studio.jobs import JobManager
     store = Store(sys.argv[1])
     mgr = JobManager(store, throttle_s=0.1)
     job = mgr.start_training("demo", preset("paper", epochs=500, latent=16), "endless")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmae_core.features import load_files, load_path
+from mmae_core.data.features import load_files, load_path
 
 from . import reliability_cases as rc
 

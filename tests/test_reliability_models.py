@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmae_core.checkpoint import save_checkpoint
+from mmae_core.model.checkpoint import save_checkpoint
 from mmae_core.config import preset
-from mmae_core.jobs import JobManager
+from studio.jobs import JobManager
 from store import Store
 
 from . import reliability_cases as rc
@@ -37,7 +37,7 @@ def bad_checkpoints(db: Path, folder: Path, marker: Path) -> dict[str, tuple[str
     """{key: (case label, file, what the sentence must name)}."""
     import pickle
 
-    from mmae_core.train import train
+    from mmae_core.model.train import train
 
     good = Store(db).model_checkpoint(rc.DATASET, rc.MODEL)
     out = {}
@@ -156,10 +156,10 @@ SERVER = textwrap.dedent("""
     import json, resource, sys, threading, time
     from store import Store
     from mmae_core.config import preset
-    from mmae_core.jobs import JobManager
+    from studio.jobs import JobManager
     store = Store(sys.argv[1])
     mgr = JobManager(store, throttle_s=0.2)
-    import mmae_core.train  # as the dashboard does after its first page (torch loaded before the limit)
+    import mmae_core.model.train  # as the dashboard does after its first page (torch loaded before the limit)
     vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
     limit = vm + int(float(sys.argv[2]) * 2**30)  # headroom for the small job, threads and the other session
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -174,7 +174,7 @@ def test_schema_newer_refused_older_migrated_after_a_backup_foreign_refused(db: 
         import sys
         import store.schema as schema
         schema.MIGRATIONS = (*schema.MIGRATIONS, lambda con: con.execute("ALTER TABLE datasets ADD COLUMN note VARCHAR"))
-        from mmae_core.cli import main
+        from studio.cli import main
         sys.exit(main(["datasets", "--format", "json"]))
     """)
     proc = subprocess.run([sys.executable, "-c", code], env=rc.cli_env(db), capture_output=True, text=True, timeout=120)

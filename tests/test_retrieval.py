@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmae_core.errors import DataError
-from mmae_core.retrieval import load_query_vector, nearest, retrieval_metrics
+from mmae_core.search.retrieval import load_query_vector, nearest, retrieval_metrics
 
 
 def classes(n_classes: int = 5, per: int = 20, d: int = 12, noise: float = 0.05, seed: int = 0):
@@ -140,8 +140,8 @@ def test_load_query_vector_refuses_bad_files_in_one_sentence(data, words):
     assert words in text and text.startswith("q.npy") and text.endswith(".") and "\n" not in text
 
 
-# -- the search index (mmae_core.search_index) ------------------------------------------------------
-from mmae_core.search_index import IndexCache, LatentIndex  # noqa: E402
+# -- the search index (mmae_core.search.index) ------------------------------------------------------
+from mmae_core.search.index import IndexCache, LatentIndex  # noqa: E402
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -201,7 +201,7 @@ def test_index_cache_builds_once_per_fingerprint():
     assert cache.get("a", 2, build("a2 again")) == "a2 again" and cache.builds == 5
 
 
-from mmae_core.search_index import IndexFiles  # noqa: E402
+from mmae_core.search.index import IndexFiles  # noqa: E402
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

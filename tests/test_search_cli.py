@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmae_core.cli import main
+from studio.cli import main
 from mmae_core.config import preset
-from mmae_core.mcca import fit_search_space
-from mmae_core.pipeline import train_and_register
-from mmae_core.retrieval import nearest, retrieval_metrics
-from mmae_core.search import CACHE, index_files, query_latent, search_items
+from mmae_core.evaluation.mcca import fit_search_space
+from studio.pipeline import train_and_register
+from mmae_core.search.retrieval import nearest, retrieval_metrics
+from studio.search import CACHE, index_files, query_latent, search_items
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_search_eval_best_is_the_metric_with_the_higher_mean_precision(db, capsy
 
 
 def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
-    from mmae_core.mcca import search_space
-    from mmae_core.standardize import Standardizer
+    from mmae_core.evaluation.mcca import search_space
+    from mmae_core.model.standardize import Standardizer
 
     code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--baseline", "mcca",
                           "--metric", "cosine", "--format", "json")
@@ -134,8 +134,8 @@ def test_search_eval_baseline_mcca_adds_its_rows_beside_the_models(db, capsys):
 
 
 def test_search_eval_baseline_supervised_shows_what_the_labels_allow(db, capsys):
-    from mmae_core.standardize import Standardizer
-    from mmae_core.supervised_search import supervised_search
+    from mmae_core.model.standardize import Standardizer
+    from mmae_core.search.supervised import supervised_search
 
     code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--baseline", "mcca",
                           "--baseline", "supervised", "--metric", "cosine", "--format", "json")
@@ -282,7 +282,7 @@ def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_pat
 
 
 def test_search_eval_leaves_out_instance_metrics_where_modalities_are_not_one_media_item(tmp_path, capsys):
-    from mmae_core.demo import make_demo
+    from mmae_core.data.demo import make_demo
 
     fs = make_demo("paired", seed=1, scale=0.04)
     fs.attrs["instance_pairs"] = False  # e.g. LUMA: image, audio and text of an item were paired by class
@@ -323,7 +323,7 @@ def test_a_cache_folder_that_cannot_be_written_costs_one_line_not_a_traceback(db
 
 def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path):
     """What a second CLI call does with a large index (files of any size here: min_rows=0)."""
-    from mmae_core.search_index import IndexCache, IndexFiles
+    from mmae_core.search.index import IndexCache, IndexFiles
 
     store = Store(db)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
@@ -345,8 +345,8 @@ def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path)
 
 
 def test_a_damaged_saved_space_is_refitted_not_an_error(db, tmp_path):
-    from mmae_core.search import shared_space
-    from mmae_core.search_index import IndexCache, IndexFiles
+    from studio.search import shared_space
+    from mmae_core.search.index import IndexCache, IndexFiles
 
     store = Store(db)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
@@ -365,7 +365,7 @@ def test_a_damaged_saved_space_is_refitted_not_an_error(db, tmp_path):
 def test_the_shared_space_is_saved_even_when_the_index_is_too_small_to_save(db, tmp_path):
     """Each CLI call is a new process: without the saved space every call below the index threshold
     would refit the CCA (about 2.5 s at 100k items)."""
-    from mmae_core.search_index import IndexCache, IndexFiles
+    from mmae_core.search.index import IndexCache, IndexFiles
 
     store = Store(db)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")

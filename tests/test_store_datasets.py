@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import DataError
 from store import NotFoundError, Store, StoreError
 

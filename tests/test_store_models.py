@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.data.dataset import FeatureSet, Split
 from store import NotFoundError, Store, StoreError
 
 from .test_store_helpers import make_featureset, make_latents, one_sentence

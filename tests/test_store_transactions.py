@@ -140,7 +140,7 @@ def test_a_crash_during_a_large_write_leaves_nothing_half_written(tmp_path):
         """
         import os, sys, threading
         import numpy as np
-        from mmae_core.dataset import FeatureSet, Split
+        from mmae_core.data.dataset import FeatureSet, Split
         from store import Store
         n = 20000
         x = np.random.default_rng(0).normal(size=(n, 512)).astype(np.float32)

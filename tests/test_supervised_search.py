@@ -1,4 +1,4 @@
-"""The supervised search (``mmae_core.supervised_search``): a reference that knows the classes, so an
+"""The supervised search (``mmae_core.search.supervised``): a reference that knows the classes, so an
 analyst can tell a weak model from data that cannot say more."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmae_core.errors import ConfigError
-from mmae_core.supervised_search import class_posteriors, supervised_search
+from mmae_core.search.supervised import class_posteriors, supervised_search
 
 
 def make(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import silhouette_samples
 
 from mmae_core.errors import ConfigError
-from mmae_core.tags import TABLE_COLUMNS, distinctive_words, propose
+from mmae_core.clustering.proposals import TABLE_COLUMNS, distinctive_words, propose
 
 ANIMALS = ["dog", "violin", "airplane", "cactus"]
 SCENES = ["park", "studio", "street", "beach", "kitchen"]

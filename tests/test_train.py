@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mmae_core.config import TrainConfig
-from mmae_core.dataset import FeatureSet, Split
+from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import CancelledError, ConfigError, StudioError
-from mmae_core.train import Progress, TrainedModel, encode, reconstruction_error, train
+from mmae_core.model.train import Progress, TrainedModel, encode, reconstruction_error, train
 
 DIMS = {"image": 6, "audio": 20, "text": 12}
 CFG = TrainConfig(epochs=4, batch_size=32, latent=8, hidden=(32, 16), seed=7)
@@ -169,8 +169,8 @@ def test_weight_decay_is_adamw_and_the_paper_preset_keeps_plain_adam(fs: Feature
     import torch
 
     from mmae_core.config import preset
-    from mmae_core.model import MMAE
-    from mmae_core.train import make_optimizer
+    from mmae_core.model.mmae import MMAE
+    from mmae_core.model.train import make_optimizer
 
     assert preset("paper").weight_decay == 0.0 and preset("aligned").weight_decay > 0
     model = MMAE(DIMS, latent=8, hidden=(16,))
@@ -192,14 +192,14 @@ def test_one_step_is_autograd_and_torch_optim_on_the_one_model() -> None:
     torch.optim.Adam do by hand: there is no second definition of the step to drift from it."""
     import torch
 
-    from mmae_core.model import MMAE
+    from mmae_core.model.mmae import MMAE
 
     data = make_set(64, missing=False)
     cfg = replace(CFG, epochs=1, batch_size=64)  # one batch: the whole (shuffled) split
     tm = train(data, cfg)
     # by hand: the same seeded weights, the same standardized rows (order does not change BatchNorm's
     # batch statistics or the mean loss up to rounding), one Adam step
-    from mmae_core.standardize import Standardizer
+    from mmae_core.model.standardize import Standardizer
 
     x = data.splits["train"].features
     std = Standardizer.fit(x)
@@ -236,8 +236,8 @@ def test_no_second_step_no_native_code_no_private_torch_api() -> None:
 
 
 def test_a_disk_backed_split_trains_to_the_same_latents_as_memory(tmp_path) -> None:
-    from mmae_core.batches import ArrayRows, write_npy_rows
-    from mmae_core.train import train_rows
+    from mmae_core.model.batches import ArrayRows, write_npy_rows
+    from mmae_core.model.train import train_rows
 
     data = make_set(200)
     feats = data.splits["train"].features

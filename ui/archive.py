@@ -1,6 +1,6 @@
 """Streamlit glue for the archive views (issue 6): novelty on Explore, conflicting modalities on Tags.
 
-The scores come from ``mmae_core.archive`` (the same functions as the CLI's ``novelty`` and
+The scores come from ``studio.archive`` (the same functions as the CLI's ``novelty`` and
 ``conflicts``). They depend on the model and on the curator's tags and proposals, so the cache key is
 the store file, dataset, model, splits and the *tag state* (how many decisions the audit trail holds
 and the latest proposal set): a decision or a new proposal set recomputes them, revisiting does not.
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mmae_core.archive import NOVELTY_BANDS, conflict_items, novelty_band, novelty_of_features, novelty_scores
-from mmae_core.features import load_files
+from studio.archive import NOVELTY_BANDS, conflict_items, novelty_band, novelty_of_features, novelty_scores
+from mmae_core.data.features import load_files
 from store import Store
 
 NO_SCORE = "(no score)"
@@ -51,7 +51,7 @@ def _upload_novelty(_store: Store, path: str, dataset: str, model: str, digest: 
 
 
 def upload_novelty(store: Store, dataset: str, model: str, files: list[tuple[str, bytes]], limit: int) -> tuple[pd.DataFrame, dict]:
-    """New material that is not in the store, ranked like a split (``mmae_core.archive.novelty_of_features``),
+    """New material that is not in the store, ranked like a split (``studio.archive.novelty_of_features``),
     with the upload's own metadata; cached by the files' content and the tag state."""
     digest = hashlib.sha256(b"".join(name.encode() + b"\0" + hashlib.sha256(data).digest() for name, data in files)).hexdigest()
     return _upload_novelty(store, str(store.path), dataset, model, digest, tuple(files), tag_state(store, dataset, model), limit)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.errors import NotFoundError
-from mmae_core.projection import project_2d
+from mmae_core.evaluation.projection import project_2d
 from store import Store
 from store.projections import ALL_SPLITS, OVERLAY
 

@@ -20,7 +20,7 @@ from typing import Any
 import streamlit as st
 
 from mmae_core.errors import StudioError
-from mmae_core.jobs import JobManager, manager_for
+from studio.jobs import JobManager, manager_for
 from store import Store
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -245,5 +245,5 @@ def preload_heavy_modules() -> None:
     page scripts with it), which fails with "AST constructor recursion depth mismatch". Doing it here,
     once per process, also means a training job's thread never has to import torch itself.
     """
-    import mmae_core.evaluate  # noqa: F401
-    import mmae_core.train  # noqa: F401
+    import mmae_core.evaluation.evaluate  # noqa: F401
+    import mmae_core.model.train  # noqa: F401

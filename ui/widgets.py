@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from mmae_core.config import EvalConfig
-from mmae_core.dataset import FeatureSet
+from mmae_core.data.dataset import FeatureSet
 from mmae_core.errors import DataError, NotFoundError, StudioError, resource_error
 
 from . import state
@@ -222,7 +222,7 @@ class DatasetSummary:
 
 
 def summarize(fs: FeatureSet) -> DatasetSummary:
-    from mmae_core.pipeline import missing_summary
+    from studio.pipeline import missing_summary
 
     rows = []
     for sname, sp in fs.splits.items():

@@ -60,7 +60,7 @@ CURATORS = [
 @pytest.fixture
 def proposed_server(demo_store: Any, tmp_path: Path) -> Any:
     """A dashboard over a private copy of the demo store with K proposals on the test split."""
-    from mmae_core.pipeline import propose_tags
+    from studio.pipeline import propose_tags
     from store import Store
 
     s = Store(demo_store.db, linger=0.0)

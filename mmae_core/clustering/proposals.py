@@ -1,0 +1,201 @@
+"""Proposed tags: KMeans clusters of the latents, each with a size, a cohesion, a name and examples.
+
+A curator walks through these on the Tags page (PRODUCT.md §4, §8.5). Choices made for them:
+
+* Clustering is the evaluation grid's KMeans (same seeding, same ``n_init``), so the proposal set at k
+  is exactly the clustering whose metrics the Compare page shows for the MMAE at that k.
+* Clusters are numbered by size, largest first (ties: the one whose first item comes first), so the
+  numbering does not depend on KMeans' arbitrary label order and the biggest tags come first.
+* ``cohesion`` is the mean Silhouette of the cluster's items (how well they sit in their cluster
+  rather than the next one); ``purity`` the share of its labelled items carrying the majority label.
+* ``representatives`` are the ``n_repr`` items nearest the centroid (ties by position): the items a
+  curator should look at to judge the tag.
+* Name: the majority existing label where the cluster has labelled items; else the (up to two) most
+  distinctive words of its items' titles/captions by TF-IDF contrasting the cluster with the rest
+  (``distinctive_words``), e.g. ``dog-puppy``; else ``cluster-NN``. Names are unique within a set: a repeat gets ``-2``, ``-3``... in cluster order.
+* Items without a latent (a NaN row) are not clustered; their assignment is -1.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mmae_core.config import EvalConfig
+from mmae_core.errors import ConfigError
+from mmae_core.evaluation.evaluate import kmeans_labels
+from mmae_core.evaluation.metrics import label_mask, silhouette_samples_chunked
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "cluster", "size", "name", "name_source", "purity", "cohesion", "majority_label", "representatives",
+)
+_N_NAME_WORDS = 2
+_TOKEN = r"(?u)\b[^\W\d_]{2,}\b"
+
+
+@dataclass
+class Proposals:
+    """A proposal set: one row per cluster in ``table`` and the cluster of every item (-1: none)."""
+
+    table: pd.DataFrame
+    assignments: np.ndarray
+    k: int
+    seed: int
+
+
+def fallback_name(cluster: int) -> str:
+    return f"cluster-{cluster:02d}"
+
+
+def _renumber_by_size(raw: np.ndarray, k: int) -> np.ndarray:
+    sizes = np.bincount(raw, minlength=k)
+    first = np.full(k, len(raw))
+    np.minimum.at(first, raw, np.arange(len(raw)))
+    order = sorted(range(k), key=lambda c: (-sizes[c], first[c]))
+    remap = np.empty(k, dtype=np.int64)
+    remap[order] = np.arange(k)
+    return remap[raw]
+
+
+def distinctive_words(texts: list[str], assign: np.ndarray, k: int, n_words: int = _N_NAME_WORDS) -> list[list[str]]:
+    """Per cluster, its most distinctive words: TF-IDF with the cluster contrasted against the rest.
+
+    For a word w and cluster c, tf = p_c, the share of the cluster's items whose text contains w,
+    and the inverse-frequency weight is log(p_c / p_rest), p_rest being the same share among all
+    other items (both with add-one-half smoothing). The score tf * weight is high for a word most of
+    the cluster uses and the rest does not (the class noun), zero for a word every cluster uses as
+    often (a scene, "photo") and negative for one the cluster avoids. Plain corpus TF-IDF would still
+    rank such ubiquitous words, and document-frequency IDF over cluster documents collapses to zero
+    as soon as a few misassigned items spread a class word over many clusters. Words after the first
+    are kept only if they score at least a quarter of the first, so a cluster with one clear word is
+    named by that word alone. English stop words and tokens shorter than two letters or containing
+    digits are ignored; ties go to the alphabetically first word.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    assign = np.asarray(assign)
+    if not any(t and t.strip() for t in texts):
+        return [[] for _ in range(k)]
+    try:
+        cv = CountVectorizer(stop_words="english", token_pattern=_TOKEN, lowercase=True, binary=True)
+        has = cv.fit_transform(texts).tocsc()
+    except ValueError:  # nothing but stop words
+        return [[] for _ in range(k)]
+    vocab = np.asarray(cv.get_feature_names_out())
+    onehot = np.zeros((len(assign), k))
+    onehot[np.arange(len(assign)), assign] = 1.0
+    in_c = np.asarray((has.T @ onehot).T)  # k x V: items of the cluster containing the word
+    total = in_c.sum(axis=0)
+    n_c = onehot.sum(axis=0)[:, None]
+    n_rest = len(assign) - n_c
+    p_c = (in_c + 0.5) / (n_c + 1.0)
+    p_rest = (total[None, :] - in_c + 0.5) / (n_rest + 1.0)
+    score = np.where(in_c > 0, p_c * np.log(p_c / p_rest), 0.0)
+    out: list[list[str]] = []
+    for c in range(k):
+        order = np.lexsort((vocab, -score[c]))  # best score first, ties alphabetical
+        top = score[c, order[0]]
+        words = [str(vocab[i]) for i in order[:n_words] if score[c, i] > 0 and score[c, i] >= 0.25 * top]
+        out.append(words)
+    return out
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    taken = set(names)
+    out: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen[name] = 1
+            out.append(name)
+            continue
+        i = seen[name] + 1
+        while f"{name}-{i}" in taken or f"{name}-{i}" in out:
+            i += 1
+        seen[name] = i
+        out.append(f"{name}-{i}")
+    return out
+
+
+def _slug(words: list[str]) -> str:
+    return "-".join(re.sub(r"\s+", "", w) for w in words)
+
+
+def propose(
+    latents: np.ndarray,
+    item_ids: np.ndarray,
+    k: int,
+    labels: np.ndarray | None = None,
+    texts: list[str] | None = None,
+    seed: int = 42,
+    n_repr: int = 5,
+) -> Proposals:
+    """Cluster ``latents`` into ``k`` proposed tags (see the module docstring for every choice)."""
+    x = np.asarray(latents, dtype=np.float32)
+    if x.ndim != 2:
+        raise ConfigError(f"latents must be a 2-D array (items x dimensions), got {x.ndim} dimensions.")
+    n = x.shape[0]
+    ids = np.asarray(item_ids, dtype=object)
+    if len(ids) != n:
+        raise ConfigError(f"there are {len(ids)} item ids for {n} latents; give one id per latent row.")
+    if labels is not None and len(labels) != n:
+        raise ConfigError(f"there are {len(labels)} labels for {n} items; give one label per item or none.")
+    if texts is not None and len(texts) != n:
+        raise ConfigError(f"there are {len(texts)} titles/captions for {n} items; give one per item or none.")
+    ok = np.isfinite(x).all(axis=1)
+    m = int(ok.sum())
+    if isinstance(k, (bool, np.bool_)) or int(k) != k or not (2 <= k <= m):
+        raise ConfigError(f"k={k} is out of range for {m} items with latents; choose k between 2 and {m}.")
+    if n_repr < 1:
+        raise ConfigError(f"the number of representatives must be at least 1 (got {n_repr}).")
+    k = int(k)
+    rows = np.flatnonzero(ok)
+    xv = np.ascontiguousarray(x[rows])
+
+    raw = kmeans_labels(xv, k, EvalConfig().n_init, seed)
+    assign_v = _renumber_by_size(raw.astype(np.int64), k)
+    sil = silhouette_samples_chunked(xv, assign_v)
+
+    lab_ok = label_mask(labels)
+    words: list[list[str]] = [[] for _ in range(k)]
+    if texts is not None:
+        words = distinctive_words([str(texts[i]) if texts[i] is not None else "" for i in rows], assign_v, k)
+
+    recs = []
+    for c in range(k):
+        members = np.flatnonzero(assign_v == c)
+        centroid = xv[members].mean(axis=0)
+        dist = np.sqrt(((xv[members] - centroid) ** 2).sum(axis=1))
+        nearest = members[np.lexsort((members, dist))[:n_repr]]
+        majority, purity = None, float("nan")
+        if lab_ok is not None:
+            lab_members = [str(labels[rows[i]]) for i in members if lab_ok[rows[i]]]  # type: ignore[index]
+            if lab_members:
+                vals, cnts = np.unique(np.asarray(lab_members, dtype=object).astype(str), return_counts=True)
+                best = int(np.argmax(cnts))  # np.unique sorts, so a tie goes to the alphabetically first
+                majority, purity = str(vals[best]), float(cnts[best] / len(lab_members))
+        if majority is not None:
+            name, source = majority, "label"
+        elif words[c]:
+            name, source = _slug(words[c]), "text"
+        else:
+            name, source = fallback_name(c), "fallback"
+        recs.append(
+            {
+                "cluster": c,
+                "size": int(len(members)),
+                "name": name,
+                "name_source": source,
+                "purity": purity,
+                "cohesion": float(sil[members].mean()),
+                "majority_label": majority,
+                "representatives": [str(ids[rows[i]]) for i in nearest],
+            }
+        )
+    table = pd.DataFrame(recs, columns=list(TABLE_COLUMNS))
+    table["name"] = _unique(table["name"].tolist())
+    assignments = np.full(n, -1, dtype=np.int64)
+    assignments[rows] = assign_v
+    return Proposals(table=table, assignments=assignments, k=k, seed=seed)

@@ -1,0 +1,129 @@
+"""Reading ``.npy`` and ``.npz`` files so that no byte of them is ever unpickled.
+
+NumPy already refuses object arrays under ``allow_pickle=False``, but its errors are library
+sentences. Reading the header first lets us tell the user *why* a file was refused (it holds Python
+objects, which could run code) apart from a download cut short. ``.npz`` members are read one by one
+straight out of the archive, so nothing is extracted to disk.
+"""
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from mmae_core.errors import DataError
+from mmae_core.data.layout import FileRef
+
+NPY_MAGIC = b"\x93NUMPY"
+# What numpy, zipfile and zlib raise on a cut-short or damaged file.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    SyntaxError,  # numpy parses the header with ast.literal_eval
+)
+
+
+def objects_error(shown: str) -> DataError:
+    return DataError(
+        f"{shown} holds Python objects (pickled data) and was not loaded, because loading it could run code; "
+        "save plain numeric or string arrays (numpy.save with allow_pickle=False)."
+    )
+
+
+def truncated_error(shown: str, kind: str) -> DataError:
+    return DataError(f"{shown} could not be read as {kind} (it looks truncated or corrupt); export or copy it again.")
+
+
+def empty_error(shown: str) -> DataError:
+    return DataError(f"{shown} is empty (0 bytes); export it again or remove it.")
+
+
+def _header(fp: IO[bytes], shown: str) -> tuple[tuple[int, ...], np.dtype]:
+    head = fp.read(8)
+    if head[:6] != NPY_MAGIC:
+        if head[:1] == b"\x80":  # pickle protocol 2+ opcode: a pickled object saved under a .npy name
+            raise objects_error(shown)
+        if len(head) < 8 and NPY_MAGIC.startswith(head):
+            raise truncated_error(shown, "a .npy array")
+        raise DataError(f"{shown} is not a NumPy .npy array; save it with numpy.save.")
+    major = head[6]
+    try:
+        if major == 1:
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif major in (2, 3):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise DataError(f"{shown} uses .npy format version {major}, which this NumPy cannot read; save it again with numpy.save.")
+    except READ_ERRORS as exc:
+        raise truncated_error(shown, "a .npy array") from exc
+    return shape, dtype
+
+
+def read_npy_stream(fp: IO[bytes], shown: str) -> np.ndarray:
+    """Read one array from an open binary stream positioned at its start."""
+    _, dtype = _header(fp, shown)
+    if dtype.hasobject:
+        raise objects_error(shown)
+    try:
+        fp.seek(0)
+        return np.lib.format.read_array(fp, allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise truncated_error(shown, "a .npy array") from exc
+
+
+def read_npy(ref: FileRef) -> np.ndarray:
+    if ref.member is not None:
+        zf, info = ref.member
+        if info.file_size == 0:
+            raise empty_error(ref.shown)
+        try:
+            with zf.open(info) as fp:
+                return read_npy_stream(fp, ref.shown)
+        except READ_ERRORS as exc:  # a damaged member: bad CRC, cut-short deflate stream
+            raise truncated_error(ref.shown, "a .npy array") from exc
+    if ref.path.stat().st_size == 0:
+        raise empty_error(ref.shown)
+    with open(ref.path, "rb") as fp:
+        return read_npy_stream(fp, ref.shown)
+
+
+def read_npz(ref: FileRef, max_uncompressed: int) -> Iterator[tuple[str, np.ndarray]]:
+    """The arrays of an ``.npz`` in archive order, read member by member without extracting.
+
+    A generator, so the caller can convert (e.g. float64 -> float32) and drop each raw array
+    before the next one is read, which keeps peak memory near the size of the result.
+    """
+    path: Path = ref.path
+    if path.stat().st_size == 0:
+        raise empty_error(ref.shown)
+    try:
+        zf = zipfile.ZipFile(path)
+    except READ_ERRORS as exc:
+        raise truncated_error(ref.shown, "an .npz archive") from exc
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.endswith(".npy")]
+        if not infos:
+            raise DataError(f"{ref.shown} holds no arrays; save the features with numpy.savez.")
+        total = sum(i.file_size for i in infos)
+        if total > max_uncompressed:
+            raise DataError(
+                f"{ref.shown} would unpack to {total / 2**30:.2f} GiB, more than the {max_uncompressed / 2**30:.2f} GiB limit; "
+                "split the data into smaller files or raise the limit."
+            )
+        for info in infos:
+            key = info.filename[: -len(".npy")]
+            shown = f"array '{key}' in {ref.shown}"
+            try:
+                with zf.open(info) as fp:
+                    arr = read_npy_stream(fp, shown)
+            except READ_ERRORS as exc:
+                raise truncated_error(ref.shown, "an .npz archive") from exc
+            yield key, arr

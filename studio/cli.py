@@ -1,0 +1,609 @@
+"""``python -m mmae_core``: every job of the dashboard, for batch scripts.
+
+Contract (curators' scripts depend on it): JSON and tables go to stdout alone; progress and messages
+go to stderr; a failure prints one line and exits non-zero (1 for a problem with the input or the
+store, 2 for a bug, 130 when interrupted). ``--db`` defaults to ``$MMAE_STUDIO_DB``, else
+``mmae_studio.duckdb`` in the current folder.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from mmae_core.config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
+from mmae_core.errors import ConfigError, StudioError
+
+DEFAULT_DB = "mmae_studio.duckdb"
+
+
+def default_db() -> str:
+    return os.environ.get("MMAE_STUDIO_DB") or DEFAULT_DB
+
+
+def default_curator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers): still record something honest
+        return os.environ.get("USER") or "unknown"
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- output
+
+def _clean(v: object) -> object:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        try:
+            return _clean(v.item())
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "tolist"):
+        return _clean(v.tolist())
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return v
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+def emit(df: pd.DataFrame, fmt: str) -> None:
+    """Write a result to stdout in the chosen format (the only thing that goes to stdout)."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(records(df), indent=1, default=str) + "\n")
+    elif fmt == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+            sys.stdout.write((df.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(df) else "(none)") + "\n")
+    sys.stdout.flush()
+
+
+def parse_k(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"--k must be whole numbers separated by commas, e.g. 30,40,50 (got '{text}').") from None
+    if not ks:
+        raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
+    return ks
+
+
+class TrainPrinter:
+    """Epoch lines on stderr: what a terminal user needs to see that training moves."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, p: object) -> None:
+        now = time.monotonic()
+        final = p.epoch == p.epochs
+        if not final and now - self.last < 1.0:
+            return
+        self.last = now
+        losses = " ".join(f"{k}={v:.4f}" for k, v in p.losses.items())
+        err(f"epoch {p.epoch}/{p.epochs}  {losses}  elapsed {p.elapsed_s:.0f}s  eta {p.eta_s:.0f}s")
+
+
+# ---------------------------------------------------------------- commands
+
+def open_store(args: argparse.Namespace) -> "object":
+    from store import Store
+
+    def waiting(msg: str) -> None:
+        err(msg)
+
+    return Store(args.db, on_wait=waiting)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmae_core.data.demo import make_demo
+    from studio.pipeline import check_name
+
+    name = check_name(args.name, "dataset")
+    err(f"generating the synthetic demo dataset (seed {args.seed})")
+    fs = make_demo(name=name, seed=args.seed, scale=args.scale)
+    summary = open_store(args).add_dataset(fs, replace=args.replace)
+    err(f"registered dataset {name}")
+    _print_summary(fs, args.format, summary)
+    return 0
+
+
+def _print_summary(fs: "object", fmt: str, summary: object = None) -> None:
+    df = fs.summary()
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"dataset": fs.name, "splits": records(df), "ignored": fs.attrs.get("ignored", []),
+                                     "missing": _missing(fs)}, indent=1) + "\n")
+    else:
+        emit(df, fmt)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from mmae_core.data.features import load_path
+    from studio.pipeline import check_name
+
+    name = check_name(args.name, "dataset")
+    store = open_store(args)
+    if not args.replace and name in store.dataset_names():
+        raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "
+                          "(the old one is kept as a backup) or choose another --name.")
+    err(f"reading {args.path}")
+    fs = load_path(args.path, name)
+    for f in fs.attrs.get("ignored", []):
+        err(f"ignored {f}: not a feature, label, id or items file")
+    summary = store.add_dataset(fs, replace=args.replace)
+    err(f"registered dataset {name}")
+    missing = {m: c for m, c in _missing(fs).items() if c}
+    if missing:
+        err("items missing a modality: " + ", ".join(f"{m} {c}" for m, c in missing.items())
+            + "; train with --preset aligned, which is built for that.")
+    _print_summary(fs, args.format, summary)
+    return 0
+
+
+def _missing(fs: "object") -> dict[str, int]:
+    from studio.pipeline import missing_summary
+
+    return missing_summary(fs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from studio.pipeline import train_and_register
+
+    if args.parallel is not None:
+        err("note: --parallel no longer does anything (training runs one autograd step on every core); it is accepted so existing scripts keep working.")
+    cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
+                 latent=args.latent, device=args.device, weight_decay=args.weight_decay,
+                 modality_dropout=args.modality_dropout, align_weight=args.align_weight)
+    store = open_store(args)
+    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
+    if args.out:
+        Path(args.out).write_bytes(store.model_checkpoint(args.dataset, out.model_name))
+        err(f"checkpoint written to {args.out}")
+    result = {"model": out.model_name, "dataset": args.dataset, "train_seconds": round(out.train_seconds, 2),
+              "final_losses": out.final_losses, "config": cfg.to_dict(), "completion_items": out.completion_items}
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    else:
+        sys.stdout.write(f"model {out.model_name} trained in {out.train_seconds:.1f} s\n")
+    return 0
+
+
+def cmd_load_model(args: argparse.Namespace) -> int:
+    from studio.pipeline import register_checkpoint
+
+    data = Path(args.checkpoint).read_bytes() if Path(args.checkpoint).is_file() else None
+    if data is None:
+        raise ConfigError(f"{args.checkpoint} is not a file; give the path of a checkpoint.")
+    name = register_checkpoint(open_store(args), args.dataset, data, args.model_name or Path(args.checkpoint).stem, log=err)
+    sys.stdout.write((json.dumps({"model": name}) if args.format == "json" else f"model {name} registered") + "\n")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from studio.pipeline import evaluate_model, resolve_model
+    from mmae_core.evaluation.reference import paper_reference
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    weights = _parse_weights(args.weights) if args.weights else {}
+    cfg = EvalConfig(k_grid=parse_k(args.k), split=args.split, seed=args.seed, n_init=args.n_init, fused_weights=weights)
+    table = evaluate_model(store, args.dataset, model, cfg, log=err)
+    table = table.assign(model=model)
+    if args.paper:
+        table = pd.concat([table.assign(source="ours"), paper_reference()], ignore_index=True)
+    emit(table, args.format)
+    return 0
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise ConfigError(f"--weights takes modality=weight pairs, e.g. image=1,audio=0.5 (got '{part}').")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ConfigError(f"the weight of {k.strip()} must be a number (got '{v}').") from None
+    return out
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from studio.pipeline import propose_tags, resolve_model
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err)
+    cols = [c for c in ("cluster", "size", "name", "purity", "cohesion", "majority_label", "representatives") if c in table]
+    emit(table[cols], args.format)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    cur = args.curator
+    a = args.action
+    if a == "accept":
+        res = store.accept(args.dataset, args.model, args.cluster, cur, name=args.name)
+    elif a == "reject":
+        res = store.reject(args.dataset, args.model, args.cluster, cur)
+    elif a == "rename":
+        res = store.rename(args.dataset, args.tag, args.to, cur)
+    elif a == "merge":
+        res = store.merge(args.dataset, [t.strip() for t in args.tags.split(",") if t.strip()], args.into, cur)
+    elif a == "set":
+        res = store.set_item(args.dataset, args.item, args.tag, cur)
+    elif a == "undo":
+        res = store.undo(args.dataset, cur)
+    else:  # history
+        hist = store.history(args.dataset, curator=args.by, tag=args.tag_filter)
+        emit(hist, args.format)
+        return 0
+    payload = res if isinstance(res, dict) else {"result": res}
+    if getattr(args, "format", "table") == "json":
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        err(str(payload.get("summary") or f"{a}: " + ", ".join(f"{k}={v}" for k, v in payload.items())))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from store.export import export_catalog
+
+    store = open_store(args)
+    df = store.catalog(args.dataset)
+    if args.tagged_only:
+        df = df[df["tag"].notna()]
+    out = export_catalog(df, args.format, Path(args.out))
+    err(f"wrote {len(df)} items to {out}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    emit(open_store(args).list_datasets(), args.format)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    df = open_store(args).list_models(args.dataset)
+    emit(df.drop(columns=[c for c in ("config", "info") if c in df.columns]), args.format)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mmae_core", description="MMAE Studio from the command line.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=default_db(), help="DuckDB file (default: $MMAE_STUDIO_DB or ./mmae_studio.duckdb)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, fmt: tuple[str, ...] | None = ("table", "json")) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, parents=[common], description=help)
+        if fmt:
+            sp.add_argument("--format", choices=fmt, default=fmt[0])
+        return sp
+
+    s = add("demo", "create and register the synthetic demo dataset")
+    s.add_argument("--name", default="demo")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--scale", type=float, default=1.0, help="fraction of the full size (for quick trials)")
+    s.add_argument("--replace", action="store_true", help="replace an existing dataset of that name (a backup is kept)")
+    s.set_defaults(fn=cmd_demo)
+
+    s = add("import", "register a dataset from files, a zip or a folder (PRODUCT.md §5 layouts)")
+    s.add_argument("path")
+    s.add_argument("--name", required=True)
+    s.add_argument("--replace", action="store_true", help="replace an existing dataset of that name (a backup is kept)")
+    s.set_defaults(fn=cmd_import)
+
+    s = add("train", "train an MMAE, register it and write its latents")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float, help="AdamW weight decay (paper preset: 0, aligned: 0.3)")
+    s.add_argument("--modality-dropout", type=float, metavar="P",
+                   help="chance that an item's encoder side loses a random proper subset of its modalities "
+                        "(paper preset: 0, aligned: 0.7)")
+    s.add_argument("--align-weight", type=float, metavar="LAMBDA",
+                   help="weight of the alignment term sum_m ||z_m - z||^2 (paper preset: 0, aligned: 0.1; 0 clusters "
+                        "the fused latents better at k above the class count, README 'Cross-modal search')")
+    s.add_argument("--latent", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--model-name")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--parallel", choices=("modalities", "ops"),
+                   help="deprecated, does nothing: training has one step that uses every core (accepted for old scripts)")
+    s.add_argument("--out", help="also write the checkpoint to this file")
+    s.set_defaults(fn=cmd_train)
+
+    s = add("load-model", "register a checkpoint file for a dataset (checked and loaded without running code)")
+    s.add_argument("checkpoint")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model-name")
+    s.set_defaults(fn=cmd_load_model)
+
+    s = add("evaluate", "unimodal, fused-PCA, MCCA and MMAE metrics over a k grid", ("table", "csv", "json"))
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--k", default=",".join(map(str, DEFAULT_K_GRID)))
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--n-init", type=int, default=EvalConfig.n_init,
+                   help="KMeans starts per method and k (the lowest inertia is kept); more is steadier and slower: "
+                        "10 takes about twice as long as the default %(default)s")
+    s.add_argument("--weights", help="fused-PCA weights, e.g. image=1,audio=0.5,text=1")
+    s.add_argument("--paper", action="store_true", help="append the paper's Tables II-IV as reference rows")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = add("propose", "cluster a model's latents into proposed tags")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--k", type=int, required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(fn=cmd_propose)
+
+    s = sub.add_parser("tag", help="curator decisions, each one transaction in the audit trail")
+    tsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def tadd(name: str, help: str) -> argparse.ArgumentParser:
+        t = tsub.add_parser(name, help=help, parents=[common], description=help)
+        t.add_argument("--dataset", required=True)
+        t.add_argument("--curator", default=default_curator())
+        t.add_argument("--format", choices=("table", "json"), default="table")
+        t.set_defaults(fn=cmd_tag)
+        return t
+
+    t = tadd("accept", "every item of a proposed cluster gets the tag")
+    t.add_argument("--model", required=True)
+    t.add_argument("--cluster", type=int, required=True)
+    t.add_argument("--name", help="tag name (default: the proposed name)")
+    t = tadd("reject", "reject a proposed cluster")
+    t.add_argument("--model", required=True)
+    t.add_argument("--cluster", type=int, required=True)
+    t = tadd("rename", "rename a tag on every item that has it")
+    t.add_argument("--tag", required=True)
+    t.add_argument("--to", required=True)
+    t = tadd("merge", "merge tags into one")
+    t.add_argument("--tags", required=True, help="comma-separated tag names")
+    t.add_argument("--into", required=True)
+    t = tadd("set", "set the tag of one item")
+    t.add_argument("--item", required=True)
+    t.add_argument("--tag", required=True)
+    tadd("undo", "take back the last decision not yet undone")
+    t = tadd("history", "the audit trail")
+    t.add_argument("--by", help="only this curator's decisions")
+    t.add_argument("--tag", dest="tag_filter", help="only decisions about this tag")
+
+    s = add("export", "export the tagged catalog", fmt=None)
+    s.add_argument("--format", choices=("csv", "parquet", "json"), required=True, help="file format")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--tagged-only", action="store_true")
+    s.set_defaults(fn=cmd_export)
+
+    s = add("datasets", "list the registered datasets", ("table", "csv", "json"))
+    s.set_defaults(fn=cmd_datasets)
+    s = add("models", "list the registered models", ("table", "csv", "json"))
+    s.add_argument("--dataset")
+    s.set_defaults(fn=cmd_models)
+    add_search_commands(sub, common)
+    add_archive_commands(add)
+    return p
+
+
+# ---------------------------------------------------------------- cross-modal search (issue 5)
+
+def cmd_search_eval(args: argparse.Namespace) -> int:
+    from studio.pipeline import resolve_model
+    from studio.search import model_modalities, search_eval, worst_pairs
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
+    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities, {args.space} space)")
+    for b in args.baseline or ():
+        err(f"baseline {b} on the train split's features (its rows have method '{b}')")
+    table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline,
+                        space=args.space, log=err)
+    if args.metric == "best":
+        err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
+    if args.baseline:
+        worst = worst_pairs(table)
+        if worst.notna().all() and len(worst) >= 2:
+            err("worst modality pair, class P@10: " + ", ".join(f"{m} {v:.3f}" for m, v in worst.items())
+                + ("; supervised knows the classes: about what these data allow" if "supervised" in worst else ""))
+    emit(table, args.format)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from studio.pipeline import resolve_model
+    from studio.search import search
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    if args.item is None and args.vector is None:
+        raise ConfigError("give a query: --item ID (an item of the dataset) or --vector FILE.npy (a feature vector).")
+    if args.item is not None and args.vector is not None:
+        raise ConfigError("give one query, --item or --vector, not both.")
+    data = None
+    if args.vector is not None:
+        path = Path(args.vector)
+        if not path.is_file():
+            raise ConfigError(f"{args.vector} is not a file; give the path of a .npy file holding one {args.from_} feature vector.")
+        data = path.read_bytes()
+    found = search(store, args.dataset, model, args.from_, args.to, item=args.item, vector=data, top=args.top,
+                   split=args.split, metric=args.metric, vector_name=str(args.vector), space=args.space, log=err)
+    what = f"item {args.item}" if args.item is not None else f"the vector in {args.vector}"
+    err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, "
+        f"by {args.metric}, in the {args.space} space")
+    emit(found, args.format)
+    return 0
+
+
+SPACE_HELP = ("where latents are compared: shared (default; the directions the model's per-modality latents share, "
+              "by a correlation-weighted CCA fitted on train) or latent (the raw latents)")
+
+
+def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    """``search-eval`` and ``search`` (cross-modal search, issue 5)."""
+    from mmae_core.search.retrieval import METRICS
+    from studio.search import BASELINES, DEFAULT_METRIC, DEFAULT_SPACE, SPACES
+
+    h = "retrieval metrics (class P@10, mAP, instance recall@1/5/10, median rank) for every ordered modality pair"
+    s = sub.add_parser("search-eval", help=h, parents=[common], description=h)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--metric", choices=("best", *METRICS, "both"), default="best",
+                   help="similarity (default: cosine and Euclidean are both measured and the better one is shown)")
+    s.add_argument("--space", choices=SPACES, default=DEFAULT_SPACE, help=SPACE_HELP)
+    s.add_argument("--baseline", choices=BASELINES, default=None, action="append",
+                   help="also measure a baseline on the same items; repeat for both. mcca: multiset CCA of the "
+                        "features; supervised: a search that knows the classes (classifiers fitted on the train "
+                        "split's labels), an estimate of what the data allow")
+    s.set_defaults(fn=cmd_search_eval)
+
+    h = "items nearest a query (an item or a feature vector) by another modality's latent, or the fused one"
+    s = sub.add_parser("search", help=h, parents=[common], description=h)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--item", help="query item id")
+    s.add_argument("--vector", help="a .npy file holding one feature vector of the --from modality")
+    s.add_argument("--from", dest="from_", required=True, metavar="MODALITY", help="the query's modality")
+    s.add_argument("--to", required=True, metavar="MODALITY|fused", help="the latents to search in")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--split", help="split to search (default: the query item's split, else test)")
+    s.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
+    s.add_argument("--space", choices=SPACES, default=DEFAULT_SPACE, help=SPACE_HELP)
+    s.set_defaults(fn=cmd_search)
+
+
+
+# ---------------------------------------------------------------- archives: novelty and conflicts (issue 6)
+
+def cmd_novelty(args: argparse.Namespace) -> int:
+    """Rank items by novelty; JSON: a list of {item_id, split, score, recon, distance, nearest}."""
+    from studio.archive import novelty_of_features, novelty_scores, parse_splits
+    from studio.pipeline import resolve_model
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    if args.path:  # new material, not in the store: every split of it is ranked (--split does not apply)
+        from mmae_core.data.features import load_path
+
+        new = load_path(args.path, name="new material", require_train=False)
+        df = novelty_of_features(store, args.dataset, model, new, combine=args.combine, log=err)
+    else:
+        df = novelty_scores(store, args.dataset, model, parse_splits(args.split), combine=args.combine, log=err)
+    err(f"{len(df)} items scored against {df.attrs['groups']} {df.attrs['source']} ({df.attrs['combine']}); "
+        f"the train split's 99th percentile is {df.attrs['train_q99']:.2f}")
+    if args.top:
+        df = df.head(args.top)
+    emit(df, args.format)
+    return 0
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    """Rank items whose modalities point to different tags; JSON: {item_id, score, flagged, <modality>: tag}."""
+    from studio.archive import conflict_items
+    from studio.pipeline import resolve_model
+
+    store = open_store(args)
+    model = resolve_model(store, args.dataset, args.model)
+    df = conflict_items(store, args.dataset, model, args.split, method=args.method, log=err)
+    err(f"{int(df['flagged'].sum())} of {len(df)} {args.split} items have modalities pointing to different "
+        f"{df.attrs['source']}")
+    if args.flagged_only:
+        df = df[df["flagged"]]
+    if args.top:
+        df = df.head(args.top)
+    emit(df, args.format)
+    return 0
+
+
+def add_archive_commands(add: "object") -> None:
+    """``novelty`` and ``conflicts`` (kept in one block, apart from the spine's commands)."""
+    from mmae_core.archive.conflicts import METHODS
+    from mmae_core.archive.novelty import COMBINATIONS
+
+    s = add("novelty", "score items by how novel they are (reconstruction error + distance to the nearest tag)",
+            ("table", "csv", "json"))
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test,ood", help="comma-separated splits (default test,ood; absent ones are an error)")
+    s.add_argument("--combine", choices=COMBINATIONS, help="how the two signals are combined (default: zsum)")
+    s.add_argument("--top", type=int, help="only the N most novel items")
+    s.add_argument("--path", metavar="PATH", help="rank new material that is not in the store (a folder, zip or "
+                   "file in any import layout, any split names) against the dataset instead of its splits")
+    s.set_defaults(fn=cmd_novelty)
+
+    s = add("conflicts", "rank items whose modalities point to different tags or clusters", ("table", "csv", "json"))
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", help="default: the dataset's latest model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--method", choices=METHODS, help="disagreement score (default: margin)")
+    s.add_argument("--flagged-only", action="store_true", help="only items whose modalities point to different tags")
+    s.add_argument("--top", type=int, help="only the N strongest disagreements")
+    s.set_defaults(fn=cmd_conflicts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except StudioError as e:
+        err(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        err("interrupted; nothing half-written was kept.")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (MemoryError, RuntimeError, OSError) as e:
+        return _resource_failure(e)
+    except Exception as e:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("MMAE_DEBUG"):
+            traceback.print_exc()
+        err(f"internal error: {type(e).__name__}: {e} (set MMAE_DEBUG=1 for the traceback and report it)")
+        return 2
+
+
+# ---------------------------------------------------------------- reliability (issue 4)
+
+def _resource_failure(e: BaseException) -> int:
+    """Out of memory or disk is the machine, not a bug: one sentence and exit 1; anything else stays a bug (2)."""
+    from mmae_core.errors import resource_error
+
+    known = resource_error(e)
+    if known is not None:
+        err(f"error: {known}")
+        return 1
+    if os.environ.get("MMAE_DEBUG"):
+        traceback.print_exception(e)
+    err(f"internal error: {type(e).__name__}: {e} (set MMAE_DEBUG=1 for the traceback and report it)")
+    return 2
