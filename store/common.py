@@ -36,6 +36,17 @@ def check_name(value: object, what: str) -> str:
     return name
 
 
+def check_dataset_name(value: object) -> str:
+    """A dataset name: as ``check_name``, and without the mark that hides backups from every listing."""
+    name = check_name(value, "dataset name")
+    if BACKUP_MARK in name:
+        raise StoreError(
+            f"The dataset name '{name}' contains '{BACKUP_MARK}', which marks the backups kept by --replace "
+            "(they are hidden from listings); choose a name without it."
+        )
+    return name
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC with microseconds: what every TIMESTAMP column holds."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
