@@ -298,10 +298,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.tagged_only:
         df = df[df["tag"].notna()]
     out = export_catalog(df, args.format, Path(args.out), follow_symlinks=args.follow_symlinks)
+    err(f"wrote {len(df)} items to {out}")
     loss = json_loss(df, args.format)
     if loss:
         err(f"note: {loss}")
-    err(f"wrote {len(df)} items to {out}")
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.errors import NotFoundError, StoreError
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from mmae_core.io_checks import CONTROL_CHARS as _CONTROL
 MAX_NAME = 200
 BACKUP_MARK = "@replaced-"
 

@@ -101,7 +101,7 @@ def check_target(out: str | Path, what: str, follow_symlinks: bool = False) -> P
     hint = "--follow-symlinks" if what == "export" else "the link's target itself"
     try:
         st = os.lstat(out)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (a file where a folder should be: said below)
         st = None
     except OSError as err:
         raise StoreError(f"The {what} cannot be written to {out} ({err.strerror}); choose another path.") from None
