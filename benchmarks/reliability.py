@@ -1,4 +1,4 @@
-"""The fault and bad-input matrix and the load tests of issue 4, run end to end, printed as one table.
+"""The fault and bad-input matrix and the load tests, run end to end, printed as one table.
 
 Every case runs the code path a user takes: ``python -m mmae_core`` in a subprocess (``cli``), the
 Data page under Streamlit's AppTest (``page``), or the store / job manager as the server calls them
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -290,7 +291,8 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=500)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--quick", action="store_true", help="8 x 50 decisions and 15 s of latency")
-    ap.add_argument("--only", choices=("matrix", "load"), default=None)
+    ap.add_argument("--only", choices=("matrix", "load", "adversarial"), default=None,
+                    help="adversarial: only the matrix rows 22-31 (links, special files, poisoned checkpoints, ...)")
     ap.add_argument("--no-browser", action="store_true", help="skip the 3 real browser sessions (needs /usr/bin/chromium)")
     args = ap.parse_args()
     if args.quick:
@@ -305,20 +307,25 @@ def main() -> None:
         template = rc.build_template(work / "template")
         if args.only != "load":
             rows: list[Outcome] = []
-            for part in (inputs, checkpoints_and_k, names_and_replace, concurrency_and_schema, crashes, limits_and_jobs):
+            parts = () if args.only == "adversarial" else (inputs, checkpoints_and_k, names_and_replace,
+                                                          concurrency_and_schema, crashes, limits_and_jobs)
+            for part in parts:
                 sub = work / part.__name__
                 sub.mkdir()
                 rows += part(template, sub)
-            sub = work / "exports"
-            sub.mkdir()
-            rows += exports(sub)
+            if args.only != "adversarial":
+                sub = work / "exports"
+                sub.mkdir()
+                rows += exports(sub)
+            rows += [o for o, _ in rc.adversarial(template, work / "adversarial")]
             rows.sort(key=lambda o: (int(o.case.split()[0]), o.surface))
             print("\n### Fault and bad-input matrix\n")
             print(table(rows, strip=str(work)))
             bad = [o for o in rows if o.unchanged is False or o.rows_lost or not o.works_after
-                   or (not o.saw.startswith(("(succeeded)", "killed", "job", "payload")) and not o.sentence_ok)]
+                   or re.search(r"\b[A-Z]{3,}\b", o.note)  # a builder's flag (e.g. DEVICE REPLACED)
+                   or (not o.saw.startswith(("(succeeded)", "(skipped", "killed", "job", "payload")) and not o.sentence_ok)]
             print(f"\n{len(rows)} rows; {len(bad)} break a promise" + (": " + "; ".join(o.case for o in bad) if bad else "."))
-        if args.only != "matrix":
+        if args.only not in ("matrix", "adversarial"):
             print(f"\n### Load (load average {os.getloadavg()[0]:.1f})\n")
             db = rc.copy_store(template, work / "load.duckdb")
             run = rc.curators(db, args.threads, args.decisions)

@@ -116,7 +116,7 @@ else:
         proposed = Path(typed.strip().rstrip("/")).stem or proposed
 
         def loader(name: str, typed=typed):
-            return load_path(resolve_server_path(typed, root), name)
+            return load_path(resolve_server_path(typed, root), name, root=root)
 
 names = store.dataset_names()
 name = st.text_input("Dataset name", value=proposed, key=f"data_name_{proposed}")

@@ -57,16 +57,33 @@ class Store:
     """
 
     def __init__(self, path: str | Path, lock_timeout: float | None = None, on_wait: Callable[[str], None] | None = None,
-                 *, linger: float = 0.0, migrations: Sequence[_schema.Migration] | None = None) -> None:
+                 *, linger: float = 0.0, migrations: Sequence[_schema.Migration] | None = None,
+                 create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder; give the store a file path such as {self.path / DEFAULT_FILE}.")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise StoreError(f"The folder for the store {self.path} cannot be created ({err.strerror}); choose another path.") from None
-        self._db = Database(self.path, default_lock_timeout() if lock_timeout is None else lock_timeout, on_wait, linger)
-        self.version = _schema.ensure_schema(self._db, _schema.MIGRATIONS if migrations is None else migrations)
+        if not create and not self.path.exists():
+            # a mistyped --db for a command that only reads must not leave an empty store (and its folders) behind
+            raise StoreError(
+                f"There is no store at {self.path}; check --db or MMAE_STUDIO_DB, or create one with the import or demo command."
+            )
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"The folder for the store {self.path} cannot be created ({err.strerror}); choose another path.") from None
+        timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
+        migrations = _schema.MIGRATIONS if migrations is None else migrations
+        if read_only and self.path.exists():
+            # A read-only open works on a read-only mount and takes no write lock; a store that needs a
+            # migration is reopened read-write below, so the upgrade (after its backup) still happens.
+            ro = Database(self.path, timeout, on_wait, linger, read_only=True)
+            version = _schema.check_schema(ro, migrations)
+            if version == len(migrations):
+                self._db, self.version = ro, version
+                return
+        self._db = Database(self.path, timeout, on_wait, linger)
+        self.version = _schema.ensure_schema(self._db, migrations)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.errors import NotFoundError, StoreError
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from mmae_core.data.checks import CONTROL_CHARS as _CONTROL
 MAX_NAME = 200
 BACKUP_MARK = "@replaced-"
 
@@ -33,6 +31,17 @@ def check_name(value: object, what: str) -> str:
     name = value.strip()
     if len(name) > MAX_NAME:
         raise StoreError(f"The {what} is {len(name)} characters long; keep it to at most {MAX_NAME}.")
+    return name
+
+
+def check_dataset_name(value: object) -> str:
+    """A dataset name: as ``check_name``, and without the mark that hides backups from every listing."""
+    name = check_name(value, "dataset name")
+    if BACKUP_MARK in name:
+        raise StoreError(
+            f"The dataset name '{name}' contains '{BACKUP_MARK}', which marks the backups kept by --replace "
+            "(they are hidden from listings); choose a name without it."
+        )
     return name
 
 

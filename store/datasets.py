@@ -19,7 +19,7 @@ from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import StoreError
 
 from . import schema
-from .common import BACKUP_MARK, check_name, dataset_id, dumps, ident, loads, one, registered, utcnow
+from .common import BACKUP_MARK, check_dataset_name, dataset_id, dumps, ident, loads, one, registered, utcnow
 from .faults import pause_point
 
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -72,7 +72,7 @@ def _backup_name(con: duckdb.DuckDBPyConnection, name: str) -> str:
 
 
 def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
-    name = check_name(fs.name, "dataset name")
+    name = check_dataset_name(fs.name)
     existing = one(con, "SELECT id FROM datasets WHERE name = ?", [name])
     backup = None
     if existing is not None:

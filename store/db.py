@@ -66,8 +66,37 @@ def lock_holder(message: str) -> str:
     return f"another process (PID {m.group('pid')}, {m.group('exe')})"
 
 
+# Every connection: never fetch or load an extension on DuckDB's own initiative. A foreign file (an
+# SQLite database given as the store) otherwise makes DuckDB download and load native code, 5.7 s
+# measured, and create ~/.duckdb/extensions; the store needs no extension at all.
+CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+def check_is_duckdb(path: Path) -> None:
+    """Refuse an existing, non-empty file that is not a DuckDB database before DuckDB looks at it
+    (DuckDB would try to attach it through an extension when it recognises another format)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise StoreError(f"The store {path} cannot be read ({err.strerror}); check the path and its permissions.") from None
+    if head and head[8:12] != DUCKDB_MAGIC:
+        kind = " (it is an SQLite database)" if head.startswith(b"SQLite format") else ""
+        raise StoreError(f"{path} is not a DuckDB database{kind}; choose another store path or move that file away.")
+
+
 def _open_error(path: Path, err: duckdb.Error) -> StoreError:
     msg = str(err)
+    if "replaying WAL" in msg or "Corrupt WAL" in msg:
+        wal = path.with_name(path.name + ".wal")
+        return StoreError(
+            f"The store {path} cannot be opened because its write-ahead log {wal} is damaged; keep a copy of both files, "
+            f"then move {wal.name} aside to open the store as of its last checkpoint (changes made since are lost) "
+            "or restore the store from a backup."
+        )
     if "not a valid DuckDB database file" in msg:
         return StoreError(f"{path} is not a DuckDB database; choose another store path or move that file away.")
     if "version number" in msg.lower() or "newer version" in msg.lower():
@@ -133,8 +162,10 @@ def _done_waiting(path: Path) -> None:
         pass
 
 
-def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
-    """Open ``path`` read-write, waiting up to ``lock_timeout`` s while another process holds it."""
+def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` (read-write unless ``read_only``), waiting up to ``lock_timeout`` s while another
+    process holds it."""
+    check_is_duckdb(path)
     deadline = time.monotonic() + max(0.0, lock_timeout)
     # another process asked for a turn: let it have the file first (bounded, it may have died)
     yield_until = min(deadline, time.monotonic() + YIELD_MAX_S)
@@ -145,7 +176,7 @@ def open_file(path: Path, lock_timeout: float, on_wait: OnWait | None) -> duckdb
     try:
         while True:
             try:
-                return duckdb.connect(str(path))
+                return duckdb.connect(str(path), read_only=read_only, config=CONNECT_CONFIG)
             except duckdb.Error as err:
                 msg = str(err)
                 if "Could not set lock" not in msg and "Conflicting lock" not in msg:
@@ -194,8 +225,9 @@ class _Linger(threading.Timer):
 class _SharedFile:
     """Per-file state shared by every ``Database`` of this process that points at the same path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self.mutex = threading.Lock()  # guards root/users/timer
         self.write_lock = threading.RLock()  # one write transaction at a time in this process
         self.root: duckdb.DuckDBPyConnection | None = None
@@ -209,7 +241,7 @@ class _SharedFile:
                 self.timer.cancel()
                 self.timer = None
             if self.root is None:
-                self.root = open_file(self.path, lock_timeout, on_wait)
+                self.root = open_file(self.path, lock_timeout, on_wait, self.read_only)
             self.users += 1
             try:
                 return self.root.cursor()
@@ -247,12 +279,12 @@ _FILES: dict[str, _SharedFile] = {}
 _FILES_LOCK = threading.Lock()
 
 
-def _shared(path: Path) -> _SharedFile:
-    key = str(path)
+def _shared(path: Path, read_only: bool = False) -> _SharedFile:
+    key = f"{path}|{'ro' if read_only else 'rw'}"
     with _FILES_LOCK:
         sf = _FILES.get(key)
         if sf is None:
-            sf = _FILES[key] = _SharedFile(path)
+            sf = _FILES[key] = _SharedFile(path, read_only)
         return sf
 
 
@@ -271,12 +303,14 @@ def _close_all() -> None:
 class Database:
     """Units of work on one DuckDB file: ``reader()`` for reads, ``transaction()``/``write()`` for writes."""
 
-    def __init__(self, path: Path, lock_timeout: float = 10.0, on_wait: OnWait | None = None, linger: float = 0.0) -> None:
+    def __init__(self, path: Path, lock_timeout: float = 10.0, on_wait: OnWait | None = None, linger: float = 0.0,
+                 read_only: bool = False) -> None:
         self.path = path
         self.lock_timeout = float(lock_timeout)
         self.on_wait = on_wait
         self.linger = float(linger)
-        self._file = _shared(path)
+        self.read_only = read_only
+        self._file = _shared(path, read_only)
 
     # -- the thread's current unit of work -------------------------------------------------
     def _current(self) -> tuple[duckdb.DuckDBPyConnection, str] | None:

@@ -153,20 +153,32 @@ def _backup_path(path: Path, old: int) -> Path:
     return candidate
 
 
+def _checked_version(con: duckdb.DuckDBPyConnection, path: Path, target: int) -> int | None:
+    """The file's schema version (None: an empty file); refuses a foreign or a newer database."""
+    version = _version(con)
+    if version is None and table_names(con):
+        raise StoreError(
+            f"{path} is a DuckDB database but not an MMAE Studio store; choose another store path."
+        )
+    if version is not None and version > target:
+        raise StoreError(
+            f"The store {path} has schema version {version} but this MMAE Studio knows only up to {target}; "
+            "upgrade MMAE Studio to open it."
+        )
+    return version
+
+
+def check_schema(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int | None:
+    """The schema version of a store opened read-only (nothing is created or migrated)."""
+    with db.session() as con:
+        return _checked_version(con, db.path, len(migrations))
+
+
 def ensure_schema(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Create, accept or upgrade the schema; returns the version now in the file."""
     target = len(migrations)
     with db.session() as con:
-        version = _version(con)
-        if version is None and table_names(con):
-            raise StoreError(
-                f"{db.path} is a DuckDB database but not an MMAE Studio store; choose another store path."
-            )
-        if version is not None and version > target:
-            raise StoreError(
-                f"The store {db.path} has schema version {version} but this MMAE Studio knows only up to {target}; "
-                "upgrade MMAE Studio to open it."
-            )
+        version = _checked_version(con, db.path, target)
         if version == target:
             return version
         start = version or 0

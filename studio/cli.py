@@ -104,13 +104,22 @@ class TrainPrinter:
 
 # ---------------------------------------------------------------- commands
 
+# Commands that create a store when --db names no file; every other command refuses a missing file, so
+# a mistyped --db does not leave an empty store (and its folders) behind.
+CREATING = frozenset({"demo", "import"})
+# Commands that only read the store: opened read-only (no write lock, works on a read-only mount).
+# evaluate and propose are not among them: they record their runs and proposals in the store.
+READ_ONLY = frozenset({"datasets", "models", "export", "tag history", "search", "search-eval", "novelty", "conflicts"})
+
+
 def open_store(args: argparse.Namespace) -> "object":
     from store import Store
 
     def waiting(msg: str) -> None:
         err(msg)
 
-    return Store(args.db, on_wait=waiting)
+    command = args.command if args.command != "tag" else f"tag {args.action}"
+    return Store(args.db, on_wait=waiting, create=command in CREATING, read_only=command in READ_ONLY)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -130,16 +139,18 @@ def _print_summary(fs: "object", fmt: str, summary: object = None) -> None:
     df = fs.summary()
     if fmt == "json":
         sys.stdout.write(json.dumps({"dataset": fs.name, "splits": records(df), "ignored": fs.attrs.get("ignored", []),
-                                     "missing": _missing(fs)}, indent=1) + "\n")
+                                     "missing": _missing(fs), "replaced": (summary or {}).get("replaced")}, indent=1) + "\n")
     else:
         emit(df, fmt)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from store.common import check_dataset_name
+
     from mmae_core.data.features import load_path
     from studio.pipeline import check_name
 
-    name = check_name(args.name, "dataset")
+    name = check_dataset_name(check_name(args.name, "dataset"))
     store = open_store(args)
     if not args.replace and name in store.dataset_names():
         raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "
@@ -150,6 +161,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         err(f"ignored {f}: not a feature, label, id or items file")
     summary = store.add_dataset(fs, replace=args.replace)
     err(f"registered dataset {name}")
+    if summary.get("replaced"):
+        err(f"the previous '{name}' is kept as the dataset '{summary['replaced']}' (datasets --backups lists it)")
     missing = {m: c for m, c in _missing(fs).items() if c}
     if missing:
         err("items missing a modality: " + ", ".join(f"{m} {c}" for m, c in missing.items())
@@ -165,6 +178,9 @@ def _missing(fs: "object") -> dict[str, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from store.export import check_target, write_file
+
+    from mmae_core.errors import StoreError
     from studio.pipeline import train_and_register
 
     if args.parallel is not None:
@@ -172,11 +188,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                  latent=args.latent, device=args.device, weight_decay=args.weight_decay,
                  modality_dropout=args.modality_dropout, align_weight=args.align_weight)
+    if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
+        check_target(args.out, "checkpoint")
     store = open_store(args)
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
     if args.out:
-        Path(args.out).write_bytes(store.model_checkpoint(args.dataset, out.model_name))
-        err(f"checkpoint written to {args.out}")
+        try:
+            written = write_file(store.model_checkpoint(args.dataset, out.model_name), args.out, "checkpoint")
+        except StoreError as e:
+            raise StoreError(
+                f"The model '{out.model_name}' was trained and registered, but its checkpoint file was not written "
+                f"({getattr(e, 'reason', None) or e}); free some space and download it from the Train page."
+            ) from None
+        err(f"checkpoint written to {written}")
     result = {"model": out.model_name, "dataset": args.dataset, "train_seconds": round(out.train_seconds, 2),
               "final_losses": out.final_losses, "config": cfg.to_dict(), "completion_items": out.completion_items}
     if args.format == "json":
@@ -266,19 +290,25 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from store.export import export_catalog
+    from store.export import check_target, export_catalog, json_loss
 
+    target = check_target(args.out, "export", args.follow_symlinks)
+    if target != Path(args.out).expanduser():
+        err(f"following the symbolic link {args.out} to {target}")
     store = open_store(args)
     df = store.catalog(args.dataset)
     if args.tagged_only:
         df = df[df["tag"].notna()]
-    out = export_catalog(df, args.format, Path(args.out))
+    out = export_catalog(df, args.format, Path(args.out), follow_symlinks=args.follow_symlinks)
     err(f"wrote {len(df)} items to {out}")
+    loss = json_loss(df, args.format)
+    if loss:
+        err(f"note: {loss}")
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    emit(open_store(args).list_datasets(), args.format)
+    emit(open_store(args).list_datasets(backups=args.backups), args.format)
     return 0
 
 
@@ -401,9 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--tagged-only", action="store_true")
+    s.add_argument("--follow-symlinks", action="store_true",
+                   help="write through --out when it is a symbolic link (refused otherwise)")
     s.set_defaults(fn=cmd_export)
 
     s = add("datasets", "list the registered datasets", ("table", "csv", "json"))
+    s.add_argument("--backups", action="store_true", help="also list the backups kept by import --replace")
     s.set_defaults(fn=cmd_datasets)
     s = add("models", "list the registered models", ("table", "csv", "json"))
     s.add_argument("--dataset")

@@ -1,4 +1,4 @@
-"""The fault and bad-input matrix (issue 4), as functions the tests and ``benchmarks/reliability.py`` share.
+"""The fault and bad-input matrix, as functions the tests and ``benchmarks/reliability.py`` share.
 
 Each case runs the real code path a user takes (the ``python -m mmae_core`` command in a subprocess,
 the Data/Train/Compare pages under ``AppTest``, or the store and job manager as the server runs them)
@@ -615,3 +615,275 @@ def decisions_beside_training(db: Path, seconds: float, epochs: int = 200) -> La
     mgr.wait(job, 300)
     a = np.asarray(lat)
     return Latency(len(a), float(np.median(a)), float(np.percentile(a, 95)), float(a.max()), done_epochs, evaluations[0])
+
+
+# -- the adversarial pass (cases 22-31): each builder returns (Outcome, what its sentence must say) ------------
+Expect = list[tuple[Outcome, str]]
+
+
+def file_case(case: str, db: Path, files: list[Path], *args: str, env: dict[str, str] | None = None,
+              preexec: Callable[[], None] | None = None) -> Outcome:
+    """A CLI case on a store the checksum cannot read (foreign, damaged): 'unchanged' = every file's bytes."""
+    before = {f: f.read_bytes() if f.exists() else None for f in files}
+    proc = cli(db, *args, env=env, preexec=preexec)
+    same = all((f.read_bytes() if f.exists() else None) == b for f, b in before.items())
+    saw = cli_error(proc) if proc.returncode != 0 else "(succeeded) " + (proc.stderr.strip().splitlines() or [""])[-1]
+    return Outcome(case, "cli", saw, proc.returncode, same, 0, True)
+
+
+def symlink_escapes(template: Path, work: Path) -> Expect:
+    """Case 22: links inside the data root to files outside it, imported from the Data page."""
+    db = copy_store(template, work / "links.duckdb")
+    root, outside = work / "data", work / "outside"
+    outside.mkdir(parents=True)
+    g = _good(20, 1)
+    np.save(outside / "x.npy", g["text"])
+    _write_npy_folder(root / "evil", {"train": {"image": g["image"]}})
+    (root / "evil" / "train" / "text.npy").symlink_to(outside / "x.npy")
+    (root / "csv" / "train").mkdir(parents=True)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(5)], "f0": np.arange(5.0)}).to_csv(root / "csv" / "train" / "image.csv", index=False)
+    secret = outside / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n")
+    (root / "csv" / "train" / "text.csv").symlink_to(secret)
+    np.save(root / "train_image.npy", g["image"])
+    (root / "train_text.npy").symlink_to(outside / "x.npy")
+    cases = [("22 file symlinked out of the data root (.npy)", "evil"),
+             ("22 CSV symlinked to a file outside (contents not echoed)", "csv"),
+             ("22 '.' holding a top-level link out of the root", "."),
+             ("22 that link typed directly", "train_text.npy")]
+    outs = page_imports(cases, db, root)
+    for o in outs:
+        if "root:x" in o.saw or "nologin" in o.saw:
+            o.note = "ECHOED THE FILE"
+    return [(o, "outside the data root") for o in outs]
+
+
+def special_outputs(template: Path, work: Path) -> Expect:
+    """Cases 23, 24 and 31 (file modes): exports and checkpoints written over special files, links,
+    folders and files of another mode."""
+    import stat
+
+    db = copy_store(template, work / "outputs.duckdb")
+    exp = ["export", "--dataset", DATASET, "--format", "csv", "--out"]
+    rows: Expect = []
+    fifo = work / "pipe"
+    os.mkfifo(fifo)
+    o = cli_case("23 export --out a named pipe", db, *exp, str(fifo))
+    o.note = "" if stat.S_ISFIFO(os.lstat(fifo).st_mode) else "PIPE REPLACED"
+    rows.append((o, "special file"))
+    dev = work / "full"
+    try:
+        os.mknod(dev, stat.S_IFCHR | 0o644, os.makedev(1, 7))
+    except OSError:
+        dev = None  # not root: the pipe above is the same check
+    if dev is not None:
+        o = cli_case("23 export --out a device node (/dev/full's)", db, *exp, str(dev))
+        o.note = "" if stat.S_ISCHR(os.lstat(dev).st_mode) else "DEVICE REPLACED"
+        rows.append((o, "special file"))
+    target, link = work / "elsewhere.csv", work / "link.csv"
+    target.write_text("kept\n")
+    link.symlink_to(target)
+    o = cli_case("23 export --out a symbolic link (not asked to follow)", db, *exp, str(link))
+    o.note = "" if link.is_symlink() and target.read_text() == "kept\n" else "LINK OR TARGET CHANGED"
+    rows.append((o, "symbolic link"))
+    o = cli_case("23 export --out a symbolic link with --follow-symlinks", db, *exp, str(link), "--follow-symlinks")
+    proc_ok = link.is_symlink() and target.read_text().startswith("item_id")
+    o.note = "link kept, target written" if proc_ok else "LINK REPLACED OR TARGET NOT WRITTEN"
+    rows.append((o, "wrote"))
+    mask = os.umask(0)
+    os.umask(mask)
+    new = work / "fresh.csv"
+    o = cli_case("31 export to a new file: mode as a plain open gives", db, *exp, str(new))
+    o.saw += f" (mode {stat.S_IMODE(new.stat().st_mode):o}, umask {mask:03o})"
+    o.note = "" if stat.S_IMODE(new.stat().st_mode) == 0o666 & ~mask else "WRONG MODE"
+    rows.append((o, "mode"))
+    old = work / "shared.csv"
+    old.write_text("old\n")
+    old.chmod(0o640)
+    o = cli_case("31 export over a file of mode 640: mode kept", db, *exp, str(old))
+    o.saw += f" (mode {stat.S_IMODE(old.stat().st_mode):o})"
+    o.note = "" if stat.S_IMODE(old.stat().st_mode) == 0o640 else "MODE REPLACED"
+    rows.append((o, "mode 640"))
+    train = ["train", "--dataset", DATASET, "--epochs", "1", "--latent", "8", "--model-name", "m-out", "--out"]
+    (work / "folder").mkdir()
+    rows.append((cli_case("24 train --out a folder", db, *train, str(work / "folder")), "is a folder"))
+    (work / "plain").write_text("x")
+    rows.append((cli_case("24 train --out under a file (no parent folder)", db, *train, str(work / "plain" / "m.pt")), "is a file"))
+    o = cli_case("24 train --out, rerun with a good path", db, *train, str(work / "new" / "m.pt"), expect_unchanged=False)
+    o.note = "" if (work / "new" / "m.pt").stat().st_size > 0 else "NO CHECKPOINT"
+    rows.append((o, "checkpoint written"))
+    return rows
+
+
+def _checkpoint_variant(good: bytes, path: Path, change: Callable[[dict], None]) -> Path:
+    import torch
+
+    payload = torch.load(io.BytesIO(good), weights_only=True)
+    change(payload)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def hostile_checkpoints(template: Path, work: Path, limit_gb: float = 3.0) -> Expect:
+    """Cases 25, 26 and 30 (std = 0): checkpoints that load but poison everything after, or declare
+    a model far larger than their tensors. The CLI runs under an address-space limit of ``limit_gb``:
+    building the declared model for real would need more."""
+    import resource
+
+    from store import Store
+
+    db = copy_store(template, work / "ckpt.duckdb")
+    good = Store(db).model_checkpoint(DATASET, MODEL)
+
+    def nan_weight(p: dict) -> None:
+        key = next(k for k, v in p["state_dict"].items() if v.is_floating_point() and v.ndim == 2)
+        p["state_dict"][key][0, 0] = float("nan")
+
+    def hidden(h: int) -> Callable[[dict], None]:
+        def change(p: dict) -> None:
+            p["config"]["hidden"] = [h, h]
+        return change
+
+    def zero_std(p: dict) -> None:
+        m = next(iter(p["standardizer"]))
+        p["standardizer"][m]["std"][0] = 0.0
+
+    def limit() -> None:
+        lim = int(limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+    rows: Expect = []
+    for label, name, change, expected in [
+        ("25 checkpoint with a NaN weight", "nan.pt", nan_weight, "NaN"),
+        ("26 checkpoint declaring hidden=[12000,12000]", "h12k.pt", hidden(12000), "hidden 12000x12000"),
+        ("26 checkpoint declaring hidden=[60000,60000]", "h60k.pt", hidden(60000), "hidden 60000x60000"),
+        ("30 checkpoint with a standard deviation of 0", "std0.pt", zero_std, "standard deviation"),
+    ]:
+        path = _checkpoint_variant(good, work / name, change)
+        t0 = time.perf_counter()
+        o = cli_case(label, db, "load-model", str(path), "--dataset", DATASET, "--model-name", "loaded", preexec=limit)
+        o.note = f"{time.perf_counter() - t0:.1f} s, under a {limit_gb:g} GB address-space limit"
+        rows.append((o, expected))
+    return rows
+
+
+def foreign_stores(template: Path, work: Path) -> Expect:
+    """Cases 27, 30 (damaged WAL) and 31 (--db mistyped, read-only mount)."""
+    import sqlite3
+
+    import duckdb
+
+    rows: Expect = []
+    home = work / "home"
+    home.mkdir()
+    lite = work / "catalog.sqlite"
+    con = sqlite3.connect(lite)
+    con.execute("CREATE TABLE items (id TEXT)")
+    con.commit()
+    con.close()
+    t0 = time.perf_counter()
+    o = file_case("27 an SQLite file as the store", lite, [lite], "datasets", env=cli_env(lite, HOME=str(home)))
+    o.note = f"{time.perf_counter() - t0:.1f} s; ~/.duckdb created: {(home / '.duckdb').exists()}"
+    o.works_after = not (home / ".duckdb").exists()
+    rows.append((o, "not a DuckDB database"))
+    # a WAL cut and overwritten in its middle
+    live = copy_store(template, work / "walsrc.duckdb")
+    con = duckdb.connect(str(live))
+    con.execute("CREATE TABLE scratch AS SELECT range AS x FROM range(5000)")
+    damaged = work / "damaged.duckdb"
+    shutil.copy2(live, damaged)
+    wal = Path(str(live) + ".wal").read_bytes()
+    con.close()
+    dwal = Path(str(damaged) + ".wal")
+    half = len(wal) // 2  # (damage at the very start makes DuckDB skip the log as empty; in the middle it is caught)
+    dwal.write_bytes(wal[:half] + b"\x00garbage" * 50 + wal[half + 400:])
+    rows.append((file_case("30 damaged write-ahead log", damaged, [damaged, dwal], "datasets"), "write-ahead log"))
+    db = copy_store(template, work / "s.duckdb")
+    for cmd in (["datasets"], ["models"], ["export", "--dataset", DATASET, "--format", "csv", "--out", str(work / "x.csv")]):
+        typo = work / "typo" / "studio.duckdb"
+        o = file_case(f"31 mistyped --db for {cmd[0]}", db, [], *cmd, "--db", str(typo))
+        o.note = "" if not typo.parent.exists() else "FOLDER CREATED"
+        rows.append((o, "no store at"))
+    # a store on a read-only mount (a private mount namespace: the bind mount vanishes with the process)
+    ro = work / "ro"
+    ro.mkdir()
+    copy_store(template, ro / "studio.duckdb")
+    script = (f"mount --bind -o ro {ro} {ro} && exec {sys.executable} -m mmae_core datasets --format json "
+              f"--db {ro / 'studio.duckdb'}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=cli_env(ro / "studio.duckdb"),
+                          capture_output=True, text=True, timeout=120)
+    if "mount" in proc.stderr and proc.returncode != 0 and "error:" not in proc.stderr:
+        saw = "(skipped: no mount namespace here)"
+    elif proc.returncode == 0:
+        saw = f"(succeeded) listed {[d['name'] for d in json.loads(proc.stdout)]}"
+    else:
+        saw = cli_error(proc)
+    rows.append((Outcome("31 store on a read-only mount (datasets)", "cli", saw, proc.returncode, None, 0, True), "succeeded"))
+    return rows
+
+
+def hostile_data(template: Path, work: Path) -> Expect:
+    """Cases 28, 29, 30 (.npy header, binary ids) and 31 (names, ids, JSON inf, --replace)."""
+    db = copy_store(template, work / "data.duckdb")
+    rows: Expect = []
+    g = _good(20, 1)
+    (work / "npz").mkdir()
+    np.savez_compressed(work / "npz" / "train.npz", image=g["image"], text=np.zeros((400_000, 10), np.float32))
+    rows.append((cli_case("28 .npz expanding ~1000x", db, "import", str(work / "npz" / "train.npz"), "--name", "incoming"), "zip bomb"))
+    (work / "big_header" / "train").mkdir(parents=True)
+    with open(work / "big_header" / "train" / "image.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (50_000_000, 6)})
+        fh.write(g["image"].tobytes())
+    np.save(work / "big_header" / "train" / "text.npy", g["text"])
+    rows.append((cli_case("30 .npy header overstating its size", db, "import", str(work / "big_header"), "--name", "incoming"), "truncated"))
+    _write_npy_folder(work / "bin_ids", {"train": g})
+    np.save(work / "bin_ids" / "train" / "ids.npy", np.array([bytes([0xFF, i]) for i in range(20)], dtype="S2"))
+    rows.append((cli_case("30 distinct binary (non-UTF-8) ids", db, "import", str(work / "bin_ids"), "--name", "incoming"), "not UTF-8"))
+    (work / "ctl_ids" / "train").mkdir(parents=True)
+    ids = [f"i{i}" for i in range(10)]
+    ids[3] = "i3\x1b[31mred"
+    pd.DataFrame({"item_id": ids, "f0": np.arange(10.0)}).to_parquet(work / "ctl_ids" / "train" / "image.parquet")
+    pd.DataFrame({"item_id": ids, "t0": np.arange(10.0)}).to_parquet(work / "ctl_ids" / "train" / "text.parquet")
+    o = cli_case("31 item id with a terminal escape", db, "import", str(work / "ctl_ids"), "--name", "incoming")
+    o.note = "" if "\x1b" not in o.saw else "ECHOED RAW"
+    rows.append((o, "control character"))
+    good_folder(work, "good")
+    rows.append((cli_case("31 dataset name containing '@replaced-'", db, "import", str(work / "good"), "--name", "x@replaced-1"),
+                 "@replaced-"))
+    o = cli_case("31 import --replace says where the backup went", db, "import", str(work / "good"), "--name", DATASET,
+                 "--replace", expect_unchanged=False)
+    listed = json.loads(cli(db, "datasets", "--backups", "--format", "json").stdout)
+    backup = [d["name"] for d in listed if d["name"].startswith(DATASET + "@replaced-")]
+    o.note = f"datasets --backups lists {backup}" if len(backup) == 1 and backup[0] in o.saw else "BACKUP NOT NAMED OR LISTED"
+    rows.append((o, "kept as the dataset"))
+    # exports: spaced formulas and infinities
+    spaced = [" =1+1", "  @SUM(1)", "\u00a0=1+1", "\u3000+1", "\ufeff-1", "\t\u00a0@x", "\u00a0plain", "a =b", "1 + 1"]
+    inert = [True] * 6 + [False] * 3
+    folder = work / "spaced"
+    n = len(spaced)
+    _write_npy_folder(folder, {"train": _good(n, 1)})
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": spaced,
+                  "score": [np.inf, -np.inf] + [1.0] * (n - 2)}).to_parquet(folder / "train" / "items.parquet")
+    cli(db, "import", str(folder), "--name", "spaced")
+    out = cli_case("29 formulas after leading blanks (CSV export)", db, "export", "--dataset", "spaced", "--format", "csv",
+                   "--out", str(work / "spaced.csv"))
+    shown = pd.read_csv(work / "spaced.csv", dtype=str, keep_default_na=False)["title"].tolist()
+    ok = [s.startswith("'") == want and s.removeprefix("'") == orig for s, orig, want in zip(shown, spaced, inert)]
+    out.saw = f"(succeeded) inert where a spreadsheet sees a formula: {sum(ok)}/{n} cells right"
+    out.note = "" if all(ok) else "MISSED: " + repr([orig for orig, k in zip(spaced, ok) if not k])
+    rows.append((out, f"{n}/{n}"))
+    out = cli_case("31 JSON export of +-inf", db, "export", "--dataset", "spaced", "--format", "json",
+                   "--out", str(work / "spaced.json"))
+    rows.append((out, "written as null"))
+    return rows
+
+
+def adversarial(template: Path, work: Path) -> Expect:
+    rows: Expect = []
+    for part in (symlink_escapes, special_outputs, hostile_checkpoints, foreign_stores, hostile_data):
+        sub = work / part.__name__
+        sub.mkdir(parents=True)
+        rows += part(template, sub)
+    return rows

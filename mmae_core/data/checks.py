@@ -6,6 +6,7 @@ train/audio.npy"; so the value-level checks (NaN/Inf, ids, labels) live here, ea
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ def _cell_to_str(v: object) -> str | None:
     if v is None or v is pd.NA:
         return None
     if isinstance(v, bytes):
-        v = v.decode("utf-8", errors="replace")
+        v = v.decode("utf-8")  # strict: replacing bad bytes would make distinct ids equal
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (int, np.integer)):
@@ -96,7 +97,15 @@ def as_strings(values: np.ndarray | pd.Series, where: str, what: str) -> np.ndar
     elif inferred == "string":  # already Python str, the common case from Arrow and pandas
         out = arr
     else:
-        out = np.array([_cell_to_str(v) for v in arr.tolist()], dtype=object)
+        cells = arr.tolist()
+        try:
+            out = np.array([_cell_to_str(v) for v in cells], dtype=object)
+        except UnicodeDecodeError:
+            i = next(j for j, v in enumerate(cells) if isinstance(v, bytes) and not _is_utf8(v))
+            raise DataError(
+                f"{where} has {what[:-1] if what.endswith('s') else what} bytes at row {i} that are not UTF-8 text; "
+                "save them as text (for example as hex digits) so that distinct values stay distinct."
+            ) from None
     blank = pd.isna(out) | (pd.Series(out, dtype=object).astype(str).str.strip() == "").to_numpy()
     if blank.any():
         i = int(np.argmax(blank))
@@ -104,7 +113,29 @@ def as_strings(values: np.ndarray | pd.Series, where: str, what: str) -> np.ndar
     return out
 
 
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# The characters names refuse too (store.common uses this): a tab, newline or terminal escape in an id
+# would be echoed raw into terminals, CSV rows and messages.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def unique_ids(ids: np.ndarray, where: str) -> np.ndarray:
+    """Item ids as given, refusing control characters and duplicates."""
+    bad = pd.Series(ids, dtype=object).astype(str).str.contains(CONTROL_CHARS)
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        shown = CONTROL_CHARS.sub("?", str(ids[i]))[:40]
+        raise DataError(
+            f"{where} has the item id '{shown}' at row {i}, which contains a control character such as a tab or newline; "
+            "use plain printable characters in item ids."
+        )
     s = pd.Series(ids, dtype=object)
     dup = s.duplicated()
     if dup.any():

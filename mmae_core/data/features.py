@@ -48,21 +48,39 @@ def _capitalised(fn: F) -> F:
 
 @_capitalised
 def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
-              require_train: bool = True) -> FeatureSet:
+              require_train: bool = True, root: str | Path | None = None) -> FeatureSet:
     """Load a folder, a ``.zip``, an ``.npz`` (train unless named ``{split}.npz``) or one ``.npy``/``.parquet``/``.csv``.
 
     ``require_train=False`` is for items that are only scored, never trained on (a new upload ranked
-    by novelty): any split names, checked against the first split instead of train."""
+    by novelty): any split names, checked against the first split instead of train.
+
+    ``root`` (the dashboard's data root): every file that will be read must resolve inside it, so a
+    symbolic link in the folder cannot bring in a file from elsewhere on the server."""
     p = Path(path)
     shown = str(path)
     if not p.exists():
         raise DataError(f"{shown} does not exist; check the path.")
     if p.is_dir():
-        root = shown.rstrip("/\\") or shown
+        top = shown.rstrip("/\\") or shown
         rels = _walk(p)
-        layout = plan(rels, lambda rel: FileRef(p / rel, f"{root}/{rel}"), shown)
+        layout = plan(rels, lambda rel: FileRef(p / rel, f"{top}/{rel}"), shown)
+        if root is not None:
+            for ref in layout.used():
+                _check_inside(ref.path, ref.shown, Path(root))
         return _build(layout, name, shown, max_uncompressed, require_train)
+    if root is not None:
+        _check_inside(p, shown, Path(root))
     return _load_file(p, shown, name, max_uncompressed, require_train)
+
+
+def _check_inside(path: Path, shown: str, root: Path) -> None:
+    """Refuse a file whose real location (links resolved) is outside ``root``; never reads it."""
+    real, top = path.resolve(), root.resolve()
+    if real != top and top not in real.parents:
+        raise DataError(
+            f"{shown} is a link to a file outside the data root {top}, so it was not read and nothing was imported; "
+            "copy the file itself under the data root."
+        )
 
 
 @_capitalised

@@ -7,6 +7,7 @@ straight out of the archive, so nothing is extracted to disk.
 """
 from __future__ import annotations
 
+import math
 import struct
 import zipfile
 import zlib
@@ -17,6 +18,7 @@ import numpy as np
 
 from mmae_core.errors import DataError
 from mmae_core.data.layout import FileRef
+from mmae_core.data.zips import check_expansion
 
 NPY_MAGIC = b"\x93NUMPY"
 # What numpy, zipfile and zlib raise on a cut-short or damaged file.
@@ -67,11 +69,17 @@ def _header(fp: IO[bytes], shown: str) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def read_npy_stream(fp: IO[bytes], shown: str) -> np.ndarray:
-    """Read one array from an open binary stream positioned at its start."""
-    _, dtype = _header(fp, shown)
+def read_npy_stream(fp: IO[bytes], shown: str, size: int | None = None) -> np.ndarray:
+    """Read one array from an open binary stream positioned at its start; ``size`` is the stream's
+    length in bytes, when known.
+
+    A header that declares more data than the file holds is a truncated file: checked here, since
+    numpy would first try to allocate the declared size and fail with a memory error."""
+    shape, dtype = _header(fp, shown)
     if dtype.hasobject:
         raise objects_error(shown)
+    if size is not None and size - fp.tell() < math.prod(int(n) for n in shape) * dtype.itemsize:
+        raise truncated_error(shown, "a .npy array")
     try:
         fp.seek(0)
         return np.lib.format.read_array(fp, allow_pickle=False)
@@ -86,13 +94,14 @@ def read_npy(ref: FileRef) -> np.ndarray:
             raise empty_error(ref.shown)
         try:
             with zf.open(info) as fp:
-                return read_npy_stream(fp, ref.shown)
+                return read_npy_stream(fp, ref.shown, info.file_size)
         except READ_ERRORS as exc:  # a damaged member: bad CRC, cut-short deflate stream
             raise truncated_error(ref.shown, "a .npy array") from exc
-    if ref.path.stat().st_size == 0:
+    size = ref.path.stat().st_size
+    if size == 0:
         raise empty_error(ref.shown)
     with open(ref.path, "rb") as fp:
-        return read_npy_stream(fp, ref.shown)
+        return read_npy_stream(fp, ref.shown, size)
 
 
 def read_npz(ref: FileRef, max_uncompressed: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -112,18 +121,13 @@ def read_npz(ref: FileRef, max_uncompressed: int) -> Iterator[tuple[str, np.ndar
         infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.endswith(".npy")]
         if not infos:
             raise DataError(f"{ref.shown} holds no arrays; save the features with numpy.savez.")
-        total = sum(i.file_size for i in infos)
-        if total > max_uncompressed:
-            raise DataError(
-                f"{ref.shown} would unpack to {total / 2**30:.2f} GiB, more than the {max_uncompressed / 2**30:.2f} GiB limit; "
-                "split the data into smaller files or raise the limit."
-            )
+        check_expansion(zf.infolist(), ref.shown, max_uncompressed)
         for info in infos:
             key = info.filename[: -len(".npy")]
             shown = f"array '{key}' in {ref.shown}"
             try:
                 with zf.open(info) as fp:
-                    arr = read_npy_stream(fp, shown)
+                    arr = read_npy_stream(fp, shown, info.file_size)
             except READ_ERRORS as exc:
                 raise truncated_error(ref.shown, "an .npz archive") from exc
             yield key, arr

@@ -7,6 +7,8 @@ free text (titles, captions), so they go through pandas.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -21,7 +23,10 @@ TABLE_ERRORS: tuple[type[BaseException], ...] = (pa.ArrowException, OSError, Val
 
 
 def _detail(exc: BaseException) -> str:
+    """The parser's reason, without the row it quotes (Arrow's "Expected 3 columns, got 2: <row>"):
+    a message should name the problem, not echo the file's contents."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"(got \d+): .*", r"\1", text)
     return text.rstrip(".")[:160]
 
 

@@ -33,6 +33,23 @@ def safe_relpath(name: str, where: str) -> str:
     return clean
 
 
+def check_expansion(infos: list[zipfile.ZipInfo], shown: str, max_uncompressed: int) -> None:
+    """The limits every zip-format archive (``.zip`` and ``.npz``) must meet before a byte is read:
+    the declared total size, and the ratio of that size to the packed one."""
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    if total > max_uncompressed:
+        raise DataError(
+            f"{shown} would unpack to {total / 2**30:.2f} GiB, more than the {max_uncompressed / 2**30:.2f} GiB limit, "
+            "so nothing was extracted; split the data or load the folder from disk."
+        )
+    if total > MAX_RATIO * max(packed, 1) and total > 0:
+        raise DataError(
+            f"{shown} unpacks to {total / max(packed, 1):.0f} times its packed size (the limit is {MAX_RATIO}), "
+            "which is how zip bombs look, so nothing was extracted; save the files without such padding."
+        )
+
+
 def open_checked(path: Path, shown: str, max_uncompressed: int) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
     """Open the archive and vet every member; returns the archive and its files by clean relative path."""
     if path.stat().st_size == 0:
@@ -53,18 +70,7 @@ def open_checked(path: Path, shown: str, max_uncompressed: int) -> tuple[zipfile
             if rel in members:
                 raise DataError(f"{shown} holds '{rel}' twice; create the zip again with each file once.")
             members[rel] = info
-        total = sum(i.file_size for i in infos)
-        packed = sum(i.compress_size for i in infos)
-        if total > max_uncompressed:
-            raise DataError(
-                f"{shown} would unpack to {total / 2**30:.2f} GiB, more than the {max_uncompressed / 2**30:.2f} GiB limit, "
-                "so nothing was extracted; split the data or load the folder from disk."
-            )
-        if total > MAX_RATIO * max(packed, 1) and total > 0:
-            raise DataError(
-                f"{shown} unpacks to {total / max(packed, 1):.0f} times its packed size (the limit is {MAX_RATIO}), "
-                "which is how zip bombs look, so nothing was extracted; zip the files without such padding."
-            )
+        check_expansion(infos, shown, max_uncompressed)
     except BaseException:
         zf.close()
         raise

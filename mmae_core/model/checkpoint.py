@@ -126,6 +126,32 @@ def _check_weights(model: MMAE, state: dict, cfg: TrainConfig) -> None:
             )
 
 
+def _check_statistics(std: Standardizer) -> None:
+    """Means finite, standard deviations finite and positive (training sets a constant column's to 1):
+    otherwise every standardized value is NaN and the data would be blamed for it."""
+    for m in std.mean:
+        if not np.isfinite(std.mean[m]).all():
+            raise CheckpointError(f"the checkpoint's mean for {m} holds NaN or infinite values; the file is damaged, save it again.")
+        sd = std.std[m]
+        bad = np.flatnonzero(~(np.isfinite(sd) & (sd > 0)))
+        if bad.size:
+            raise CheckpointError(
+                f"the checkpoint's standard deviation for {m} is {sd[bad[0]]:g} in column {int(bad[0])}, which cannot "
+                "standardize features (it must be finite and above 0); the file is damaged, save it again."
+            )
+
+
+def _check_finite(state: dict, names: list[str]) -> None:
+    """Refuse NaN or infinite weights: every latent would come out NaN, and later steps would fail
+    with misleading sentences (no items, no features)."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(
+                f"the checkpoint's {_describe(k, names)} holds NaN or infinite values (its training diverged or the file "
+                "is damaged); train the model again or load another checkpoint."
+            )
+
+
 def load_checkpoint(data: bytes | Path | str) -> TrainedModel:
     """Rebuild a trained model from checkpoint bytes or a path, without running any code from it."""
     p = _read(data)
@@ -143,11 +169,17 @@ def load_checkpoint(data: bytes | Path | str) -> TrainedModel:
     for m, d in modalities.items():
         if std.mean[m].shape != (d,) or std.std[m].shape != (d,):
             raise CheckpointError(f"the checkpoint's standardization statistics for {m} do not have dimension {d}; save it again.")
-    model = MMAE(modalities, cfg.latent, cfg.hidden)
+    _check_statistics(std)
     state = p["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError("the checkpoint's weights are not a state dict; save it again.")
-    _check_weights(model, state, cfg)
+    # The declared architecture is built on the meta device first (shapes only, no memory): a small file
+    # declaring hidden=[12000,12000] took 4 GB and 18 s to build for real before its shapes were refused.
+    with torch.device("meta"):
+        skeleton = MMAE(modalities, cfg.latent, cfg.hidden)
+    _check_weights(skeleton, state, cfg)
+    _check_finite(state, skeleton.names)
+    model = MMAE(modalities, cfg.latent, cfg.hidden)
     model.load_state_dict(state)
     model.eval()
     history = p.get("history") if isinstance(p.get("history"), list) else []
@@ -173,6 +205,11 @@ def _completion(c: object, M: int, latent: int) -> LatentCompletion | None:
                 raise CheckpointError(
                     f"the checkpoint's latent-completion map for modalities {list(s)} has shape {tuple(w.shape)} but latent {latent} "
                     f"needs {(len(s) * latent, latent)}; the file is inconsistent, save it again."
+                )
+            if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(v).all())):
+                raise CheckpointError(
+                    f"the checkpoint's latent-completion map for modalities {list(s)} holds NaN or infinite values; "
+                    "train the model again or load another checkpoint."
                 )
             maps[s] = (w.float().numpy().copy(), v.float().numpy().copy())
         return LatentCompletion(maps, int(c["n_fit"]))
