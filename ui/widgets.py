@@ -356,6 +356,15 @@ def fmt_seconds(s: float | None) -> str:
 
 
 # -- Compare ----------------------------------------------------------------------------------------
+def k_suggestion(summary: DatasetSummary, split: str) -> Any:
+    """``mmae_core.k_defaults.suggest_k`` for one split of a summarised dataset."""
+    from mmae_core.k_defaults import suggest_k
+
+    counts = summary.label_counts
+    n_labels = int(counts.loc[counts["split"] == split, "label"].nunique()) if len(counts) else None
+    return suggest_k(summary.splits.get(split, 0), n_labels or None, set(summary.modalities))
+
+
 LABELLED_METRICS = {"ari": "ARI", "nmi": "NMI", "silhouette": "Silhouette"}
 UNLABELLED_METRICS = {"silhouette": "Silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin"}
 LOWER_IS_BETTER = {"davies_bouldin"}
