@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from studio.cli import parse_k
-from mmae_core.config import DEFAULT_K_GRID, EvalConfig
+from mmae_core.config import EvalConfig
 from mmae_core.errors import StudioError
 from studio.pipeline import evaluate_model
 from mmae_core.evaluation.reference import paper_reference
@@ -28,6 +28,7 @@ from ui.widgets import (
     download_button,
     eval_params,
     find_run,
+    k_suggestion,
     need_dataset,
     run_action,
 )
@@ -75,7 +76,7 @@ def chart(table: pd.DataFrame, metric: str, label: str, paper: pd.DataFrame | No
     return alt.layer(*layers).properties(height=320, title=f"{label} against k")
 
 
-def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, split: str, summary) -> None:
+def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, split: str, summary, suggestion) -> None:
     run_id = int(run["id"]) if isinstance(run, pd.Series) else int(run)
     labelled = table["ari"].notna().any() if "ari" in table else False
     metrics = LABELLED_METRICS if labelled else UNLABELLED_METRICS
@@ -89,7 +90,9 @@ def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, s
         else:
             st.success("The MMAE has the best " + " and ".join(v for k, v in metrics.items() if not (k == "silhouette" and labelled))
                        + " at every k of this grid.")
-    show_paper = st.toggle("Show the paper's rows (LUMA, test split) beside ours", value=True, key="compare_paper")
+    # on by default only for LUMA-shaped data: elsewhere the paper's lines stretch the chart away from ours
+    show_paper = st.toggle("Show the paper's rows (LUMA, test split) beside ours",
+                           key=state.keep("compare_paper", suggestion.luma_shaped, dataset))
     paper = paper_reference() if show_paper else None
     tabs = st.tabs(list(metrics.values()))
     for tab, (metric, label) in zip(tabs, metrics.items()):
@@ -98,6 +101,7 @@ def show_results(table: pd.DataFrame, run: pd.Series | int, model: str | None, s
     shown = table.assign(source="ours", model=model or "")
     if paper is not None:
         shown = pd.concat([shown, paper.assign(model="paper")], ignore_index=True)
+    shown["k"] = shown["k"].astype("Int64")  # whole numbers in the CSV ('10', not '10.0'); Table II's k stays empty
     cols = [c for c in ("source", "table", "method", "k", "ari", "nmi", "silhouette", "calinski_harabasz",
                         "davies_bouldin", "n_items", "note") if c in shown.columns]
     st.dataframe(
@@ -128,11 +132,13 @@ current = state.current_model()
 c = st.columns([2, 1, 2, 1, 1])
 model_choice = c[0].selectbox("Model", choices, index=choices.index(current) if current in choices else 0, key="compare_model")
 splits = list(summary.splits)
-split = c[1].selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0, key="compare_split")
-k_text = c[2].text_input("k grid", ", ".join(map(str, DEFAULT_K_GRID)), key="compare_k",
-                         help="Whole numbers separated by commas; each at most the number of items in the split.")
-seed = c[3].number_input("KMeans seed", 0, 2**31 - 1, 42, key="compare_seed")
-n_init = c[4].number_input("KMeans starts", 1, 100, EvalConfig.n_init, key="compare_n_init",
+split = c[1].selectbox("Split", splits, key=state.keep("compare_split", "test" if "test" in splits else splits[0], dataset))
+suggestion = k_suggestion(summary, split)
+k_text = c[2].text_input("k grid", key=state.keep("compare_k", ", ".join(map(str, suggestion.grid)), (dataset, split)),
+                         help="Whole numbers separated by commas; each at most the number of items in the split. "
+                              f"The default is {suggestion.reason}.")
+seed = c[3].number_input("KMeans seed", 0, 2**31 - 1, key=state.keep("compare_seed", 42))
+n_init = c[4].number_input("KMeans starts", 1, 100, key=state.keep("compare_n_init", EvalConfig.n_init),
                            help="Starts per method and k; the one with the lowest inertia is kept. More is steadier "
                                 "on small sets and slower: 10 takes about twice as long as 4.")
 weights: dict[str, float] = {}
@@ -173,7 +179,7 @@ if cfg is not None:
     else:
         st.caption("These settings have not been evaluated yet; the demo at full size takes a minute or so.")
 if results is not None:
-    show_results(results[0], results[1], model, split, summary)
+    show_results(results[0], results[1], model, split, summary, suggestion)
 
 # -- history -----------------------------------------------------------------------------------------
 st.subheader("Earlier runs")
@@ -191,7 +197,7 @@ hist = runs.sort_values("id", ascending=False).assign(
 st.dataframe(hist[["id", "model", "split", "k_grid", "seed", "starts", "weights", "rows", "created_at"]], hide_index=True)
 pick = st.selectbox("Open a run", list(hist["id"]), key="compare_history_pick")
 if pick is not None:
-    old = run_metrics(str(store.path), int(pick))
+    old = run_metrics(str(store.path), int(pick)).astype({"k": "Int64"}, errors="ignore")
     st.dataframe(old, hide_index=True)
     download_button("Download this run as CSV", to_bytes(old, "csv"), file_name=f"{dataset}-run{int(pick)}.csv",
                     mime="text/csv", key=f"compare_hist_csv_{int(pick)}", icon=":material/download:")

@@ -17,6 +17,8 @@ from ui import state
 from ui.widgets import (
     dataset_summary,
     default_name,
+    attempt,
+    refusals,
     remember_summary,
     resolve_server_path,
     root_entries,
@@ -26,24 +28,21 @@ from ui.widgets import (
 )
 
 REPORT = "_data_import_report"
+PROBLEMS = "_data_import_problems"
 
 st.title("Data")
 store = state.current_store()
 root = state.data_root()
 
 
-def import_dataset(load: "callable", name: str, replace: bool) -> dict:
-    """Read and check everything first, then write in one transaction (nothing is written on failure)."""
+def check_target(name: str, replace: bool) -> str:
+    """The checked dataset name; an existing one needs 'Replace it'."""
     name = check_name(name, "dataset")
     if name in store.dataset_names() and not replace:
         raise StoreError(
             f"A dataset named '{name}' is already in the store; tick 'Replace it' (the old one is kept as a backup) or choose another name."
         )
-    fs = load(name)
-    st.write(f"Read {sum(sp.n for sp in fs.splits.values()):,} items; saving them to the store…")
-    out = store.add_dataset(fs, replace=replace)
-    summary = remember_summary(store, fs)
-    return {"result": out, "summary": summary}
+    return name
 
 
 def show_summary(summary, title: str | None = None) -> None:
@@ -93,12 +92,14 @@ st.caption(
 source = st.radio("From", ["Upload files", "A folder on the server"], horizontal=True, key="data_source")
 loader = None
 proposed = "my-dataset"
+files_key: object = None
 if source == "Upload files":
     files = st.file_uploader(
         "Feature files (several at once) or one .zip", accept_multiple_files=True, key="data_upload",
         help="Up to LUMA size (about 214 MB); larger data: put it under the data root and use the server folder.",
     )
     pairs = uploaded_files(files)
+    files_key = [(f, len(b)) for f, b in pairs]
     if pairs:
         proposed = default_name(pairs)
 
@@ -125,21 +126,31 @@ replace = st.checkbox(
     f"Replace it: '{name.strip()}' exists (the old one is kept as a backup)" if exists else "Replace a dataset of the same name",
     key="data_replace", disabled=not exists, value=False,
 )
+attempt_key = (source, str(st.session_state.get("data_path", "")), repr(files_key), name.strip(), replace)
 if st.button("Import", type="primary", disabled=loader is None, icon=":material/upload:"):
-    with st.status("Importing…", expanded=True) as status:
-        st.write("Reading and checking the files…")
-        done = run_action(lambda: import_dataset(loader, name, replace))
+    with st.spinner("Reading and checking the files…"):
+        # Every refusal at once: the name and the files are checked independently, nothing is written.
+        as_named = attempt(lambda: check_name(name, "dataset")).value or "upload"  # a bad name is the first step's refusal
+        (target, fs), problems = refusals(lambda: check_target(name, replace), lambda: loader(as_named))
+    st.session_state[PROBLEMS] = (attempt_key, problems)
+    if not problems:
+        with st.spinner(f"Saving {sum(sp.n for sp in fs.splits.values()):,} items to the store…"):
+            done = run_action(lambda: store.add_dataset(fs, replace=replace))
         if done:
-            status.update(label=f"Imported {done.value['result']['name']}.", state="complete")
-        else:
-            status.update(label="Nothing was imported: fix the problem above and try again.", state="error")
-    if done:
-        res = done.value["result"]
-        st.session_state[REPORT] = done.value["summary"]
-        state.choose_dataset(res["name"])
-        extra = f" The previous one is kept as '{res['replaced']}'." if res.get("replaced") else ""
-        state.flash(f"Imported dataset '{res['name']}' ({res['items']:,} items).{extra} Next: train a model on the Train page.")
-        st.rerun()
+            res = done.value
+            st.session_state[REPORT] = remember_summary(store, fs)
+            st.session_state.pop(PROBLEMS, None)
+            state.choose_dataset(res["name"])
+            extra = f" The previous one is kept as '{res['replaced']}'." if res.get("replaced") else ""
+            state.flash(f"Imported dataset '{res['name']}' ({res['items']:,} items).{extra} Next: train a model on the Train page.")
+            st.rerun()
+
+shown_key, problems = st.session_state.get(PROBLEMS, (None, []))
+if problems and shown_key == attempt_key:  # until the files, the name or the choice change
+    st.markdown(f"**Nothing was imported.** Fix {'this' if len(problems) == 1 else 'these ' + str(len(problems))} "
+                "and press Import again; the store is as it was.")
+    for problem in problems:
+        st.error(problem, icon=":material/error:")
 
 report = st.session_state.get(REPORT)
 if report is not None and report.name in names:
@@ -164,7 +175,9 @@ st.dataframe(
 )
 
 current = state.current_dataset()
-summary_slot = st.container() if current in names else None  # filled last: it may read the whole dataset
+# filled last (it may read the whole dataset); not when the import report above shows the same tables
+reported = report is not None and report.name == current
+summary_slot = st.container() if current in names and not reported else None
 
 with st.expander("Delete a dataset"):
     victim = st.selectbox("Dataset to delete", store.dataset_names(backups=True), key="data_delete_name")

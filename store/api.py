@@ -185,8 +185,10 @@ class Store:
         """
         return self._db.read(lambda con: _proposals.get(con, dataset, model))
 
-    def accept(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None) -> dict:
-        return self._db.write(lambda con: _tags.accept(con, dataset, model, cluster, curator, name))
+    def accept(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None, *,
+               manual: str = "keep") -> dict:
+        """Tag the cluster's items; items tagged by hand keep their tag unless ``manual='replace'``."""
+        return self._db.write(lambda con: _tags.accept(con, dataset, model, cluster, curator, name, manual))
 
     def reject(self, dataset: str, model: str, cluster: int, curator: str) -> dict:
         return self._db.write(lambda con: _tags.reject(con, dataset, model, cluster, curator))
@@ -242,10 +244,18 @@ class Store:
         return self._db.write(lambda con: _tag_batch.set_items(con, dataset, item_ids, tag, curator, existing))
 
     def accept_many(self, dataset: str, model: str, clusters: Sequence[int] | None, curator: str,
-                    min_purity: float | None = None) -> dict:
-        """Accept several proposals (or, with ``clusters=None``, every pending one with purity ≥ ``min_purity``) as one decision."""
+                    min_purity: float | None = None, *, manual: str = "keep") -> dict:
+        """Accept several proposals (or, with ``clusters=None``, every pending one with purity ≥ ``min_purity``) as one decision;
+        items tagged by hand keep their tag unless ``manual='replace'``."""
         from . import tag_batch as _tag_batch
-        return self._db.write(lambda con: _tag_batch.accept_many(con, dataset, model, clusters, curator, min_purity))
+        return self._db.write(
+            lambda con: _tag_batch.accept_many(con, dataset, model, clusters, curator, min_purity, manual))
+
+    def hand_tagged_in(self, dataset: str, model: str, clusters: Sequence[int] | None,
+                       min_purity: float | None = None) -> dict:
+        """{'items': n, 'tags': [...]}: the hand-tagged items an accept of these proposals would meet."""
+        from . import tag_batch as _tag_batch
+        return self._db.read(lambda con: _tag_batch.hand_tagged_in(con, dataset, model, clusters, min_purity))
 
     def tag_exists(self, dataset: str, name: str) -> bool:
         from . import tag_batch as _tag_batch
@@ -256,10 +266,12 @@ class Store:
         from . import tag_batch as _tag_batch
         return self._db.write(lambda con: _tag_batch.rename_unique(con, dataset, old, new, curator))
 
-    def accept_unique(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None) -> dict:
+    def accept_unique(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None, *,
+                      manual: str = "keep") -> dict:
         """``accept`` that refuses a new name another tag already has (use ``merge`` for that)."""
         from . import tag_batch as _tag_batch
-        return self._db.write(lambda con: _tag_batch.accept_unique(con, dataset, model, cluster, curator, name))
+        return self._db.write(
+            lambda con: _tag_batch.accept_unique(con, dataset, model, cluster, curator, name, manual))
 
     # -- background jobs (store/jobs.py; used by studio.jobs) ---------------------------------
     def add_job(self, dataset: str, kind: str, config: dict, pid: int, host: str, status: str = "queued",

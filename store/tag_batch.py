@@ -55,7 +55,7 @@ def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[o
         if unknown[1]:
             more = f" (and {unknown[1] - 1} more)" if unknown[1] > 1 else ""
             raise NotFoundError(f"Dataset '{dataset}' has no item '{unknown[0]}'{more}; check the ids in the catalog.")
-        before = {"keys": sorted(ids), "proposals": [], "tags": _tags._rows(con, ds_id)}
+        before = {"keys": sorted(ids), "proposals": [], "tags": _tags.tag_rows(con, ds_id)}
         _tags._delete_keys(con, ds_id)
         if tag is not None:
             con.execute(
@@ -74,15 +74,10 @@ def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[o
     return {"event": eid, "items": n, "tag": tag, "summary": summary}
 
 
-def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clusters: Iterable[int] | None,
-                curator: str, min_purity: float | None = None) -> dict:
-    """Accept several proposals of the model's latest set under their names: one event.
-
-    ``clusters=None`` means every *pending* proposal whose purity is at least ``min_purity``
-    (proposals without a purity, i.e. unlabelled data, never pass a purity threshold).
-    """
-    curator = check_name(curator, "curator name")
-    ds_id, mid, set_id = require_latest_set(con, dataset, model)
+def _chosen(con: duckdb.DuckDBPyConnection, set_id: int, model: str, clusters: Iterable[int] | None,
+            min_purity: float | None) -> list[int]:
+    """The clusters an accept of several proposals takes: the given ones, or every pending one whose
+    purity is at least ``min_purity``; refused in a sentence when that is none."""
     if clusters is None:
         if min_purity is None:
             raise StoreError("Neither clusters nor a purity threshold were given; name the proposals to accept.")
@@ -101,22 +96,56 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
             raise StoreError("No proposals were chosen; pick at least one proposal to accept.")
         for c in chosen:
             _tags._proposal(con, set_id, c, model)  # a sentence for an unknown cluster
+    return chosen
+
+
+def hand_tagged_in(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clusters: Iterable[int] | None,
+                   min_purity: float | None = None) -> dict:
+    """How many items of these proposals already carry a tag set by hand, and which tags: what the
+    page shows before an accept, so the curator can choose to keep (default) or replace them."""
+    ds_id, _, set_id = require_latest_set(con, dataset, model)
+    try:
+        chosen = _chosen(con, set_id, model, clusters, min_purity)
+    except StoreError:
+        return {"items": 0, "tags": []}
+    keys = [r[0] for r in con.execute(
+        "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster)", [set_id, chosen],
+    ).fetchall()]
+    with registered(con, "_keys", _tags._keys_block(keys)):
+        rows = [r for r in _tags.tag_rows(con, ds_id) if r["source"] == "manual"]
+    return {"items": len(rows), "tags": sorted({r["tag"] for r in rows})}
+
+
+def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clusters: Iterable[int] | None,
+                curator: str, min_purity: float | None = None, manual: str = _tags.KEEP_MANUAL) -> dict:
+    """Accept several proposals of the model's latest set under their names: one event.
+
+    ``clusters=None`` means every *pending* proposal whose purity is at least ``min_purity``
+    (proposals without a purity, i.e. unlabelled data, never pass a purity threshold). Items tagged
+    by hand keep their tag unless ``manual='replace'`` (``store.tags.accept_keys``).
+    """
+    curator = check_name(curator, "curator name")
+    manual = _tags.check_manual(manual)
+    ds_id, mid, set_id = require_latest_set(con, dataset, model)
+    chosen = _chosen(con, set_id, model, clusters, min_purity)
     names = [r[0] for r in con.execute(
         "SELECT coalesce(tag, name) FROM proposals WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY cluster",
         [set_id, chosen],
     ).fetchall()]
-    keys = [r[0] for r in con.execute(
+    every = [r[0] for r in con.execute(
         "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY item_id",
         [set_id, chosen],
     ).fetchall()]
+    keys, kept = _tags.accept_keys(con, ds_id, every, manual)
     before = {"keys": keys, "proposals": _tags._proposal_state(con, [(set_id, c) for c in chosen])}
     with registered(con, "_keys", _tags._keys_block(keys)):
-        before["tags"] = _tags._rows(con, ds_id)
+        before["tags"] = _tags.tag_rows(con, ds_id)
+        replaced = sum(r["source"] == "manual" for r in before["tags"])
         _tags._delete_keys(con, ds_id)
         con.execute(
             "INSERT INTO tags SELECT ?, a.item_id, coalesce(p.tag, p.name), 'proposal', ?, a.set_id, a.cluster, ?, ? "
             "FROM assignments a JOIN proposals p ON p.set_id = a.set_id AND p.cluster = a.cluster "
-            "WHERE a.set_id = ? AND list_contains(?::INTEGER[], a.cluster)",
+            "WHERE a.set_id = ? AND list_contains(?::INTEGER[], a.cluster) AND a.item_id IN (SELECT item_id FROM _keys)",
             [ds_id, mid, curator, utcnow(), set_id, chosen],
         )
     con.execute(
@@ -125,12 +154,13 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
     )
     rule = f" with purity of at least {float(min_purity):.2f}" if clusters is None else ""
     summary = (f"accepted {len(chosen)} proposal{'s' if len(chosen) != 1 else ''} of model '{model}'{rule} "
-               f"({len(keys)} items): {_shown(names)}")
+               f"({len(keys)} items{_tags.manual_note(manual, len(kept), replaced)}): {_shown(names)}")
     payload = {"summary": summary, "tags": list(dict.fromkeys(names)), "model": model, "set_id": set_id,
-               "clusters": chosen, "items": len(keys), "min_purity": min_purity}
+               "clusters": chosen, "items": len(keys), "min_purity": min_purity, "manual": manual,
+               "kept_manual": len(kept), "replaced_manual": replaced}
     eid = _tags._event(con, ds_id, "accept", curator, payload, before)
     return {"event": eid, "accepted": len(chosen), "clusters": chosen, "tags": names, "items": len(keys),
-            "summary": summary}
+            "summary": summary, "manual": manual, "kept_manual": len(kept), "replaced_manual": replaced}
 
 
 def tag_exists(con: duckdb.DuckDBPyConnection, dataset: str, name: str) -> bool:
@@ -150,7 +180,7 @@ def rename_unique(con: duckdb.DuckDBPyConnection, dataset: str, old: str, new: s
 
 
 def accept_unique(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, curator: str,
-                  name: str | None = None) -> dict:
+                  name: str | None = None, manual: str = _tags.KEEP_MANUAL) -> dict:
     """``accept``; a new ``name`` that another tag already carries is refused (that would be a merge)."""
     if name is not None:
         ds_id, _, set_id = require_latest_set(con, dataset, model)
@@ -162,4 +192,4 @@ def accept_unique(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clus
                 "choose another name, or accept under the proposed name and merge the two tags afterwards."
             )
         name = new_name
-    return _tags.accept(con, dataset, model, cluster, curator, name)
+    return _tags.accept(con, dataset, model, cluster, curator, name, manual)

@@ -32,7 +32,7 @@ def _keys_block(keys: list[str]) -> pa.Table:
     return pa.table({"item_id": pa.array(keys, type=pa.string())})
 
 
-def _rows(con: duckdb.DuckDBPyConnection, ds_id: int) -> list[dict]:
+def tag_rows(con: duckdb.DuckDBPyConnection, ds_id: int) -> list[dict]:
     """Tag rows of the items in the registered ``_keys`` table, JSON-ready."""
     rows = con.execute(
         "SELECT item_id, tag, source, model_id, set_id, cluster, curator, tagged_at FROM tags "
@@ -105,31 +105,88 @@ def _proposal(con: duckdb.DuckDBPyConnection, set_id: int, cluster: int, model: 
     return row
 
 
+# -- hand-set tags under a bulk accept ------------------------------------------------------------
+KEEP_MANUAL, REPLACE_MANUAL = "keep", "replace"
+MANUAL_CHOICES = (KEEP_MANUAL, REPLACE_MANUAL)
+
+
+def check_manual(manual: str) -> str:
+    """``keep`` (the default everywhere) or ``replace``: what an accept does to items tagged by hand.
+
+    Why a choice, and keep by default: accepting a proposal once overwrote 40 tags curators had set
+    by hand, without a word; a curator's decision is never undone by a bulk action without asking.
+    """
+    if manual not in MANUAL_CHOICES:
+        raise StoreError(f"'{manual}' is not a choice for hand-set tags; use 'keep' or 'replace'.")
+    return manual
+
+
+def hand_tagged(con: duckdb.DuckDBPyConnection, ds_id: int) -> list[str]:
+    """The items of the registered ``_keys`` table that carry a tag set by hand, in id order."""
+    return [r[0] for r in con.execute(
+        "SELECT item_id FROM tags WHERE dataset_id = ? AND source = 'manual' "
+        "AND item_id IN (SELECT item_id FROM _keys) ORDER BY item_id",
+        [ds_id],
+    ).fetchall()]
+
+
+def accept_keys(con: duckdb.DuckDBPyConnection, ds_id: int, keys: list[str], manual: str) -> tuple[list[str], list[str]]:
+    """Split an accept's items into (those it tags, the hand-tagged ones it keeps as they are).
+
+    With ``replace`` nothing is kept. The kept items are left out of the decision altogether (its
+    ``before`` snapshot too), so an undo of the accept does not touch them either.
+    """
+    if check_manual(manual) == REPLACE_MANUAL or not keys:
+        return keys, []
+    with registered(con, "_keys", _keys_block(keys)):
+        kept = hand_tagged(con, ds_id)
+    if not kept:
+        return keys, []
+    skip = set(kept)
+    return [k for k in keys if k not in skip], kept
+
+
+def manual_note(manual: str, kept: int, replaced: int) -> str:
+    """The audit summary's words for what happened to hand-set tags ('' when there were none)."""
+    if manual == KEEP_MANUAL and kept:
+        return f"; kept {kept} hand-set tag{'s' if kept != 1 else ''}"
+    if manual == REPLACE_MANUAL and replaced:
+        return f"; replaced {replaced} hand-set tag{'s' if replaced != 1 else ''}"
+    return ""
+
+
 # -- decisions ------------------------------------------------------------------------------
 def accept(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, curator: str,
-           name: str | None = None) -> dict:
+           name: str | None = None, manual: str = KEEP_MANUAL) -> dict:
+    """Tag every item of the cluster; items tagged by hand keep their tag unless ``manual='replace'``."""
     curator = check_name(curator, "curator name")
+    manual = check_manual(manual)
     ds_id, mid, set_id = require_latest_set(con, dataset, model)
     cluster = int(cluster)
     proposed, _, _ = _proposal(con, set_id, cluster, model)
     tag = check_name(proposed if name is None else name, "tag name")
-    keys = [r[0] for r in con.execute(
+    every = [r[0] for r in con.execute(
         "SELECT item_id FROM assignments WHERE set_id = ? AND cluster = ? ORDER BY item_id", [set_id, cluster]
     ).fetchall()]
+    keys, kept = accept_keys(con, ds_id, every, manual)
     before = {"keys": keys, "proposals": _proposal_state(con, [(set_id, cluster)])}
     with registered(con, "_keys", _keys_block(keys)):
-        before["tags"] = _rows(con, ds_id)
+        before["tags"] = tag_rows(con, ds_id)
+        replaced = sum(r["source"] == "manual" for r in before["tags"])
         _delete_keys(con, ds_id)
         con.execute(
             "INSERT INTO tags SELECT ?, item_id, ?, 'proposal', ?, set_id, cluster, ?, ? FROM assignments "
-            "WHERE set_id = ? AND cluster = ?",
+            "WHERE set_id = ? AND cluster = ? AND item_id IN (SELECT item_id FROM _keys)",
             [ds_id, tag, mid, curator, utcnow(), set_id, cluster],
         )
     con.execute("UPDATE proposals SET status = 'accepted', tag = ? WHERE set_id = ? AND cluster = ?", [tag, set_id, cluster])
-    payload = {"summary": f"accepted cluster {cluster} of model '{model}' as '{tag}' ({len(keys)} items)",
-               "tags": [tag], "model": model, "set_id": set_id, "cluster": cluster, "items": len(keys)}
+    payload = {"summary": f"accepted cluster {cluster} of model '{model}' as '{tag}' ({len(keys)} items"
+                          f"{manual_note(manual, len(kept), replaced)})",
+               "tags": [tag], "model": model, "set_id": set_id, "cluster": cluster, "items": len(keys),
+               "manual": manual, "kept_manual": len(kept), "replaced_manual": replaced}
     eid = _event(con, ds_id, "accept", curator, payload, before)
-    return {"event": eid, "tag": tag, "items": len(keys), "summary": payload["summary"]}
+    return {"event": eid, "tag": tag, "items": len(keys), "summary": payload["summary"], "manual": manual,
+            "kept_manual": len(kept), "replaced_manual": replaced}
 
 
 def reject(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, curator: str) -> dict:
@@ -144,7 +201,7 @@ def reject(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: in
     ).fetchall()]
     before = {"keys": keys, "proposals": _proposal_state(con, [(set_id, cluster)])}
     with registered(con, "_keys", _keys_block(keys)):
-        before["tags"] = _rows(con, ds_id)
+        before["tags"] = tag_rows(con, ds_id)
         _delete_keys(con, ds_id)
     con.execute("UPDATE proposals SET status = 'rejected', tag = NULL WHERE set_id = ? AND cluster = ?", [set_id, cluster])
     payload = {"summary": f"rejected cluster {cluster} of model '{model}'" + (f" (untagged {len(keys)} items)" if keys else ""),
@@ -167,7 +224,7 @@ def _relabel(con: duckdb.DuckDBPyConnection, ds_id: int, sources: list[str], int
     ).fetchall()]
     before = {"keys": keys, "proposals": _proposal_state(con, pairs)}
     with registered(con, "_keys", _keys_block(keys)):
-        before["tags"] = _rows(con, ds_id)
+        before["tags"] = tag_rows(con, ds_id)
     con.execute("UPDATE tags SET tag = ? WHERE dataset_id = ? AND list_contains(?::VARCHAR[], tag)", [into, ds_id, sources])
     con.execute(
         "UPDATE proposals SET tag = ? WHERE list_contains(?::VARCHAR[], tag) "
@@ -227,7 +284,7 @@ def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: st
     item_id = str(item_id)
     before = {"keys": [item_id], "proposals": []}
     with registered(con, "_keys", _keys_block([item_id])):
-        before["tags"] = _rows(con, ds_id)
+        before["tags"] = tag_rows(con, ds_id)
         _delete_keys(con, ds_id)
     old = before["tags"][0]["tag"] if before["tags"] else None
     if tag is not None:
@@ -267,7 +324,7 @@ def undo(con: duckdb.DuckDBPyConnection, dataset: str, curator: str) -> dict:
     pairs = [(p[0], p[1]) for p in snap.get("proposals", [])]
     now = {"keys": keys, "proposals": _proposal_state(con, pairs)}
     with registered(con, "_keys", _keys_block(keys)):
-        now["tags"] = _rows(con, ds_id)
+        now["tags"] = tag_rows(con, ds_id)
         _delete_keys(con, ds_id)
     _put(con, ds_id, snap.get("tags", []))
     for set_id, cluster, status, tag in snap.get("proposals", []):

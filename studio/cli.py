@@ -266,7 +266,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     cur = args.curator
     a = args.action
     if a == "accept":
-        res = store.accept(args.dataset, args.model, args.cluster, cur, name=args.name)
+        res = store.accept(args.dataset, args.model, args.cluster, cur, name=args.name, manual=args.manual)
     elif a == "reject":
         res = store.reject(args.dataset, args.model, args.cluster, cur)
     elif a == "rename":
@@ -409,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True)
     t.add_argument("--cluster", type=int, required=True)
     t.add_argument("--name", help="tag name (default: the proposed name)")
+    hand = t.add_mutually_exclusive_group()
+    hand.add_argument("--keep-manual", dest="manual", action="store_const", const="keep",
+                      help="items tagged by hand keep their tag (the default); recorded in the audit trail")
+    hand.add_argument("--replace-manual", dest="manual", action="store_const", const="replace",
+                      help="items tagged by hand get the proposal's tag too; recorded in the audit trail")
+    t.set_defaults(manual="keep")
     t = tadd("reject", "reject a proposed cluster")
     t.add_argument("--model", required=True)
     t.add_argument("--cluster", type=int, required=True)

@@ -12,6 +12,7 @@ make both slower); later ones wait as 'queued' and can be cancelled before they 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import socket
@@ -100,6 +101,10 @@ class _Live:
             return copy.deepcopy(self.view)
 
 
+class JobError(StudioError):
+    """A job cannot be started as asked (the same job is already queued or running)."""
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -141,6 +146,7 @@ class JobManager:
         self._live: dict[int, _Live] = {}
         self._lock = threading.Lock()
         self._slot = threading.Semaphore(1)
+        self._start_lock = threading.Lock()
         self._last_reap = self.clock()
         self.reap()
 
@@ -164,22 +170,44 @@ class JobManager:
 
     # -- starting and stopping --------------------------------------------------------------------
     def start_training(self, dataset: str, cfg: TrainConfig, model_name: str | None = None) -> int:
-        """Queue ``pipeline.train_and_register`` for ``dataset``; returns the job id at once."""
+        """Queue ``pipeline.train_and_register`` for ``dataset``; returns the job id at once.
+
+        A second identical job (same dataset, settings and model name) while the first is queued or
+        running is refused in one sentence: a double click on "Start training" once made two jobs and
+        two models. The check and the insert run under one lock, so two clicks of this process cannot
+        both pass it; a job of another process is seen through the store's jobs table.
+        """
         cfg = cfg.checked()
         config = {"train": cfg.to_dict(), "model_name": model_name}
         status = "queued"
-        job_id = self.store.add_job(dataset, "train", config, self.pid, self.host, status=status,
-                                    message="waiting for the previous job to finish")
-        view = JobView(job_id, dataset, "train", status, config, {"phase": "queued", "epochs": cfg.epochs},
-                       "waiting for the previous job to finish", None, self.pid, self.host)
-        live = _Live(view)
-        with self._lock:
-            self._live[job_id] = live
+        with self._start_lock:
+            same = self.duplicate_of(dataset, "train", config)
+            if same is not None:
+                raise JobError(
+                    f"Training job {same.id} on {dataset} with the same settings is already {same.status}; "
+                    "wait for it to finish or cancel it, or change a setting to train another model."
+                )
+            job_id = self.store.add_job(dataset, "train", config, self.pid, self.host, status=status,
+                                        message="waiting for the previous job to finish")
+            view = JobView(job_id, dataset, "train", status, config, {"phase": "queued", "epochs": cfg.epochs},
+                           "waiting for the previous job to finish", None, self.pid, self.host)
+            live = _Live(view)
+            with self._lock:
+                self._live[job_id] = live
         t = threading.Thread(target=self._run_train, args=(live, dataset, cfg, model_name),
                              name=f"mmae-job-{job_id}", daemon=True)
         live.thread = t
         t.start()
         return job_id
+
+    def duplicate_of(self, dataset: str, kind: str, config: dict) -> JobView | None:
+        """The queued or running job of ``dataset`` with the same kind and config, if any (compared as the
+        store keeps them, JSON, so a tuple and a list of the same values count as the same)."""
+        want = json.loads(json.dumps(config, default=str))
+        for job in self.active(dataset):
+            if job.kind == kind and json.loads(json.dumps(job.config, default=str)) == want:
+                return job
+        return None
 
     def cancel(self, job_id: int) -> bool:
         """Ask a job of this process to stop (at its next batch); False if it is not running here."""
@@ -297,7 +325,7 @@ class JobManager:
                         self._progress(live, elapsed_s=time.perf_counter() - started)
                     return live.cancel.is_set()
 
-                def log(msg: str) -> None:
+                def on_log(msg: str) -> None:
                     with live.lock:
                         if msg.startswith("note:"):
                             live.view.progress.setdefault("notes", []).append(msg[5:].strip())
@@ -306,7 +334,7 @@ class JobManager:
                     self._set(live, write=True, message=msg)
 
                 out = train_and_register(self.store, dataset, cfg, model_name, on_progress=on_progress,
-                                         should_stop=should_stop, log=log)
+                                         should_stop=should_stop, log=on_log)
                 with live.lock:
                     live.view.progress.update(phase="done", eta_s=0.0, final_losses=out.final_losses,
                                               train_seconds=out.train_seconds,
@@ -317,6 +345,8 @@ class JobManager:
         except CancelledError as err:
             self._finish(live, "cancelled", str(err))
         except BaseException as err:  # noqa: BLE001 - the job must end with a reason, whatever happened
+            # Module logger, never a local: a local function named ``log`` once shadowed it here, so
+            # this handler raised and left the job 'running' forever with nothing logged.
             if not isinstance(err, StudioError) and resource_error(err) is None:
                 log.exception("job %s failed with an internal error", live.view.id)
             self._finish(live, "failed", _reason(err))

@@ -121,3 +121,37 @@ def test_find_run_matches_model_split_and_parameters():
     assert find_run(runs, "m", "ood", p) is None
     assert int(find_run(runs, "m", "test", {**p, "seed": 1})["id"]) == 3
     assert find_run(runs, "m", "test", {**p, "fused_weights": {"image": np.float64(0.5).item()}}) is None
+
+
+def ten_class_set(name: str = "digits10", n: int = 200):
+    from mmae_core.data.dataset import FeatureSet, Split
+
+    rng = np.random.default_rng(0)
+    splits = {}
+    for s, k in (("train", n), ("test", n // 2)):
+        labels = np.array([f"d{i % 10}" for i in range(k)], dtype=object)
+        feats = {m: rng.standard_normal((k, d)).astype(np.float32) for m, d in (("image", 6), ("text", 4))}
+        splits[s] = Split(np.array([f"{s}-{i}" for i in range(k)], dtype=object), feats, labels)
+    return FeatureSet(name, {"image": 6, "text": 4}, splits)
+
+
+def test_defaults_are_sized_from_the_data_and_kept_across_visits(demo_store, app):
+    store = demo_store.store()
+    store.add_dataset(ten_class_set())
+    at = app("compare", dataset="digits10")
+    no_bug(at)
+    assert at.text_input(key="compare_k").value == "5, 8, 10, 15, 20"  # around the 10 labels, not the paper's 30-60
+    at.selectbox(key="compare_model").set_value("(baselines only, no MMAE)").run()
+    by_label(at.button, "Evaluate").click().run()
+    no_bug(at)
+    assert at.toggle(key="compare_paper").value is False  # not LUMA-shaped: the paper's rows are off
+    table = at.dataframe[0].value
+    assert set(table["source"]) == {"ours"} and str(table["k"].dtype) == "Int64"  # the CSV writes 10, not 10.0
+    at.text_input(key="compare_k").input("4, 6").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/compare.py").run()
+    no_bug(at)
+    assert at.text_input(key="compare_k").value == "4, 6"  # kept across the page visit
+    # the demo (LUMA-shaped: 50 classes of image, audio, text) keeps the paper's grid
+    at.sidebar.selectbox[0].set_value("demo").run()
+    assert at.text_input(key="compare_k").value == "30, 40, 42, 50, 60"

@@ -214,3 +214,75 @@ def test_upload_of_tables_with_absent_ids_reports_missing_and_an_empty_item_is_r
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "'ghost'" in errors[0] and "no modality at all" in errors[0]
     assert empty_store.store().checksum() == before
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x)
+    return buf.getvalue()
+
+
+def test_every_refusal_is_shown_at_once_in_the_page_not_in_a_collapsed_box(demo_store, app):
+    store = demo_store.store()
+    before = store.checksum()
+    at = app("data")
+    at.file_uploader(key="data_upload").set_value(("notes.txt", b"hello", "text/plain")).run()
+    by_label(at.text_input, "Dataset name").input("demo").run()  # taken, and 'Replace it' is not ticked
+    by_label(at.button, "Import").click().run()
+    no_bug(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2, errors
+    assert "already in the store" in errors[0]
+    assert "notes.txt is not a supported file type" in errors[1] and "use .npz" in errors[1]
+    assert any("Nothing was imported" in m.value for m in at.markdown)
+    top = [n.value for n in at.main.children.values() if getattr(n, "type", None) == "error"]
+    assert top == errors  # in the page itself, not inside a (collapsible) status box
+    assert store.checksum() == before
+    # a zip whose modalities differ in row count: the sentence names both files, still in the page
+    bad = zip_bytes({"train/image.npy": npy_bytes(np.zeros((5, 3), np.float32)),
+                     "train/text.npy": npy_bytes(np.zeros((4, 2), np.float32))})
+    at.file_uploader(key="data_upload").set_value(("uneven.zip", bad, "application/zip")).run()
+    assert not at.error  # the old refusal went with the old files
+    by_label(at.text_input, "Dataset name").input("uneven").run()
+    by_label(at.button, "Import").click().run()
+    no_bug(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "image.npy" in errors[0] and "text.npy" in errors[0], errors
+    assert store.checksum() == before
+
+
+def test_integer_labels_with_names_in_the_items_table_import_as_names(empty_store, app):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    entries = {}
+    for split, n in (("train", 30), ("test", 9)):
+        entries[f"{split}/image.npy"] = npy_bytes(rng.standard_normal((n, 4)).astype(np.float32))
+        entries[f"{split}/text.npy"] = npy_bytes(rng.standard_normal((n, 3)).astype(np.float32))
+        codes = np.arange(n) % 3
+        entries[f"{split}/labels.npy"] = npy_bytes(codes)
+        entries[f"{split}/items.csv"] = pd.DataFrame(
+            {"label": np.array(["zero", "one", "two"])[codes]}).to_csv(index=False).encode()
+    at = app("data")
+    at.file_uploader(key="data_upload").set_value(("digits.zip", zip_bytes(entries), "application/zip")).run()
+    by_label(at.button, "Import").click().run()
+    no_bug(at)
+    assert not at.error, [e.value for e in at.error]
+    fs = empty_store.store().load_dataset("digits")
+    assert sorted(set(fs.splits["train"].labels)) == ["one", "two", "zero"]
+
+
+def test_the_imported_dataset_table_is_shown_once(empty_store, app):
+    write_folder(empty_store.data_root)
+    at = import_from_folder(app("data"), "mini")
+    no_bug(at)
+    summaries = [d for d in at.dataframe if "modality" in d.value.columns]
+    assert len(summaries) == 1  # the validation report, not again as the current dataset's summary

@@ -239,3 +239,28 @@ def test_train_still_accepts_parallel_and_says_on_stderr_that_it_does_nothing(db
     assert "(autograd, fused Adam" in errs
     code, _, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--model-name", "default")
     assert code == 0 and "--parallel" not in errs
+
+
+def test_tag_accept_keeps_hand_set_tags_unless_replace_manual(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--k", "4", "--format", "json")
+    props = json.loads(out)
+    c0 = props[0]["cluster"]
+    _, members = Store(db).proposals("demo", "m1")
+    item = str(members.loc[members["cluster"] == c0, "item_id"].iloc[0])
+    assert main(["tag", "set", "--dataset", "demo", "--item", item, "--tag", "by-hand", "--curator", "cy", "--db", str(db)]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, db, "tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", str(c0),
+                       "--curator", "ana", "--format", "json")
+    res = json.loads(out)
+    assert code == 0 and res["manual"] == "keep" and res["kept_manual"] == 1
+    assert Store(db).catalog("demo").set_index("item_id").loc[item, "tag"] == "by-hand"
+    run(capsys, db, "tag", "undo", "--dataset", "demo", "--curator", "ana")
+    code, out, _ = run(capsys, db, "tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", str(c0),
+                       "--curator", "ana", "--replace-manual", "--format", "json")
+    assert code == 0 and json.loads(out)["replaced_manual"] == 1
+    assert Store(db).catalog("demo").set_index("item_id").loc[item, "tag"] == props[0]["name"]
+    code, out, _ = run(capsys, db, "tag", "history", "--dataset", "demo", "--format", "json")
+    assert "replaced 1 hand-set tag" in json.loads(out)[0]["summary"]
+    with pytest.raises(SystemExit):  # argparse: the two choices exclude each other
+        main(["tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", "0", "--keep-manual",
+              "--replace-manual", "--db", str(db)])

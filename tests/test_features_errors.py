@@ -267,6 +267,26 @@ def test_labels_npy_and_items_table_disagree(tmp_path: Path) -> None:
     refused(tmp_path, "train/labels.npy", "train/items.csv", match="row 2")
 
 
+def test_integer_labels_beside_class_names_that_agree_as_a_mapping_keep_the_names(tmp_path: Path) -> None:
+    npy_split(tmp_path, "train", {"image": rand(4, 2)})
+    np.save(tmp_path / "train" / "labels.npy", np.array([0, 1, 0, 2]))
+    pd.DataFrame({"item_id": ["a", "b", "c", "d"], "label": ["zero", "one", "zero", "two"]}).to_csv(
+        tmp_path / "train" / "items.csv", index=False)
+    fs = load_path(tmp_path, "x")
+    assert fs.splits["train"].labels.tolist() == ["zero", "one", "zero", "two"]
+
+
+@pytest.mark.parametrize("names, rows", [
+    (["zero", "one", "nil", "two"], "label '0' goes with 'zero' at row 0 but with 'nil' at row 2"),
+    (["zero", "one", "zero", "one"], "label 'one' goes with '1' at row 1 but with '2' at row 3"),
+])
+def test_integer_labels_and_names_that_conflict_are_refused_naming_the_rows(tmp_path: Path, names, rows) -> None:
+    npy_split(tmp_path, "train", {"image": rand(4, 2)})
+    np.save(tmp_path / "train" / "labels.npy", np.array([0, 1, 0, 2]))
+    pd.DataFrame({"item_id": ["a", "b", "c", "d"], "label": names}).to_csv(tmp_path / "train" / "items.csv", index=False)
+    refused(tmp_path, "train/labels.npy", "train/items.csv", match=re.escape(rows))
+
+
 def test_ids_npy_and_items_table_disagree(tmp_path: Path) -> None:
     npy_split(tmp_path, "train", {"image": rand(2, 2)})
     np.save(tmp_path / "train" / "ids.npy", np.array(["a", "b"]))

@@ -189,3 +189,45 @@ def test_slowdown_watch_ignores_the_first_epoch_and_warns_once() -> None:
     assert said[6:] == [None, None]  # once is enough
     tiny = SlowdownWatch()  # tiny epochs: a 40 ms hiccup is 5x, but nobody waits for it
     assert [tiny(e, t) for e, t in enumerate([0.5, 0.51, 0.52, 0.57], start=1)] == [None] * 4
+
+
+class BrokenReadStore(Store):
+    """A real store whose dataset read fails with an error that is not ours (a bug, a driver fault)."""
+
+    def load_dataset(self, *args, **kwargs):
+        raise KeyError("column 'image' vanished")
+
+
+def test_an_unexpected_error_ends_the_job_failed_with_a_sentence_and_a_log(demo_store, caplog):
+    store = BrokenReadStore(demo_store.db)
+    mgr = JobManager(store, throttle_s=0.0)
+    with caplog.at_level("ERROR", logger="mmae_studio.jobs"):
+        job_id = mgr.start_training("demo", preset("paper", epochs=1), "never")
+        view = mgr.wait(job_id, timeout=60)
+    assert view.status == "failed"
+    assert view.message.startswith("Internal error (KeyError") and "\n" not in view.message
+    assert store.job(job_id)["status"] == "failed" and store.job(job_id)["finished_at"] is not None
+    assert any("failed with an internal error" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert not mgr.active("demo")
+
+
+def test_a_second_identical_job_is_refused_while_the_first_is_active(demo_store):
+    from mmae_core.errors import StudioError
+
+    store = demo_store.store()
+    mgr = JobManager(store, throttle_s=0.0)
+    first = mgr.start_training("demo", preset("paper", epochs=500), "once")
+    try:
+        with pytest.raises(StudioError, match=rf"Training job {first} on demo with the same settings is already"):
+            mgr.start_training("demo", preset("paper", epochs=500), "once")
+        assert len(store.jobs("demo", statuses=("queued", "running"))) == 1
+        other = mgr.start_training("demo", preset("paper", epochs=2), "another")  # a different job is queued
+        assert mgr.get(other).status == "queued"
+        assert mgr.cancel(other)
+    finally:
+        mgr.cancel(first)
+        mgr.wait(first, timeout=60)
+    assert mgr.get(first).status == "cancelled"
+    again = mgr.start_training("demo", preset("paper", epochs=500), "once")  # over: the same job may run again
+    mgr.cancel(again)
+    assert mgr.wait(again, timeout=60).status == "cancelled"

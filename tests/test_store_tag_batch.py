@@ -117,3 +117,35 @@ def test_a_tag_picked_from_the_list_is_refused_once_another_curator_renamed_it(s
     store.set_items("toy", ["tr000"], "canines", "ann", existing=True)  # a tag that exists is applied
     store.set_item("toy", "tr001", "dogs", "ann")  # typed as a new name: a new tag, as before
     assert store.tag_exists("toy", "dogs") and store.tag_exists("toy", "canines")
+
+
+def test_accept_keeps_hand_set_tags_by_default_and_says_so_in_the_audit_trail(store):
+    store.set_items("toy", ["tr001", "tr004"], "by-hand", "bob")  # both in cluster 1
+    assert store.hand_tagged_in("toy", "m1", [1]) == {"items": 2, "tags": ["by-hand"]}
+    out = store.accept("toy", "m1", 1, "ann")
+    assert out["manual"] == "keep" and out["kept_manual"] == 2 and out["items"] == 8
+    cat = store.catalog("toy").set_index("item_id")
+    assert cat.loc[["tr001", "tr004"], "tag"].tolist() == ["by-hand", "by-hand"]
+    assert set(cat.loc[["tr001", "tr004"], "status"]) == {"manual"}
+    assert "kept 2 hand-set tags" in store.history("toy")["summary"].iloc[0]
+    store.undo("toy", "ann")  # the undo leaves the kept tags alone too
+    cat = store.catalog("toy").set_index("item_id")
+    assert cat.loc[["tr001", "tr004"], "tag"].tolist() == ["by-hand", "by-hand"]
+
+
+def test_accept_many_replaces_hand_set_tags_only_when_asked(store):
+    store.set_items("toy", ["tr002", "tr005"], "by-hand", "bob")  # cluster 2
+    start = snapshot(store)
+    out = store.accept_many("toy", "m1", None, "ann", min_purity=0.7, manual="replace")
+    assert out["manual"] == "replace" and out["replaced_manual"] == 2 and out["items"] == 20
+    cat = store.catalog("toy").set_index("item_id")
+    assert cat.loc["tr002", "tag"] == "proposed-2" and cat.loc["tr002", "status"] == "accepted"
+    assert "replaced 2 hand-set tags" in store.history("toy")["summary"].iloc[0]
+    store.undo("toy", "ann")
+    assert snapshot(store) == start
+    out = store.accept_many("toy", "m1", None, "ann", min_purity=0.7)  # the default keeps them
+    assert out["kept_manual"] == 2 and store.catalog("toy").set_index("item_id").loc["tr005", "tag"] == "by-hand"
+    before = store.checksum()
+    with pytest.raises(StoreError, match="use 'keep' or 'replace'") as err:
+        store.accept("toy", "m1", 0, "ann", manual="overwrite")
+    assert one_sentence(str(err.value)) and store.checksum() == before

@@ -46,7 +46,7 @@ def test_accept_tags_every_item_of_the_cluster_and_undo_removes_them(setup):
 def test_accept_with_a_name_and_over_earlier_tags_is_undone_exactly(setup):
     store, _ = setup
     store.set_item("toy", "tr000", "hand-made", "bob")
-    store.accept("toy", "m1", 0, "ann", name="Dogs")
+    store.accept("toy", "m1", 0, "ann", name="Dogs", manual="replace")  # hand-set tags stay unless asked
     start = tags_and_proposals(store)
     store.accept("toy", "m1", 0, "ann", name="Canines")  # re-accept under another name replaces the tags
     cat = store.catalog("toy").set_index("item_id")

@@ -2,7 +2,8 @@
 
 The store and the job manager are per *process* (``st.cache_resource``): every session and tab shares
 one connection pool and one set of background jobs. The current dataset, model and curator are per
-*session* and live in ``st.session_state`` under the plain keys ``dataset``, ``model`` and ``curator``
+*session* and live in ``st.session_state`` under the plain keys ``dataset``, ``model`` and ``curator``,
+mirrored into the URL's query parameters so a reload, a new tab or a shared link keeps them
 (pages read them through ``current_dataset()``, ``current_model()`` and ``curator()``). The sidebar's
 widgets have their own keys and copy into those on change, because Streamlit forbids writing a
 widget's key after it is drawn: a page that wants to switch the current dataset (after an import, say)
@@ -161,6 +162,24 @@ def choose_model(name: str | None) -> None:
     st.session_state[MODEL] = name
 
 
+def keep(key: str, default: Any, context: Any = None) -> str:
+    """Make widget ``key`` keep its value across page visits (Streamlit drops the state of a widget
+    its page did not draw); returns ``key``. Draw the widget with ``key=`` and no default of its own.
+
+    ``context`` (a dataset and split, say) scopes the value: when it changes, the widget starts again
+    from ``default``, so a k grid sized for one dataset is not kept for another.
+    """
+    shadow = f"_kept_{key}"
+    saved = st.session_state.get(shadow)
+    same = saved is not None and saved[0] == context
+    if key not in st.session_state:
+        st.session_state[key] = saved[1] if same else default
+    elif saved is not None and not same:
+        st.session_state[key] = default
+    st.session_state[shadow] = (context, st.session_state[key])
+    return key
+
+
 def flash(message: str, kind: str = "success") -> None:
     """A message to show at the top of the next run (survives the ``st.rerun`` after an action)."""
     st.session_state.setdefault(_FLASH, []).append((kind, message))
@@ -196,8 +215,48 @@ def _sync_choices(store: Store) -> tuple[list[str], list[str]]:
     return names, models
 
 
+# -- the URL: what survives a reload, a new tab and a shared link --------------------------------
+URL_PARAMS = {DATASET: "dataset", MODEL: "model", CURATOR: "curator"}
+_URL_READ = "_url_read"
+
+
+def adopt_url() -> None:
+    """Once per session, take the dataset, model and curator from the page's query parameters.
+
+    Why the URL: a browser reload starts a new session, which lost the dataset, the model (a running
+    training job then looked gone) and the curator's name. ``st.query_params`` survives a reload,
+    goes along when the link is copied into a new tab or sent to a colleague, and works in every
+    browser and in ``AppTest``. Browser storage would need a custom component (Streamlit 1.67 can
+    read cookies through ``st.context.cookies`` but not write them), so the curator's name rides in
+    the URL too, unless Streamlit's login names the curator (``st.user``), which then wins.
+    Invalid values (a deleted dataset, say) are dropped by ``_sync_choices`` as usual.
+    """
+    if st.session_state.get(_URL_READ):
+        return
+    st.session_state[_URL_READ] = True
+    for key, param in URL_PARAMS.items():
+        value = st.query_params.get(param)
+        if value and not st.session_state.get(key):
+            st.session_state[key] = str(value).strip() if key == CURATOR else str(value)
+
+
+def publish_url() -> None:
+    """Write the session's dataset, model and curator into the URL (a page switch clears it)."""
+    for key, param in URL_PARAMS.items():
+        value = st.session_state.get(key)
+        value = str(value).strip() if value else ""
+        if key == CURATOR and _login_name():
+            value = ""  # the login names the curator; no name in shared links
+        if value and st.query_params.get(param) != value:
+            st.query_params[param] = value
+        elif not value and param in st.query_params:
+            del st.query_params[param]
+
+
 def sidebar(store: Store) -> None:
-    """Current dataset, model, curator and the store path; remembered across pages for the session."""
+    """Current dataset, model, curator and the store path; remembered across pages for the session
+    and, through the URL, across reloads and tabs (``adopt_url``)."""
+    adopt_url()
     try:
         names, models = _sync_choices(store)
     except StudioError as err:
@@ -226,6 +285,7 @@ def sidebar(store: Store) -> None:
                           placeholder="your name", help="Saved with every tag decision you make.")
         _job_badge()
         st.caption(f"Store: `{db_path()}`")
+    publish_url()
 
 
 def _job_badge() -> None:

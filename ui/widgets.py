@@ -58,23 +58,44 @@ def run_action(fn: Callable[[], Any], success_msg: str | Callable[[Any], str] | 
     ``where`` is the container to write the message in (default: the page).
     """
     target = where if where is not None else st
+    out = attempt(fn)
+    if not out:
+        target.error(out.message)
+        return out
+    value = out.value
+    if success_msg is not None:
+        target.success(success_msg(value) if callable(success_msg) else success_msg)
+    return Outcome(True, value)
+
+
+def attempt(fn: Callable[[], Any]) -> Outcome:
+    """Call ``fn``; any failure becomes an ``Outcome`` whose message is its one sentence (drawn by
+    nobody: the caller decides where). A bug is logged with its traceback."""
     try:
-        value = fn()
+        return Outcome(True, fn())
     except StudioError as err:
-        target.error(str(err))
         return Outcome(False, None, str(err))
     except Exception as err:  # noqa: BLE001 - never a traceback in the page
         known = resource_error(err)
         if known is not None:  # out of memory or disk: the machine, not a bug
-            target.error(str(known))
             return Outcome(False, None, str(known))
         log.exception("internal error in a dashboard action")
-        msg = internal_error_sentence(err)
-        target.error(msg)
-        return Outcome(False, None, msg)
-    if success_msg is not None:
-        target.success(success_msg(value) if callable(success_msg) else success_msg)
-    return Outcome(True, value)
+        return Outcome(False, None, internal_error_sentence(err))
+
+
+def refusals(*steps: Callable[[], Any]) -> tuple[list[Any], list[str]]:
+    """Run every step, even after one failed; (their values, None where failed; every refusal).
+
+    Why every step: an import was refused one problem at a time, inside a collapsed box; a curator
+    fixing a wrong name and a bad file should see both at once.
+    """
+    values, problems = [], []
+    for step in steps:
+        out = attempt(step)
+        values.append(out.value)
+        if not out:
+            problems.append(out.message)
+    return values, problems
 
 
 # -- what is missing ------------------------------------------------------------------------------
@@ -335,6 +356,15 @@ def fmt_seconds(s: float | None) -> str:
 
 
 # -- Compare ----------------------------------------------------------------------------------------
+def k_suggestion(summary: DatasetSummary, split: str) -> Any:
+    """``mmae_core.k_defaults.suggest_k`` for one split of a summarised dataset."""
+    from mmae_core.k_defaults import suggest_k
+
+    counts = summary.label_counts
+    n_labels = int(counts.loc[counts["split"] == split, "label"].nunique()) if len(counts) else None
+    return suggest_k(summary.splits.get(split, 0), n_labels or None, set(summary.modalities))
+
+
 LABELLED_METRICS = {"ari": "ARI", "nmi": "NMI", "silhouette": "Silhouette"}
 UNLABELLED_METRICS = {"silhouette": "Silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin"}
 LOWER_IS_BETTER = {"davies_bouldin"}

@@ -36,12 +36,52 @@ class _Column:
 
 
 def _pick(cands: list[_Column], what: str) -> _Column | None:
-    """The one value of a side column given by several sources; they must agree."""
+    """The one value of a side column given by several sources; they must agree (labels: see
+    ``_label_names`` for integer codes beside names)."""
     if not cands:
         return None
+    best = cands[0]
     for other in cands[1:]:
-        same_values(cands[0].values, cands[0].where, other.values, other.where, what)
-    return cands[0]
+        if what == "labels":
+            best = _label_names(best, other)
+        else:
+            same_values(best.values, best.where, other.values, other.where, what)
+    return best
+
+
+def _is_code(v: object) -> bool:
+    return isinstance(v, str) and v.lstrip("-").isdigit()
+
+
+def _label_names(a: _Column, b: _Column) -> _Column:
+    """Of two label columns, the one to keep: equal ones, or the names where one holds integer codes.
+
+    Why: a common layout is ``labels.npy`` with class numbers beside an items table with class names
+    (a first real upload was refused for '0' vs 'zero'). When the two agree as a mapping, each code
+    always with the same name and each name with the same code, the names are kept. A code seen with
+    two names (or a name with two codes) is a true conflict, refused naming both rows.
+    """
+    if len(a.values) != len(b.values):
+        same_values(a.values, a.where, b.values, b.where, "labels")  # the row-count sentence
+    if (a.values == b.values).all():
+        return a
+    codes, names = (a, b) if all(map(_is_code, a.values)) else (b, a)
+    if not all(map(_is_code, codes.values)) or any(map(_is_code, names.values)):
+        same_values(a.values, a.where, b.values, b.where, "labels")  # not codes beside names: the old rule
+    for src, dst, src_where, dst_where in ((codes.values, names.values, codes.where, names.where),
+                                           (names.values, codes.values, names.where, codes.where)):
+        pairs = pd.DataFrame({"k": src, "v": dst})
+        split_keys = pairs.groupby("k", sort=False)["v"].transform("nunique").to_numpy() > 1
+        if split_keys.any():
+            j = int(np.argmax(split_keys))
+            k = src[j]
+            i = int(np.flatnonzero((src == k) & (dst != dst[j]))[0])
+            v = dst[i]
+            raise DataError(
+                f"{src_where} and {dst_where} do not agree as a mapping: label '{k}' goes with '{dst[j]}' at row {j} "
+                f"but with '{v}' at row {i}; fix one of the two rows, or keep only one label source."
+            )
+    return names
 
 
 def _items(sf: SplitFiles) -> pd.DataFrame | None:
