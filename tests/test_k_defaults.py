@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from mmae_core.config import DEFAULT_K_GRID
-from mmae_core.k_defaults import suggest_k
+from mmae_core.clustering.k_defaults import suggest_k
 
 
 def test_labelled_data_centres_the_grid_on_its_label_count():

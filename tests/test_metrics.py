@@ -105,8 +105,10 @@ def test_grid_table_has_every_method_and_k_and_is_identical_run_to_run() -> None
     a = evaluate_grid(data["train"], data["eval"], data["labels"], lat, cfg, on_progress=seen.append)
     b = evaluate_grid(data["train"], data["eval"], data["labels"], lat, cfg)
     assert list(a.columns) == list(COLUMNS)
-    assert a["method"].unique().tolist() == ["image", "audio", "text", "fused_pca", "mcca", "mmae"]
-    assert sorted(set(a["k"])) == [4, 6, 8] and len(a) == 18
+    assert a["method"].unique().tolist() == ["image", "audio", "text", "fused_pca", "mcca", "spectral_pca", "mmae"]
+    assert sorted(set(a["k"])) == [4, 6, 8] and len(a) == 21
+    assert (a.loc[a["method"] == "spectral_pca", "cluster"] == "spectral").all()
+    assert (a.loc[a["method"] != "spectral_pca", "cluster"] == "kmeans").all() and (a["k_found_by"] == "given").all()
     assert (a["split"] == "test").all() and (a["n_items"] == len(data["labels"])).all()
     pd.testing.assert_frame_equal(a, b)
     for col in ("silhouette", "ari", "nmi", "calinski_harabasz", "davies_bouldin"):

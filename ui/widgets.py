@@ -357,8 +357,8 @@ def fmt_seconds(s: float | None) -> str:
 
 # -- Compare ----------------------------------------------------------------------------------------
 def k_suggestion(summary: DatasetSummary, split: str) -> Any:
-    """``mmae_core.k_defaults.suggest_k`` for one split of a summarised dataset."""
-    from mmae_core.k_defaults import suggest_k
+    """``mmae_core.clustering.k_defaults.suggest_k`` for one split of a summarised dataset."""
+    from mmae_core.clustering.k_defaults import suggest_k
 
     counts = summary.label_counts
     n_labels = int(counts.loc[counts["split"] == split, "label"].nunique()) if len(counts) else None

@@ -1,13 +1,18 @@
-"""Proposed tags: KMeans clusters of the latents, each with a size, a cohesion, a name and examples.
+"""Proposed tags: clusters of the latents, each with a size, a cohesion, a name and examples.
 
 A curator walks through these on the Tags page (PRODUCT.md §4, §8.5). Choices made for them:
 
-* Clustering is the evaluation grid's KMeans (same seeding, same ``n_init``), so the proposal set at k
-  is exactly the clustering whose metrics the Compare page shows for the MMAE at that k.
+* Clustering (``method``): ``kmeans`` is the evaluation grid's KMeans (same seeding, same ``n_init``),
+  so the proposal set at k is exactly the clustering whose metrics the Compare page shows for the
+  MMAE at that k; from ``kmeans_large.LARGE_MIN`` items on it is faiss's k-means (an archive's
+  train split). ``leiden`` and ``spectral`` cluster a kNN graph of the latents (``graph_cluster``);
+  with ``k="auto"`` (the default) Leiden finds k. Items Leiden leaves in no community of
+  ``graph_cluster.MIN_SIZE`` items form one last proposal named "unassigned" (never dropped).
 * Clusters are numbered by size, largest first (ties: the one whose first item comes first), so the
   numbering does not depend on KMeans' arbitrary label order and the biggest tags come first.
 * ``cohesion`` is the mean Silhouette of the cluster's items (how well they sit in their cluster
-  rather than the next one); ``purity`` the share of its labelled items carrying the majority label.
+  rather than the next one; above ``metrics.SILHOUETTE_FULL_MAX`` items, of its items in a fixed
+  seeded sample of that size, as the grid scores Silhouette, since the exact score is O(n^2)); ``purity`` the share of its labelled items carrying the majority label.
 * ``representatives`` are the ``n_repr`` items nearest the centroid (ties by position): the items a
   curator should look at to judge the tag.
 * Name: the majority existing label where the cluster has labelled items; else the (up to two) most
@@ -23,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mmae_core.config import EvalConfig
 from mmae_core.errors import ConfigError
-from mmae_core.evaluation.evaluate import kmeans_labels
-from mmae_core.evaluation.metrics import label_mask, silhouette_samples_chunked
+from mmae_core.clustering.graph import AUTO, UNASSIGNED, UNASSIGNED_NAME, DEFAULT_RESOLUTION, default_method, graph_labels
+from mmae_core.clustering.kmeans import kmeans_any
+from mmae_core.evaluation.metrics import SILHOUETTE_FULL_MAX, label_mask, silhouette_samples_chunked
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "cluster", "size", "name", "name_source", "purity", "cohesion", "majority_label", "representatives",
@@ -41,8 +46,12 @@ class Proposals:
 
     table: pd.DataFrame
     assignments: np.ndarray
-    k: int
+    k: int  # clusters proposed, the "unassigned" proposal not counted
     seed: int
+    k_found_by: str = "given"  # "leiden" when k was found by the method
+    method: str = "kmeans"
+    resolution: float | None = None
+    n_unassigned: int = 0
 
 
 def fallback_name(cluster: int) -> str:
@@ -123,16 +132,32 @@ def _slug(words: list[str]) -> str:
     return "-".join(re.sub(r"\s+", "", w) for w in words)
 
 
+def _cohesion(x: np.ndarray, assign: np.ndarray, seed: int) -> np.ndarray:
+    """Per-item Silhouette (NaN outside the sample on a large set; see the module docstring)."""
+    n = len(assign)
+    if n <= SILHOUETTE_FULL_MAX:
+        return silhouette_samples_chunked(x, assign)
+    out = np.full(n, np.nan)
+    pick = np.sort(np.random.RandomState(seed).permutation(n)[:SILHOUETTE_FULL_MAX])
+    out[pick] = silhouette_samples_chunked(x[pick], assign[pick])
+    return out
+
+
 def propose(
     latents: np.ndarray,
     item_ids: np.ndarray,
-    k: int,
+    k: int | str = AUTO,
     labels: np.ndarray | None = None,
     texts: list[str] | None = None,
     seed: int = 42,
     n_repr: int = 5,
+    method: str | None = None,
+    resolution: float = DEFAULT_RESOLUTION,
 ) -> Proposals:
-    """Cluster ``latents`` into ``k`` proposed tags (see the module docstring for every choice)."""
+    """Cluster ``latents`` into ``k`` proposed tags, ``k="auto"``: as many as the method finds.
+
+    ``method`` None is ``default_method(k)``: Leiden for auto, KMeans for a given k (the paper's).
+    See the module docstring for every choice."""
     x = np.asarray(latents, dtype=np.float32)
     if x.ndim != 2:
         raise ConfigError(f"latents must be a 2-D array (items x dimensions), got {x.ndim} dimensions.")
@@ -145,27 +170,31 @@ def propose(
     if texts is not None and len(texts) != n:
         raise ConfigError(f"there are {len(texts)} titles/captions for {n} items; give one per item or none.")
     ok = np.isfinite(x).all(axis=1)
-    m = int(ok.sum())
-    if isinstance(k, (bool, np.bool_)) or int(k) != k or not (2 <= k <= m):
-        raise ConfigError(f"k={k} is out of range for {m} items with latents; choose k between 2 and {m}.")
     if n_repr < 1:
         raise ConfigError(f"the number of representatives must be at least 1 (got {n_repr}).")
-    k = int(k)
     rows = np.flatnonzero(ok)
     xv = np.ascontiguousarray(x[rows])
-
-    raw = kmeans_labels(xv, k, EvalConfig().n_init, seed)
-    assign_v = _renumber_by_size(raw.astype(np.int64), k)
-    sil = silhouette_samples_chunked(xv, assign_v)
+    method = method or default_method(k)
+    found = graph_labels(xv, method, k, resolution=resolution, seed=seed, kmeans=kmeans_any)
+    k = found.k
+    raw = found.labels
+    n_un = int((raw == UNASSIGNED).sum())
+    assign_v = np.full(len(raw), k, dtype=np.int64)  # the "unassigned" items: a last proposal after the k clusters
+    kept = raw != UNASSIGNED
+    assign_v[kept] = _renumber_by_size(raw[kept].astype(np.int64), k)
+    sil = _cohesion(xv, assign_v, seed)
 
     lab_ok = label_mask(labels)
-    words: list[list[str]] = [[] for _ in range(k)]
+    n_groups = k + (1 if n_un else 0)
+    words: list[list[str]] = [[] for _ in range(n_groups)]
     if texts is not None:
-        words = distinctive_words([str(texts[i]) if texts[i] is not None else "" for i in rows], assign_v, k)
+        words = distinctive_words([str(texts[i]) if texts[i] is not None else "" for i in rows], assign_v, n_groups)
 
+    order = np.argsort(assign_v, kind="stable")
+    bounds = np.searchsorted(assign_v[order], np.arange(n_groups + 1))
     recs = []
-    for c in range(k):
-        members = np.flatnonzero(assign_v == c)
+    for c in range(n_groups):
+        members = order[bounds[c]:bounds[c + 1]]
         centroid = xv[members].mean(axis=0)
         dist = np.sqrt(((xv[members] - centroid) ** 2).sum(axis=1))
         nearest = members[np.lexsort((members, dist))[:n_repr]]
@@ -176,7 +205,9 @@ def propose(
                 vals, cnts = np.unique(np.asarray(lab_members, dtype=object).astype(str), return_counts=True)
                 best = int(np.argmax(cnts))  # np.unique sorts, so a tie goes to the alphabetically first
                 majority, purity = str(vals[best]), float(cnts[best] / len(lab_members))
-        if majority is not None:
+        if c == k:
+            name, source = UNASSIGNED_NAME, "unassigned"
+        elif majority is not None:
             name, source = majority, "label"
         elif words[c]:
             name, source = _slug(words[c]), "text"
@@ -189,7 +220,7 @@ def propose(
                 "name": name,
                 "name_source": source,
                 "purity": purity,
-                "cohesion": float(sil[members].mean()),
+                "cohesion": float(np.nanmean(sil[members])) if np.isfinite(sil[members]).any() else float("nan"),
                 "majority_label": majority,
                 "representatives": [str(ids[rows[i]]) for i in nearest],
             }
@@ -198,4 +229,5 @@ def propose(
     table["name"] = _unique(table["name"].tolist())
     assignments = np.full(n, -1, dtype=np.int64)
     assignments[rows] = assign_v
-    return Proposals(table=table, assignments=assignments, k=k, seed=seed)
+    return Proposals(table=table, assignments=assignments, k=k, seed=seed, k_found_by=found.k_found_by, method=method,
+                     resolution=found.resolution, n_unassigned=n_un)

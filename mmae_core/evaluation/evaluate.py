@@ -25,7 +25,7 @@ robust on a busy machine. Every random choice is seeded, so two runs give identi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -43,6 +43,19 @@ from mmae_core.evaluation.baselines import (
 )
 from mmae_core.config import EvalConfig
 from mmae_core.errors import ConfigError
+from mmae_core.clustering.graph import (
+    AUTO,
+    DEFAULT_RESOLUTION,
+    N_NEIGHBORS,
+    check_method,
+    check_resolution,
+    knn_graph,
+    leiden,
+    parse_k_value,
+    spectral_embedding,
+    spectral_from_embedding,
+)
+from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.log import Log, silent
 from mmae_core.evaluation.mcca import MCCA
 from mmae_core.evaluation.metrics import (
@@ -66,8 +79,13 @@ COLUMNS: tuple[str, ...] = (
     "calinski_harabasz",
     "davies_bouldin",
     "note",
+    "cluster",
+    "k_found_by",
+    "resolution",
+    "sample_size",
 )
-FUSED, MCCA_NAME, MMAE = "fused_pca", "mcca", "mmae"
+FUSED, MCCA_NAME, MMAE, SPECTRAL_PCA = "fused_pca", "mcca", "mmae", "spectral_pca"
+SPECTRAL_PCA_DIM = 50
 
 
 @dataclass
@@ -150,6 +168,25 @@ def kmeans_labels(x: np.ndarray, k: int, n_init: int, seed: int) -> np.ndarray:
     return best_of(parallel_map(lambda s: kmeans_run(x, k, s), init_seeds(seed, n_init)))
 
 
+def stratified_sample(codes: np.ndarray | None, n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size`` of ``n`` items, each label (unlabelled items: one more group) drawn in
+    proportion to its share, largest remainders first, seeded. Why stratified: a plain random sample
+    of 20,000 from an archive can lose a rare class entirely, and ARI/NMI would then score a split
+    that is not the archive's."""
+    rs = np.random.RandomState(seed)
+    if codes is None:
+        return np.sort(rs.permutation(n)[:size])
+    groups, inv = np.unique(codes, return_inverse=True)
+    counts = np.bincount(inv)
+    quota = counts * (size / n)
+    take = np.floor(quota).astype(np.int64)
+    rest = size - int(take.sum())
+    order = np.lexsort((np.arange(len(groups)), -(quota - take)))
+    take[order[:rest]] += 1
+    out = [rs.permutation(np.flatnonzero(inv == g))[:take[g]] for g in range(len(groups))]
+    return np.sort(np.concatenate(out))
+
+
 def _check_inputs(
     train: dict[str, np.ndarray], evalx: dict[str, np.ndarray], labels: np.ndarray | None, latents: np.ndarray | None
 ) -> int:
@@ -182,6 +219,17 @@ def _fit_rep(method: str, est: object, train: dict[str, np.ndarray], evalx: dict
     return _Rep(method, np.ascontiguousarray(z[ok], dtype=np.float32), np.flatnonzero(ok), note, time.perf_counter() - t0)
 
 
+def _spectral_rep(reps: list[_Rep], cfg: EvalConfig, train: dict[str, np.ndarray], evalx: dict[str, np.ndarray],
+                  names: list[str]) -> _Rep:
+    """The ``spectral_pca`` baseline's vectors: the z-scored concatenated views, PCA to 50 dims. That is
+    fused PCA with no weights at 50 dims, so its vectors are reused when fused PCA is exactly that."""
+    fused = next(r for r in reps if r.method == FUSED)
+    if not cfg.fused_weights and cfg.fused_dim == SPECTRAL_PCA_DIM:
+        return _Rep(SPECTRAL_PCA, fused.z, fused.rows, fused.note, 0.0)
+    return _fit_rep(SPECTRAL_PCA, FusedPCA(n_components=SPECTRAL_PCA_DIM, modalities=tuple(names)), train, evalx,
+                    TrainMoments.of(train))
+
+
 def evaluate_grid(
     train: dict[str, np.ndarray],
     evalx: dict[str, np.ndarray],
@@ -189,6 +237,9 @@ def evaluate_grid(
     mmae_latents: np.ndarray | None,
     cfg: EvalConfig,
     on_progress: Log | None = None,
+    cluster: str = "kmeans",
+    resolution: float = DEFAULT_RESOLUTION,
+    sample_size: int | None = EVAL_SAMPLE,
 ) -> pd.DataFrame:
     """Metrics for every method and k as one tidy table (columns ``COLUMNS``).
 
@@ -196,16 +247,40 @@ def evaluate_grid(
     all-NaN row is a missing modality); ``labels`` are the evaluated split's labels or None;
     ``mmae_latents`` the MMAE's fused latents of the evaluated split, or None to leave the MMAE out.
     Methods: each modality's name (unimodal PCA), ``fused_pca`` and ``mcca`` (with two or more
-    modalities), ``mmae``. ``df.attrs`` holds ``note`` (why ARI/NMI are missing, if they are),
+    modalities), ``spectral_pca`` (with two or more: spectral clustering on a kNN graph of the z-scored
+    concatenated views reduced to 50 dims by PCA, whatever ``cluster`` says), ``mmae``.
+
+    ``cfg.k_grid`` may hold ``"auto"``: each representation's k is then found by Leiden on its kNN
+    graph at ``resolution``, and the row's ``k`` is the k found (``k_found_by`` "leiden"). ``cluster``
+    (kmeans, leiden, spectral) is how every representation but ``spectral_pca`` is cut; leiden needs
+    k "auto". A split of more than ``sample_size`` items is evaluated on a stratified sample of that
+    size (column ``sample_size``; None: every item). ``df.attrs`` holds ``note`` (why ARI/NMI are missing, if they are),
     ``timings`` (seconds of work per method, summed over threads), ``seconds`` (wall time) and
     ``silhouette`` ("full" or the sample size).
     """
     log = on_progress or silent
     t_start = time.perf_counter()
     n = _check_inputs(train, evalx, labels, mmae_latents)
-    cfg.checked(n)
-    k_grid = tuple(dict.fromkeys(int(k) for k in cfg.k_grid))  # a repeated k is evaluated once
+    cluster = check_method(cluster)
+    resolution = check_resolution(resolution)
+    grid = tuple(dict.fromkeys(parse_k_value(k) for k in cfg.k_grid))  # a repeated k is evaluated once
+    k_grid = tuple(int(k) for k in grid if k != AUTO)
+    has_auto = AUTO in grid
+    if k_grid or not has_auto:
+        replace(cfg, k_grid=k_grid).checked(n)
+    if cluster == "leiden" and k_grid:
+        raise ConfigError("Leiden finds the number of clusters itself; give k 'auto' with it, or choose kmeans or spectral for a fixed k.")
     codes = encode_labels(labels)
+    sampled: int | None = None
+    if sample_size is not None and n > sample_size:
+        if sample_size < 2 or (k_grid and max(k_grid) > sample_size):
+            raise ConfigError(f"the evaluation sample of {sample_size} items is smaller than k; give a larger sample size.")
+        pick = stratified_sample(codes, n, sample_size, cfg.seed)
+        log(f"evaluating a stratified sample of {sample_size:,} of the {n:,} {cfg.split} items")
+        evalx = {m: np.asarray(v)[pick] for m, v in evalx.items()}
+        codes = None if codes is None else codes[pick]
+        mmae_latents = None if mmae_latents is None else np.asarray(mmae_latents)[pick]
+        sampled = n = len(pick)
     global_note = NO_LABELS_NOTE if codes is None else ""
     names = list(train)
 
@@ -233,6 +308,8 @@ def evaluate_grid(
                 r.seconds += share
             reps.extend(fitted)
             del mom
+            if len(names) >= 2:
+                reps.append(_spectral_rep(reps, cfg, train, evalx, names))
         if mmae_latents is not None:
             z = np.asarray(mmae_latents, dtype=np.float32)
             ok = ~np.isnan(z).any(axis=1)
@@ -240,7 +317,8 @@ def evaluate_grid(
             reps.append(_Rep(MMAE, np.ascontiguousarray(z[ok]), np.flatnonzero(ok), note, 0.0))
 
         seeds = init_seeds(cfg.seed, cfg.n_init)
-        jobs = [(ri, k, s) for ri, r in enumerate(reps) for k in k_grid if k <= len(r.rows) for s in seeds]
+        by_kmeans = [r.method != SPECTRAL_PCA and cluster == "kmeans" for r in reps]
+        jobs = [(ri, k, s) for ri, r in enumerate(reps) if by_kmeans[ri] for k in k_grid if k <= len(r.rows) for s in seeds]
         jobs.sort(key=lambda j: -reps[j[0]].z.shape[1] * j[1])  # longest first balances the threads
         log(f"clustering: {len(jobs):,} KMeans runs ({len(reps)} representations x {len(k_grid)} k x {len(seeds)} starts)")
 
@@ -263,11 +341,58 @@ def evaluate_grid(
 
         keys = sorted({(ri, k) for ri, k, _ in jobs})
         results = {key: (sc, pred, secs) for key, sc, pred, secs in parallel_map(score, keys)}
+        graph_keys = [(ri, k) for ri, r in enumerate(reps) for k in grid
+                      if (k == AUTO or not by_kmeans[ri]) and (k == AUTO or k <= len(r.rows))]
+        found: dict[tuple[int, object], tuple[int, str, float | None]] = {}  # -> (k, found by, resolution)
+        failed: dict[int, str] = {}
+        graph_reps = sorted({ri for ri, _ in graph_keys})
+        if graph_reps:
+            log(f"clustering {len(graph_reps)} representations on their nearest-neighbour graphs"
+                + (f" (k found by Leiden at resolution {resolution:g})" if has_auto else ""))
+
+        def graph_work(ri: int) -> list[tuple[tuple[int, object], np.ndarray, int, str, float | None, float]]:
+            r = reps[ri]
+            t0 = time.perf_counter()
+            method = "spectral" if r.method == SPECTRAL_PCA else cluster
+            ks = [k for (rj, k) in graph_keys if rj == ri]
+            g = knn_graph(r.z, N_NEIGHBORS, cfg.seed)
+            out = []
+            auto_k, auto_res = None, None
+            if AUTO in ks:
+                lg = leiden(g, resolution, cfg.seed)
+                auto_k, auto_res = lg.k, lg.resolution
+                if method == "leiden":
+                    out.append(((ri, AUTO), lg.labels, lg.k, "leiden", auto_res))
+            want = [(k, int(auto_k if k == AUTO else k)) for k in ks if not (k == AUTO and method == "leiden")]
+            if method == "spectral" and want:
+                emb = spectral_embedding(g, max(kk for _, kk in want), cfg.seed)
+                for k, kk in want:
+                    out.append(((ri, k), spectral_from_embedding(emb, kk, cfg.seed), kk,
+                                "given" if k != AUTO else "leiden", None if k != AUTO else auto_res))
+            else:
+                for k, kk in want:
+                    out.append(((ri, k), kmeans_labels(r.z, kk, cfg.n_init, cfg.seed), kk, "leiden", auto_res))
+            secs = (time.perf_counter() - t0) / max(1, len(out))
+            return [(*o, secs) for o in out]
+
+        def safe_graph_work(ri: int) -> list:
+            try:
+                return graph_work(ri)
+            except ConfigError as e:
+                failed[ri] = str(e)
+                return []
+
+        for outs in parallel_map(safe_graph_work, graph_reps):
+            for key, pred, kk, by, res, secs in outs:
+                ch, db = internal_scores(reps[key[0]].z, pred)
+                ari, nmi = external_scores_encoded(None if codes is None else codes[reps[key[0]].rows], pred)
+                results[key] = ({"calinski_harabasz": ch, "davies_bouldin": db, "ari": ari, "nmi": nmi}, pred, secs)
+                found[key] = (kk, by, res)
 
         sil: dict[tuple[int, int], float] = {}
         sil_mode = "full"
         for ri, r in enumerate(reps):
-            ks = [k for k in k_grid if (ri, k) in results]
+            ks = [k for k in grid if (ri, k) in results]
             if not ks:
                 continue
             t0 = time.perf_counter()
@@ -284,18 +409,22 @@ def evaluate_grid(
 
     rows = []
     for ri, r in enumerate(reps):
-        for k in k_grid:
+        how = "spectral" if r.method == SPECTRAL_PCA else cluster
+        for k in grid:
             note = "; ".join(x for x in (r.note, global_note) if x)
+            extra = {"cluster": how, "k_found_by": "leiden" if k == AUTO else "given",
+                     "resolution": resolution if k == AUTO else np.nan, "sample_size": sampled}
             if (ri, k) not in results:
-                rows.append({"method": r.method, "k": k, "split": cfg.split, "n_items": len(r.rows),
+                why = failed.get(ri) or f"only {len(r.rows)} items have {r.method}, fewer than k"
+                rows.append({"method": r.method, "k": 0 if k == AUTO else k, "split": cfg.split, "n_items": len(r.rows),
                              "silhouette": np.nan, "ari": np.nan, "nmi": np.nan, "calinski_harabasz": np.nan,
-                             "davies_bouldin": np.nan,
-                             "note": "; ".join(x for x in (f"only {len(r.rows)} items have {r.method}, fewer than k", note) if x)})
+                             "davies_bouldin": np.nan, "note": "; ".join(x for x in (why, note) if x), **extra})
                 continue
             scores, _, secs = results[(ri, k)]
             r.seconds += secs
-            rows.append({"method": r.method, "k": k, "split": cfg.split, "n_items": len(r.rows),
-                         "silhouette": sil[(ri, k)], **scores, "note": note})
+            k_out = found.get((ri, k), (k, "given", None))[0]
+            rows.append({"method": r.method, "k": int(k_out), "split": cfg.split, "n_items": len(r.rows),
+                         "silhouette": sil[(ri, k)], **scores, "note": note, **extra})
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["k"] = df["k"].astype(int)
     df["n_items"] = df["n_items"].astype(int)
@@ -303,5 +432,6 @@ def evaluate_grid(
     df.attrs["timings"] = {r.method: round(r.seconds, 4) for r in reps}
     df.attrs["seconds"] = round(time.perf_counter() - t_start, 4)
     df.attrs["silhouette"] = sil_mode
+    df.attrs["sample_size"] = sampled
     log(f"evaluation done in {df.attrs['seconds']:.1f} s")
     return df
