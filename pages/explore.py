@@ -39,11 +39,25 @@ split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in sp
                      format_func=maps.split_label, key="explore_split")
 kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_kind",
                     help="The overlay maps z of every modality together, as in the paper's figure.")
-method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method")
+if not st.session_state.get("explore_method_chosen"):  # open on UMAP once it is stored, until the curator picks
+    st.session_state["explore_method"] = maps.opening_method(store, dataset, model, split, kind,
+                                                             int(st.session_state.get("explore_seed", 42)))
+method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method",
+                      on_change=lambda: st.session_state.update(explore_method_chosen=True))
 seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key="explore_seed"))
 by = c5.selectbox("Colour by", list(maps.COLOUR_BY), index=1, key="explore_colour",
                   help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay. "
                        "Novelty: how unusual an item is against the train split (bands at its 50/90/99% quantiles).")
+
+if maps.umap_on_its_way(store, dataset, model, method, kind):
+    @st.fragment(run_every=3)
+    def wait_for_umap() -> None:
+        if not maps.umap_on_its_way(store, dataset, model, method, kind):
+            st.rerun()
+        st.info("A UMAP map, which separates groups better than PCA, is being computed in the background since "
+                "training ended; it replaces this PCA map here when ready.", icon=":material/hourglass_top:")
+
+    wait_for_umap()
 
 catalog = store.catalog(dataset)
 try:
@@ -98,6 +112,9 @@ state = st.altair_chart(chart, on_select="rerun", selection_mode=[select],
                             f"({maps.kind_label(kind)}), coloured by {by}")
 
 notes = [f"{len(frame):,} points" + (", drawn as an image (select with a box)" if raster else "")]
+sampled = maps.sample_note(method, total)
+if sampled:
+    notes.append(sampled)
 missing = len(result.rows.ids) - total
 if missing:
     notes.append(f"{missing:,} items lack this latent and are not drawn")

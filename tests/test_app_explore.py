@@ -286,3 +286,20 @@ def test_a_map_above_the_points_limit_is_drawn_whole_as_an_image(demo, monkeypat
     assert '"box"' in spec and "mark" in spec
     assert not at.get("radio") or "explore_select" not in [r.key for r in at.radio]
     assert at.button(key="explore_zoom").disabled  # nothing boxed yet
+
+
+def test_the_page_opens_on_the_background_umap_once_it_is_stored(demo):
+    from mmae_core.background_map import compute_default_map
+
+    at = page_test("explore")
+    at.run()
+    assert at.selectbox(key="explore_method").value == "pca"  # nothing computed yet: PCA, instant
+    assert compute_default_map(demo, DATASET, MODEL)
+    again = page_test("explore")
+    again.run()
+    assert not again.exception
+    assert again.selectbox(key="explore_method").value == "umap"
+    assert "read from the store" in captions(again)
+    xy = demo.projection(DATASET, MODEL, "test", "fused", "umap", 42)
+    data = chart_data(again)
+    np.testing.assert_array_equal(data["x"].to_numpy(), xy[data["i"].to_numpy(), 0])

@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.errors import NotFoundError
-from mmae_core.projection import project_2d
+from mmae_core import background_map
+from mmae_core.projection import fit_sample_size, project_2d
 from store import Store
 from store.projections import ALL_SPLITS, OVERLAY
 
@@ -139,6 +140,28 @@ def map_latents(store: Store, dataset: str, model: str, rows: MapRows) -> np.nda
         blocks.append(x)
         start += len(ids)
     return np.concatenate(blocks)
+
+
+def opening_method(store: Store, dataset: str, model: str, split: str, kind: str, seed: int) -> str:
+    """The map the page opens with: the background UMAP when it is stored for this view, else PCA."""
+    stored = kind == background_map.DEFAULT_KIND and store.projection(
+        dataset, model, split, kind, background_map.DEFAULT_METHOD, seed) is not None
+    return background_map.DEFAULT_METHOD if stored else "pca"
+
+
+def umap_on_its_way(store: Store, dataset: str, model: str, method: str, kind: str) -> bool:
+    """True when the page shows PCA while this process computes the model's default UMAP map."""
+    return method == "pca" and kind == background_map.DEFAULT_KIND and background_map.pending(store, dataset, model)
+
+
+def sample_note(method: str, points: int) -> str | None:
+    """What the page says when a t-SNE/UMAP map was fitted on a sample (``mmae_core.projection``)."""
+    fitted = fit_sample_size(method, points)
+    if not fitted:
+        return None
+    how = "with UMAP's transform" if method == "umap" else "at their nearest sample points"
+    return (f"{method_label(method)} fitted on a sample of {fitted:,} points; the other {points - fitted:,} are "
+            f"placed on it {how}")
 
 
 def needs_button(method: str, n: int) -> bool:
