@@ -21,6 +21,7 @@ Usage: ``.venv/bin/python benchmarks/map_size.py [--sizes 4200,29059] [--no-brow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -151,88 +153,21 @@ def _frames(page, k: int = 2) -> None:
     page.evaluate(f"new Promise(r => {{ let k = {k}; const f = () => (--k ? requestAnimationFrame(f) : r()); requestAnimationFrame(f); }})")
 
 
-def browser(sizes: list[int], variants: list[tuple[str, dict[str, str]]]) -> list[dict]:
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def streamlit_server(app: str, *extra: str) -> Iterator[str]:
+    """Serve the Streamlit script ``app`` (source text, ``extra`` command-line options) on a free port;
+    yields its base URL."""
     tmp = Path(tempfile.mkdtemp(prefix="mmae-map-bench-"))
-    (tmp / "map_app.py").write_text(textwrap.dedent(APP))
+    (tmp / "map_app.py").write_text(textwrap.dedent(app))
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(tmp / "map_app.py"), "--server.port", str(port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = []
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health")
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            # warm-up: the first page load also pays Streamlit's own start (imports, JS bundle)
-            warm = b.new_page()
-            warm.goto(f"http://127.0.0.1:{port}/?n=100")
-            warm.wait_for_function(DRAWN, timeout=180_000, polling=100)
-            warm.close()
-            for name, params in variants:
-                for n in sizes:
-                    query = "&".join(f"{k}={v}" for k, v in {"n": str(n), **params}.items())
-                    renderer = params.get("renderer", "canvas")
-                    plotly = params.get("chart") == "plotly"
-                    page = b.new_page(viewport={"width": 1400, "height": 1000})
-                    page.add_init_script(LONGTASKS)
-                    t0 = time.perf_counter()
-                    page.goto(f"http://127.0.0.1:{port}/?{query}")
-                    try:
-                        drawn = PLOTLY_DRAWN if plotly else DRAWN if renderer == "canvas" else SVG_DRAWN
-                        page.wait_for_function(drawn, timeout=180_000, polling=100)
-                        if plotly:
-                            page.get_by_text("Selection: 0 items").wait_for(timeout=180_000)
-                    except Exception:
-                        out.append({"points": n, "variant": name, "load_s": float("nan")})
-                        page.close()
-                        continue
-                    load = time.perf_counter() - t0
-                    load_long = _max_long(page)
-                    box = page.locator(".js-plotly-plot" if plotly else '[data-testid="stVegaLiteChart"]').first.bounding_box()
-                    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-                    page.mouse.move(cx, cy)
-                    t = time.perf_counter()
-                    for _ in range(10):
-                        page.mouse.wheel(0, -120)
-                        _frames(page)
-                    zoom_ms = (time.perf_counter() - t) * 100  # per wheel step
-                    zoom_long = _max_long(page)
-                    pan_key = None if plotly else "Shift"  # Plotly: drag pans (dragmode "pan"); Altair: shift-drag
-                    if pan_key:
-                        page.keyboard.down(pan_key)
-                    page.mouse.move(cx, cy)
-                    page.mouse.down()
-                    t = time.perf_counter()
-                    page.mouse.move(cx + 120, cy + 60, steps=20)
-                    page.mouse.up()
-                    if pan_key:
-                        page.keyboard.up(pan_key)
-                    _frames(page)
-                    pan_ms = (time.perf_counter() - t) * 1000 / 20
-                    pan_long = _max_long(page)
-                    if plotly:  # the modebar's box tool, as a curator would pick it
-                        page.locator('[data-title="Box Select"]').first.click()
-                        _max_long(page)
-                    page.mouse.move(cx - 150, cy - 100)
-                    page.mouse.down()
-                    page.mouse.move(cx + 150, cy + 100, steps=20)
-                    t = time.perf_counter()
-                    page.mouse.up()
-                    try:
-                        page.get_by_text("Selection: 0 items").wait_for(state="detached", timeout=60_000)
-                        page.get_by_text("Selection:").wait_for(timeout=60_000)
-                        rerun = time.perf_counter() - t
-                    except Exception:
-                        rerun = float("nan")
-                    box_long = _max_long(page)
-                    out.append({"points": n, "variant": name, "load_s": load, "load_longest_ms": load_long,
-                                "zoom_step_ms": zoom_ms, "zoom_longest_ms": zoom_long, "pan_move_ms": pan_ms,
-                                "pan_longest_ms": pan_long, "box_longest_ms": box_long, "selection_rerun_s": rerun})
-                    page.close()
-            b.close()
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/_stcore/health")
+        yield base
     finally:
         proc.terminate()
         try:
@@ -240,6 +175,91 @@ def browser(sizes: list[int], variants: list[tuple[str, dict[str, str]]]) -> lis
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def drag_box(page, cx: float, cy: float, dx: float, dy: float, steps: int) -> None:
+    """Press, drag a box of half-size (dx, dy) around (cx, cy); the mouse stays down."""
+    page.mouse.move(cx - dx, cy - dy)
+    page.mouse.down()
+    page.mouse.move(cx + dx, cy + dy, steps=steps)
+
+
+def select_and_wait(page, prepare: Callable[[], None], finish: Callable[[], None] | None = None) -> float:
+    """Seconds from ``finish`` (default: releasing the mouse) to the page printing its selection again."""
+    prepare()
+    t = time.perf_counter()
+    (finish or page.mouse.up)()
+    try:
+        page.get_by_text("Selection: 0 items").wait_for(state="detached", timeout=60_000)
+        page.get_by_text("Selection:").wait_for(timeout=60_000)
+        return time.perf_counter() - t
+    except Exception:
+        return float("nan")
+
+
+def browser(sizes: list[int], variants: list[tuple[str, dict[str, str]]]) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    out = []
+    with streamlit_server(APP) as base, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # warm-up: the first page load also pays Streamlit's own start (imports, JS bundle)
+        warm = b.new_page()
+        warm.goto(f"{base}/?n=100")
+        warm.wait_for_function(DRAWN, timeout=180_000, polling=100)
+        warm.close()
+        for name, params in variants:
+            for n in sizes:
+                query = "&".join(f"{k}={v}" for k, v in {"n": str(n), **params}.items())
+                renderer = params.get("renderer", "canvas")
+                plotly = params.get("chart") == "plotly"
+                page = b.new_page(viewport={"width": 1400, "height": 1000})
+                page.add_init_script(LONGTASKS)
+                t0 = time.perf_counter()
+                page.goto(f"{base}/?{query}")
+                try:
+                    drawn = PLOTLY_DRAWN if plotly else DRAWN if renderer == "canvas" else SVG_DRAWN
+                    page.wait_for_function(drawn, timeout=180_000, polling=100)
+                    if plotly:
+                        page.get_by_text("Selection: 0 items").wait_for(timeout=180_000)
+                except Exception:
+                    out.append({"points": n, "variant": name, "load_s": float("nan")})
+                    page.close()
+                    continue
+                load = time.perf_counter() - t0
+                load_long = _max_long(page)
+                box = page.locator(".js-plotly-plot" if plotly else '[data-testid="stVegaLiteChart"]').first.bounding_box()
+                cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(cx, cy)
+                t = time.perf_counter()
+                for _ in range(10):
+                    page.mouse.wheel(0, -120)
+                    _frames(page)
+                zoom_ms = (time.perf_counter() - t) * 100  # per wheel step
+                zoom_long = _max_long(page)
+                pan_key = None if plotly else "Shift"  # Plotly: drag pans (dragmode "pan"); Altair: shift-drag
+                if pan_key:
+                    page.keyboard.down(pan_key)
+                page.mouse.move(cx, cy)
+                page.mouse.down()
+                t = time.perf_counter()
+                page.mouse.move(cx + 120, cy + 60, steps=20)
+                page.mouse.up()
+                if pan_key:
+                    page.keyboard.up(pan_key)
+                _frames(page)
+                pan_ms = (time.perf_counter() - t) * 1000 / 20
+                pan_long = _max_long(page)
+                if plotly:  # the modebar's box tool, as a curator would pick it
+                    page.locator('[data-title="Box Select"]').first.click()
+                    _max_long(page)
+                rerun = select_and_wait(page, lambda: drag_box(page, cx, cy, 150, 100, 20))
+                box_long = _max_long(page)
+                out.append({"points": n, "variant": name, "load_s": load, "load_longest_ms": load_long,
+                            "zoom_step_ms": zoom_ms, "zoom_longest_ms": zoom_long, "pan_move_ms": pan_ms,
+                            "pan_longest_ms": pan_long, "box_longest_ms": box_long, "selection_rerun_s": rerun})
+                page.close()
+        b.close()
     return out
 
 

@@ -17,6 +17,14 @@ from ui.widgets import upload_limit_bytes, uploaded_files
 
 COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent", "novelty": "novelty"}
 
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing every point of the map…")
+def raster_png(view: str, colour_by: str, digest: str, extent: maps.Extent, _frame: pd.DataFrame) -> bytes:
+    """The map's image, drawn once per (map, colours, region): a selection rerun only re-sends it."""
+    return maps.raster_png(_frame, extent)
+
+
 st.title("Explore")
 ctx = page_context()
 store, dataset, model = ctx.store, ctx.dataset, ctx.model
@@ -31,11 +39,25 @@ split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in sp
                      format_func=maps.split_label, key="explore_split")
 kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_kind",
                     help="The overlay maps z of every modality together, as in the paper's figure.")
-method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method")
+if not st.session_state.get("explore_method_chosen"):  # open on UMAP once it is stored, until the curator picks
+    st.session_state["explore_method"] = maps.opening_method(store, dataset, model, split, kind,
+                                                             int(st.session_state.get("explore_seed", 42)))
+method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method",
+                      on_change=lambda: st.session_state.update(explore_method_chosen=True))
 seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key="explore_seed"))
 by = c5.selectbox("Colour by", list(maps.COLOUR_BY), index=1, key="explore_colour",
                   help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay. "
                        "Novelty: how unusual an item is against the train split (bands at its 50/90/99% quantiles).")
+
+if maps.umap_on_its_way(store, dataset, model, method, kind):
+    @st.fragment(run_every=3)
+    def wait_for_umap() -> None:
+        if not maps.umap_on_its_way(store, dataset, model, method, kind):
+            st.rerun()
+        st.info("A UMAP map, which separates groups better than PCA, is being computed in the background since "
+                "training ended; it replaces this PCA map here when ready.", icon=":material/hourglass_top:")
+
+    wait_for_umap()
 
 catalog = store.catalog(dataset)
 try:
@@ -71,21 +93,28 @@ if by == "novelty":
     groups = archive.novelty_colours(result.rows.ids, ntable, novelty_attrs)
 else:
     groups = maps.colours(by, result.rows, catalog, proposals)
-s1, s2 = st.columns([2, 1])
-select = s1.radio("Select with", list(maps.SELECT_MODES), format_func=maps.SELECT_MODES.get, horizontal=True,
-                  key="explore_select")
-cap = s2.select_slider("Draw at most", options=list(maps.DRAW_CAPS), value=maps.MAX_POINTS, key="explore_cap",
-                       format_func=lambda v: f"{v:,} points",
-                       help="Fewer points pan and zoom more smoothly on a slow machine; the rest stay selectable "
-                            "through whole colour groups.")
-frame, total = maps.map_frame(result.xy, groups, max_points=int(cap), seed=seed)
-chart = maps.build_chart(frame, COLOUR_TITLES[by], select)
+frame, total = maps.map_frame(result.xy, groups, max_points=len(result.xy), seed=seed)  # every item is drawn
+raster = maps.use_raster(total)
+view_key = "|".join(map(str, (dataset, model, split, kind, method, seed)))
+views: dict = st.session_state.setdefault("explore_views", {})
+if raster:
+    select = "box"
+    extent = views.get(view_key) or maps.Extent.of(result.xy)
+    png = raster_png(view_key, by, maps.frame_digest(frame), extent, frame)
+    chart = maps.build_raster_chart(frame, COLOUR_TITLES[by], extent, png=png)
+else:
+    select = st.radio("Select with", list(maps.SELECT_MODES), format_func=maps.SELECT_MODES.get, horizontal=True,
+                      key="explore_select")
+    chart = maps.build_chart(frame, COLOUR_TITLES[by], select)
 state = st.altair_chart(chart, on_select="rerun", selection_mode=[select],
-                        key=f"explore_map_{split}_{kind}_{method}_{seed}_{select}_{cap}",
+                        key=f"explore_map_{split}_{kind}_{method}_{seed}_{select}_{raster}",
                         alt=f"{maps.method_label(method)} map of {len(frame):,} {maps.split_label(split)} items "
                             f"({maps.kind_label(kind)}), coloured by {by}")
 
-notes = [f"{len(frame):,} points" + (f" (a fixed sample of {total:,})" if total > len(frame) else "")]
+notes = [f"{len(frame):,} points" + (", drawn as an image (select with a box)" if raster else "")]
+sampled = maps.sample_note(method, total)
+if sampled:
+    notes.append(sampled)
 missing = len(result.rows.ids) - total
 if missing:
     notes.append(f"{missing:,} items lack this latent and are not drawn")
@@ -96,10 +125,21 @@ if by == "cluster" and proposals is not None:
     table = proposals[0]
     notes.append(f"clusters of the proposals on the {table.attrs['split']} split" if len(table)
                  else "no proposals yet: propose tags on the Tags page")
-st.caption(" · ".join(notes) + ". Drag a box or click points (shift-click adds); wheel zooms, shift-drag pans, "
-           "double-click clears.")
+how = ("Drag a box to select; double-click clears; zoom into a box with the button below." if raster else
+       "Drag a box or click points (shift-click adds); wheel zooms, shift-drag pans, double-click clears.")
+st.caption(" · ".join(notes) + ". " + how)
 
 picked = maps.selected_rows(state, frame, select)
+if raster:
+    z1, z2 = st.columns([1, 1])
+    box = maps.box_extent(state)
+    if z1.button("Zoom into the box", disabled=box is None, key="explore_zoom",
+                 help="Draws the box's region again at full resolution; the selection stays as it is."):
+        views[view_key] = box
+        st.rerun()
+    if z2.button("Show the whole map", disabled=view_key not in views, key="explore_unzoom"):
+        views.pop(view_key, None)
+        st.rerun()
 group_names = [str(c) for c in frame["c"].cat.categories]
 whole = st.multiselect("…or select whole colour groups", group_names, key="explore_groups",
                        help="Every item of the chosen groups, including points a sample left out.")

@@ -137,6 +137,8 @@ class JobManager:
     (or this process's jobs that no thread runs) as interrupted.
     """
 
+    default_maps = True  # compute each trained model's default map in the background (see _after_training)
+
     def __init__(self, store: Any, throttle_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.throttle_s = float(throttle_s)
@@ -288,6 +290,14 @@ class JobManager:
         with live.lock:  # the store refused every time: memory still tells this process the truth
             live.view.status, live.view.message = status, message
 
+    def _after_training(self, dataset: str, model: str) -> None:
+        """Start the new model's default map (UMAP) in the background, so Explore opens on a map that
+        separates (``studio.background_map``); ``default_maps = False`` skips it."""
+        if self.default_maps:
+            from studio.background_map import start_default_map
+
+            start_default_map(self.store, dataset, model)
+
     def _run_train(self, live: _Live, dataset: str, cfg: TrainConfig, model_name: str | None) -> None:
         from studio.pipeline import train_and_register
 
@@ -340,6 +350,7 @@ class JobManager:
                                               train_seconds=out.train_seconds,
                                               elapsed_s=time.perf_counter() - started)
                 self._finish(live, "done", f"Model {out.model_name} is registered with its latents.", out.model_name)
+                self._after_training(dataset, out.model_name)
             finally:
                 self._slot.release()
         except CancelledError as err:

@@ -241,3 +241,65 @@ def test_new_and_unusual_ranks_an_upload_without_importing_it(demo):
     errors = messages(at, "error")
     assert len(errors) == 1 and "expects" in errors[0] and errors[0].count(". ") == 0, errors
     assert demo.checksum() == before
+
+
+# -- every item of a large map: the datashader raster under a selection layer ------------------------
+def test_raster_draws_every_point_in_its_groups_colour_where_it_lies():
+    from PIL import Image
+
+    xy = np.array([[0, 0]] * 30 + [[10, 10]] * 30, dtype=np.float32)
+    groups = np.array(["a"] * 30 + ["b"] * 30, dtype=object)
+    frame, _ = maps.map_frame(xy, groups, max_points=len(xy))
+    extent = maps.Extent(-1.0, 11.0, -1.0, 11.0)
+    img = np.asarray(Image.open(io.BytesIO(maps.raster_png(frame, extent, size=(120, 120)))).convert("RGBA"))
+    assert img.shape == (120, 120, 4)
+    colour = {g: tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for g, h in zip("ab", maps.palette(["a", "b"]))}
+    # (0, 0) lies 10 px right of the left edge and 10 px above the bottom (rows count from the top)
+    assert tuple(img[109, 10, :3]) == colour["a"] and img[109, 10, 3] > 0
+    assert tuple(img[9, 109, :3]) == colour["b"]
+    assert img[60, 60, 3] == 0  # nothing drawn between the two groups
+
+
+def test_raster_chart_ships_an_image_and_corners_not_the_points():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(50_000, 2)).astype(np.float32)
+    groups = np.array([f"g{i % 12}" for i in range(50_000)], dtype=object)
+    frame, _ = maps.map_frame(xy, groups, max_points=len(xy))
+    assert maps.use_raster(len(frame)) and not maps.use_raster(maps.MAX_POINTS)
+    chart = maps.build_raster_chart(frame, "label", maps.Extent.of(xy)).to_dict()
+    assert [p["name"] for p in chart["params"]] == ["box"]
+    rows = sum(len(v) for v in chart["datasets"].values())
+    assert rows == 1 + 2 + 12  # the image, two corners, one legend key per group
+    state = {"selection": {"box": {"x": [0.0, 5.0], "y": [-5.0, 0.0]}}}
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= 5) & (xy[:, 1] >= -5) & (xy[:, 1] <= 0)
+    assert maps.selected_rows(state, frame, "box").tolist() == np.flatnonzero(inside).tolist()
+    assert maps.box_extent(state) == maps.Extent(0.0, 5.0, -5.0, 0.0)
+
+
+def test_a_map_above_the_points_limit_is_drawn_whole_as_an_image(demo, monkeypatch):
+    monkeypatch.setattr(maps, "MAX_POINTS", 100)  # the demo store's test split has 150 items
+    at = page_test("explore")
+    at.run()
+    assert not at.exception
+    assert "150 points, drawn as an image" in captions(at)
+    spec = at.get("vega_lite_chart")[0].proto.spec
+    assert '"box"' in spec and "mark" in spec
+    assert not at.get("radio") or "explore_select" not in [r.key for r in at.radio]
+    assert at.button(key="explore_zoom").disabled  # nothing boxed yet
+
+
+def test_the_page_opens_on_the_background_umap_once_it_is_stored(demo):
+    from studio.background_map import compute_default_map
+
+    at = page_test("explore")
+    at.run()
+    assert at.selectbox(key="explore_method").value == "pca"  # nothing computed yet: PCA, instant
+    assert compute_default_map(demo, DATASET, MODEL)
+    again = page_test("explore")
+    again.run()
+    assert not again.exception
+    assert again.selectbox(key="explore_method").value == "umap"
+    assert "read from the store" in captions(again)
+    xy = demo.projection(DATASET, MODEL, "test", "fused", "umap", 42)
+    data = chart_data(again)
+    np.testing.assert_array_equal(data["x"].to_numpy(), xy[data["i"].to_numpy(), 0])

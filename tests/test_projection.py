@@ -69,3 +69,22 @@ def test_large_tsne_warns_through_progress(monkeypatch: pytest.MonkeyPatch) -> N
     seen: list[str] = []
     project_2d(points(), "tsne", on_progress=seen.append)
     assert seen and "t-SNE" in seen[0]
+
+
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_large_maps_fit_a_sample_and_place_the_rest(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmae_core.evaluation import projection
+
+    monkeypatch.setattr(projection, "FIT_SAMPLE", 150)  # stands for 20,000 at a test's size
+    monkeypatch.setattr(projection, "PLACE_CHUNK", 100)  # several chunks of placed points
+    x = points(n=450, d=60)
+    notes: list[str] = []
+    a = project_2d(x, method, seed=3, on_progress=notes.append)
+    assert projection.fit_sample_size(method, 450) == 150 and projection.fit_sample_size("pca", 450) is None
+    assert any("sample of 150 of 450" in n for n in notes) and any("placed 300 of 300" in n for n in notes)
+    assert a.shape == (450, 2) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, project_2d(x, method, seed=3))
+    # placed points land with their own group: nearest map neighbour is in the same group
+    d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (d.argmin(1) % 3 == np.arange(450) % 3).mean() > 0.95

@@ -16,12 +16,20 @@ Why the chart is built as it is (measured by ``benchmarks/map_size.py``, see its
 * Above ``LIVELY_MAX`` points the unselected points are not faded and there are no tooltips: fading
   makes every move of the box repaint every point (0.7-1.6 s per move at 29,059 points on the busy
   test machine, 60-80 ms without, as only the box's region is repainted).
+* Above ``MAX_POINTS`` every point is still drawn, as a datashader raster under a transparent layer
+  that takes the box (``build_raster_chart``). Measured by ``benchmarks/map_render.py`` in headless
+  Chromium (README, "Map at scale"): Altair's canvas took 16.6 s to paint 200,000 points, pydeck
+  (WebGL, JSON points) longer still and its selection is by click only; the raster painted 200,000
+  and 1,000,000 points in a few seconds, and the box is resolved on the server. Below that size the
+  chart of points wins: its selection returns in 0.2-0.3 s, it has tooltips and picks points by click.
 * Box selection drags, a click picks points (shift-click adds), the wheel zooms, shift-drag pans, and
   a double-click clears. Only the selection parameter (``box`` or ``pick``) is reported to Streamlit,
   so zooming and panning never rerun the page.
 """
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.errors import NotFoundError
-from mmae_core.evaluation.projection import project_2d
+from studio import background_map
+from mmae_core.evaluation.projection import fit_sample_size, project_2d
 from store import Store
 from store.projections import ALL_SPLITS, OVERLAY
 
@@ -39,8 +48,7 @@ FUSED = "fused"
 SPLIT_ORDER = ("train", "test", "ood")
 METHOD_LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 COLOUR_BY = ("cluster", "label", "tag", "modality", "novelty")  # novelty: ui.archive.novelty_colours
-MAX_POINTS = 30_000  # the full demo (29,059 items) is drawn whole by default
-DRAW_CAPS = (5_000, 10_000, 30_000, 100_000)
+MAX_POINTS = 30_000  # up to this many points the map is a chart of points (the full demo, 29,059, fits)
 LIVELY_MAX = 5_000  # above this many points: no fading of unselected points, no tooltips
 SELECT_MODES = {"box": "Box (drag)", "pick": "Points (click, shift-click)"}
 # t-SNE/UMAP of more points than this is started by a button (it takes from tens of seconds to minutes)
@@ -132,6 +140,28 @@ def map_latents(store: Store, dataset: str, model: str, rows: MapRows) -> np.nda
         blocks.append(x)
         start += len(ids)
     return np.concatenate(blocks)
+
+
+def opening_method(store: Store, dataset: str, model: str, split: str, kind: str, seed: int) -> str:
+    """The map the page opens with: the background UMAP when it is stored for this view, else PCA."""
+    stored = kind == background_map.DEFAULT_KIND and store.projection(
+        dataset, model, split, kind, background_map.DEFAULT_METHOD, seed) is not None
+    return background_map.DEFAULT_METHOD if stored else "pca"
+
+
+def umap_on_its_way(store: Store, dataset: str, model: str, method: str, kind: str) -> bool:
+    """True when the page shows PCA while this process computes the model's default UMAP map."""
+    return method == "pca" and kind == background_map.DEFAULT_KIND and background_map.pending(store, dataset, model)
+
+
+def sample_note(method: str, points: int) -> str | None:
+    """What the page says when a t-SNE/UMAP map was fitted on a sample (``mmae_core.evaluation.projection``)."""
+    fitted = fit_sample_size(method, points)
+    if not fitted:
+        return None
+    how = "with UMAP's transform" if method == "umap" else "at their nearest sample points"
+    return (f"{method_label(method)} fitted on a sample of {fitted:,} points; the other {points - fitted:,} are "
+            f"placed on it {how}")
 
 
 def needs_button(method: str, n: int) -> bool:
@@ -249,23 +279,138 @@ def build_chart(frame: pd.DataFrame, colour_title: str, select: str = "box", hei
     return chart
 
 
-def selected_rows(state: Mapping | None, frame: pd.DataFrame, select: str) -> np.ndarray:
-    """Map rows (the ``i`` column) inside the curator's box, or the points they clicked."""
+# Vega's "tableau10" and "category20" schemes as hex, so the raster and the legend draw the same colours
+TABLEAU10 = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+             "#bab0ac")
+CATEGORY20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+              "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+              "#17becf", "#9edae5")
+RASTER_SIZE = (1000, 560)  # pixels of the rasterised map (the chart stretches it to the page's width)
+
+
+def palette(categories: list[str]) -> list[str]:
+    """One colour per colour group, cycling as Vega's ordinal scale does."""
+    scheme = TABLEAU10 if len(categories) <= 10 else CATEGORY20
+    return [scheme[i % len(scheme)] for i in range(len(categories))]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The rectangle of map coordinates a raster covers: the whole map, or the box zoomed into."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    @staticmethod
+    def of(xy: np.ndarray, margin: float = 0.02) -> "Extent":
+        ok = np.isfinite(xy).all(axis=1)
+        if not ok.any():
+            return Extent(-1.0, 1.0, -1.0, 1.0)
+        lo, hi = xy[ok].min(axis=0).astype(float), xy[ok].max(axis=0).astype(float)
+        pad = np.maximum((hi - lo) * margin, 1e-6)
+        return Extent(lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+
+
+def raster_png(frame: pd.DataFrame, extent: Extent, size: tuple[int, int] = RASTER_SIZE) -> bytes:
+    """The points of ``frame`` as a PNG (transparent background), coloured by group with datashader.
+
+    Why a raster: the browser then paints one image whatever the number of points. Measured by
+    ``benchmarks/map_render.py``: 1,000,000 points take about 0.2 s to aggregate and 0.5 s to shade on
+    the 2-core test machine, and the PNG is about 300 KB, against tens of MB of points for any chart
+    that draws each point in the browser. Colour is the groups' mix per pixel (``count_cat``), with
+    histogram-equalised alpha so dense and sparse regions both show; isolated points are spread to 2 px.
+    """
+    import datashader as ds
+    import datashader.transfer_functions as tf
+
+    cats = [str(c) for c in frame["c"].cat.categories]
+    canvas = ds.Canvas(plot_width=size[0], plot_height=size[1], x_range=(extent.x0, extent.x1),
+                       y_range=(extent.y0, extent.y1))
+    if not len(frame) or not cats:
+        img = tf.Image(np.zeros((size[1], size[0]), dtype=np.uint32))
+    else:
+        agg = canvas.points(frame, "x", "y", ds.count_cat("c"))
+        img = tf.shade(agg, color_key=dict(zip(cats, palette(cats))), how="eq_hist", min_alpha=150)
+        img = tf.dynspread(img, threshold=0.5, max_px=2)
+    buf = io.BytesIO()
+    img.to_pil().save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def build_raster_chart(frame: pd.DataFrame, colour_title: str, extent: Extent, height: int = 560,
+                       png: bytes | None = None) -> alt.LayerChart:
+    """The map for any number of points: the datashader raster, under a transparent layer that takes the
+    box selection (the same ``box`` parameter as ``build_chart``, so ``selected_rows`` reads it), and a
+    legend. Only the image and a few rows go to the browser; the selection is resolved on the server
+    against every point of ``frame``."""
+    png = raster_png(frame, extent) if png is None else png
+    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    cats = [str(c) for c in frame["c"].cat.categories]
+    scale_x = alt.Scale(domain=[extent.x0, extent.x1], nice=False, zero=False)
+    scale_y = alt.Scale(domain=[extent.y0, extent.y1], nice=False, zero=False)
+    x = alt.X("x:Q", axis=None, scale=scale_x)
+    y = alt.Y("y:Q", axis=None, scale=scale_y)
+    image = alt.Chart(pd.DataFrame({"x": [extent.x0], "x2": [extent.x1], "y": [extent.y1], "y2": [extent.y0],
+                                    "url": [url]})).mark_image(aspect=False, align="left", baseline="top").encode(
+        x=x, x2="x2:Q", y=y, y2="y2:Q", url="url:N")
+    press = "[mousedown[!event.shiftKey], window:mouseup] > window:mousemove!"
+    box = alt.selection_interval(name="box", encodings=["x", "y"], on=press, translate=press, zoom=False,
+                                 clear="dblclick")
+    corners = alt.Chart(pd.DataFrame({"x": [extent.x0, extent.x1], "y": [extent.y0, extent.y1]})).mark_point(
+        opacity=0).encode(x=x, y=y).add_params(box)
+    legend = alt.Legend(columns=2 if len(cats) > 18 else 1, symbolLimit=0, labelLimit=160, symbolOpacity=1)
+    keys = pd.DataFrame({"x": [extent.x0] * len(cats), "y": [extent.y0] * len(cats), "c": cats})
+    legend_layer = alt.Chart(keys).mark_circle(opacity=0, size=1).encode(
+        x=x, y=y, color=alt.Color("c:N", title=colour_title, legend=legend,
+                                  scale=alt.Scale(domain=cats, range=palette(cats))))
+    return alt.layer(image, corners, legend_layer).properties(
+        height=height, usermeta={"embedOptions": {"renderer": "canvas"}})
+
+
+def use_raster(points: int) -> bool:
+    """Draw a raster of every point rather than a chart of points (see the module's docstring)."""
+    return points > MAX_POINTS
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A short fingerprint of what a raster shows (positions and colour groups), to cache the image by."""
+    parts = [pd.util.hash_array(frame[c].to_numpy()).sum() for c in ("x", "y")]
+    parts.append(pd.util.hash_array(frame["c"].cat.codes.to_numpy()).sum())
+    return f"{len(frame)}:{':'.join(str(int(p)) for p in parts)}:{hash(tuple(frame['c'].cat.categories))}"
+
+
+def _selection(state: Mapping | None, select: str) -> object:
     try:
         sel = dict(state or {}).get("selection", {})
-        sel = dict(sel or {}).get(select) or {}
+        return dict(sel or {}).get(select) or {}
     except (TypeError, ValueError):
-        return np.empty(0, dtype=np.int64)
+        return {}
+
+
+def box_extent(state: Mapping | None) -> Extent | None:
+    """The curator's box in map coordinates, whatever the drag direction; None when there is none."""
+    sel = _selection(state, "box")
+    if not isinstance(sel, Mapping) or "x" not in sel or "y" not in sel:
+        return None
+    try:
+        x0, x1 = sorted(float(v) for v in sel["x"])
+        y0, y1 = sorted(float(v) for v in sel["y"])
+    except (TypeError, ValueError):
+        return None
+    return Extent(x0, x1, y0, y1)
+
+
+def selected_rows(state: Mapping | None, frame: pd.DataFrame, select: str) -> np.ndarray:
+    """Map rows (the ``i`` column) inside the curator's box, or the points they clicked."""
     if select == "box":
-        if not isinstance(sel, Mapping) or "x" not in sel or "y" not in sel:
+        box = box_extent(state)
+        if box is None:
             return np.empty(0, dtype=np.int64)
-        try:
-            x0, x1 = sorted(float(v) for v in sel["x"])
-            y0, y1 = sorted(float(v) for v in sel["y"])
-        except (TypeError, ValueError):
-            return np.empty(0, dtype=np.int64)
-        m = frame["x"].between(x0, x1).to_numpy() & frame["y"].between(y0, y1).to_numpy()
+        m = frame["x"].between(box.x0, box.x1).to_numpy() & frame["y"].between(box.y0, box.y1).to_numpy()
         return frame["i"].to_numpy()[m].astype(np.int64)
+    sel = _selection(state, select)
     points = sel if isinstance(sel, list) else []
     picked = []
     for p in points:

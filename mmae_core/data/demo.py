@@ -251,6 +251,32 @@ def _captions(
     return titles, captions
 
 
+def demo_world(seed: int) -> tuple[dict[str, object], list[np.random.SeedSequence]]:
+    """The seed's world and the seed sequences of its train, test and ood splits, in that order."""
+    world_ss, *split_ss = np.random.SeedSequence(seed).spawn(4)
+    return _world(np.random.default_rng(world_ss), RECIPE), split_ss
+
+
+def draw_items(
+    rng: np.random.Generator, world: dict[str, object], cls: np.ndarray, ood: bool
+) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """Features, titles and captions of items of classes ``cls`` (indices into ``CLASS_NAMES``).
+
+    The one rule that turns a class into an item: the demo calls it once per split, and the chunked
+    archive generator (``benchmarks/make_archive.py``) once per chunk, so both draw the same world.
+    """
+    r = RECIPE
+    protos: np.ndarray = world["prototypes"]  # type: ignore[assignment]
+    nf = r.ood_noise if ood else 1.0
+    spread = rng.standard_normal((len(cls), r.concept_dim), dtype=np.float32) * np.float32(r.within_class * nf)
+    concept = protos[cls] + spread
+    if ood:
+        concept = concept + world["ood_shift"]  # type: ignore[operator]
+    feats = _features(rng, world, concept, r, nf)
+    titles, captions = _captions(rng, cls, ood, r.misleading_captions * nf)
+    return feats, titles, captions
+
+
 def make_demo(name: str = "demo", seed: int = 42, scale: float = 1.0) -> FeatureSet:
     """The synthetic LUMA-shaped demo set; same ``(seed, scale)`` gives identical arrays and text.
 
@@ -259,11 +285,7 @@ def make_demo(name: str = "demo", seed: int = 42, scale: float = 1.0) -> Feature
     """
     if not (0 < scale <= 10):
         raise ConfigError(f"the demo scale must be above 0 and at most 10 (got {scale}); use 1 for the LUMA-sized set.")
-    r = RECIPE
-    ss = np.random.SeedSequence(seed)
-    world_ss, *split_ss = ss.spawn(4)
-    world = _world(np.random.default_rng(world_ss), r)
-    protos: np.ndarray = world["prototypes"]  # type: ignore[assignment]
+    world, split_ss = demo_world(seed)
     n_tr, n_te, ood_counts = _counts(scale)
     k = len(CLASS_NAMES)
     plan = {
@@ -275,14 +297,7 @@ def make_demo(name: str = "demo", seed: int = 42, scale: float = 1.0) -> Feature
     for (sname, cls), sseq in zip(plan.items(), split_ss):
         rng = np.random.default_rng(sseq)
         cls = cls[rng.permutation(len(cls))]
-        is_ood = sname == "ood"
-        nf = r.ood_noise if is_ood else 1.0
-        spread = rng.standard_normal((len(cls), r.concept_dim), dtype=np.float32) * np.float32(r.within_class * nf)
-        concept = protos[cls] + spread
-        if is_ood:
-            concept = concept + world["ood_shift"]  # type: ignore[operator]
-        feats = _features(rng, world, concept, r, nf)
-        titles, captions = _captions(rng, cls, is_ood, r.misleading_captions * nf)
+        feats, titles, captions = draw_items(rng, world, cls, sname == "ood")
         ids = np.array([f"{name}-{sname}-{i:06d}" for i in range(len(cls))], dtype=object)
         labels = np.array([CLASS_NAMES[c] for c in cls], dtype=object)
         meta = pd.DataFrame({"title": titles, "caption": captions})

@@ -1,0 +1,175 @@
+"""Which map component lets a curator see and box-select every item of a 1,000,000-item archive?
+
+Why: the Explore page drew at most 100,000 points with Altair, whose canvas took 8.2 s to paint 200,000
+points and 2.3 s to return a box selection. The goal is paint <= 2 s and selection <= 0.5 s at
+200,000 points, and a usable map at 1,000,000. Candidates, each served by its own tiny Streamlit
+script (one server, ``?cand=...&n=...``) and measured in headless Chromium with Playwright:
+
+* ``altair``: today's chart, ``ui.maps.build_chart`` with every point (canvas renderer, box selection);
+* ``pydeck``: ``st.pydeck_chart`` with a ScatterplotLayer in an OrthographicView and
+  ``on_select="rerun"``, ``selection_mode="multi-object"``. Streamlit's pydeck selection is by click
+  only (no box), so its "selection" is a click on the middle of the map;
+* ``datashader``: ``ui.maps.build_raster_chart``: the points rasterised on the server by datashader into
+  one PNG, under a transparent Altair layer that takes the box, resolved on the server.
+
+(The Embedding Atlas component was not measured: it is not installed here and would be a second
+front-end stack; the three above cover "points in the browser" on canvas and on WebGL, and "a raster".)
+
+Measured per (candidate, points):
+
+* **paint**: from navigation to the chart's area showing the map (a screenshot of the chart element
+  polled until at least 3% of its pixels differ from the background; the poll adds up to ~0.2 s);
+  the server's work (building the chart, datashader) is inside this time, the synthetic map is cached;
+* **selection**: from releasing the drawn box (pydeck: the click) to the page printing the number of
+  selected items (the Streamlit rerun round trip; for the raster this includes re-sending the image).
+
+Usage: ``.venv/bin/python benchmarks/map_render.py [--sizes 29059,200000,1000000] [--cands altair,pydeck,datashader]``
+Prints a Markdown table. Chromium: ``/usr/bin/chromium`` (headless, software rendering, no GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.map_size import CHROMIUM, _table, drag_box, select_and_wait, streamlit_server  # noqa: E402
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--enable-unsafe-swiftshader"]
+TIMEOUT_MS = 300_000
+
+APP = '''
+import numpy as np
+import pandas as pd
+import streamlit as st
+from benchmarks.map_size import synthetic
+from ui import maps
+
+st.set_page_config(layout="wide")
+n = int(st.query_params.get("n", 1000))
+cand = st.query_params.get("cand", "altair")
+
+
+@st.cache_resource
+def data(n):
+    xy, groups = synthetic(n)
+    frame, _ = maps.map_frame(xy, groups, max_points=n)
+    return xy, frame
+
+
+xy, frame = data(n)
+if cand == "pydeck":
+    import pydeck as pdk
+
+    cats = [str(c) for c in frame["c"].cat.categories]
+    rgb = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in maps.palette(cats)], dtype=np.uint8)
+    codes = frame["c"].cat.codes.to_numpy()
+    df = pd.DataFrame({"x": frame["x"], "y": frame["y"], "r": rgb[codes, 0], "g": rgb[codes, 1], "b": rgb[codes, 2]})
+    layer = pdk.Layer("ScatterplotLayer", data=df, id="points", get_position=["x", "y"], get_fill_color=["r", "g", "b"],
+                      get_radius=2, radius_units="pixels", pickable=True, opacity=0.7)
+    ext = maps.Extent.of(xy)
+    view = pdk.ViewState(target=[(ext.x0 + ext.x1) / 2, (ext.y0 + ext.y1) / 2, 0], zoom=3.5)
+    deck = pdk.Deck(layers=[layer], views=[pdk.View("OrthographicView", controller=True)], initial_view_state=view,
+                    map_provider=None)
+    state = st.pydeck_chart(deck, on_select="rerun", selection_mode="multi-object", key="map", height=560)
+    got = state.selection.get("indices", {}).get("points", []) if state else []
+    st.markdown(f"Selection: {len(got)} items")
+    st.stop()
+if cand == "datashader":
+    png = st.cache_resource(lambda n: maps.raster_png(frame, maps.Extent.of(xy)))(n)  # as the page caches it
+    chart = maps.build_raster_chart(frame, "label", maps.Extent.of(xy), png=png)
+else:
+    chart = maps.build_chart(frame, "label", "box")
+state = st.altair_chart(chart, on_select="rerun", selection_mode=["box"], key="map")
+st.markdown(f"Selection: {len(maps.selected_rows(state, frame, 'box'))} items")
+'''
+
+CHART = {"pydeck": '[data-testid="stDeckGlJsonChart"]', "altair": '[data-testid="stVegaLiteChart"]',
+         "datashader": '[data-testid="stVegaLiteChart"]'}
+
+
+def _painted(png: bytes) -> float:
+    """Share of the screenshot's pixels that are not the (white) page background."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return float((np.abs(a - 255).sum(axis=2) > 30).mean())
+
+
+def _wait_painted(page, selector: str, timeout_s: float) -> bool:
+    end = time.perf_counter() + timeout_s
+    while time.perf_counter() < end:
+        loc = page.locator(selector).first
+        try:
+            if loc.count() and _painted(loc.screenshot(timeout=5_000, animations="disabled")) > 0.03:
+                return True
+        except Exception:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def measure(page, base: str, cand: str, n: int) -> dict:
+    row: dict = {"component": cand, "points": n, "paint_s": math.nan, "selection_s": math.nan}
+    t0 = time.perf_counter()
+    page.goto(f"{base}/?cand={cand}&n={n}", timeout=TIMEOUT_MS)
+    if not _wait_painted(page, CHART[cand], TIMEOUT_MS / 1000):
+        return row
+    row["paint_s"] = time.perf_counter() - t0
+    page.get_by_text("Selection: 0 items").wait_for(timeout=TIMEOUT_MS)
+    box = page.locator(CHART[cand]).first.bounding_box()
+    cx, cy = box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2
+    if cand == "pydeck":
+        row["selection_s"] = select_and_wait(page, lambda: page.mouse.move(cx, cy), lambda: page.mouse.click(cx, cy))
+    else:
+        row["selection_s"] = select_and_wait(page, lambda: drag_box(page, cx, cy, 120, 80, 10))
+    row["selected"] = ("no selection came back" if math.isnan(row["selection_s"])
+                       else page.get_by_text("Selection:").inner_text())
+    return row
+
+
+def run(sizes: list[int], cands: list[str]) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    # pydeck sends its points as JSON: at 1M points that exceeds Streamlit's default 200 MB message limit
+    with streamlit_server(APP, "--server.maxMessageSize", "1000") as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        for cand in cands:  # warm-up: Streamlit's start, imports and datashader's numba compile
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            measure(page, base, cand, 500)
+            page.close()
+        for n in sizes:
+            for cand in cands:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                row = measure(page, base, cand, n)
+                print(row, file=sys.stderr, flush=True)
+                rows.append(row)
+                page.close()
+        browser.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="29059,200000,1000000")
+    ap.add_argument("--cands", default="datashader,altair,pydeck")
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} is not installed; install Chromium to run this benchmark.", file=sys.stderr)
+        return 2
+    rows = run([int(s) for s in args.sizes.split(",")], args.cands.split(","))
+    print(_table(rows, [("component", "component"), ("points", "points"), ("paint_s", "paint (s)"),
+                        ("selection_s", "selection round trip (s)"), ("selected", "page shows")]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
