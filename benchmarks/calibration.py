@@ -1,4 +1,4 @@
-"""Check the demo's calibration (PRODUCT.md §6) and the real set with plain scikit-learn.
+"""Check the demo's calibration and the real set with plain scikit-learn.
 
 Deliberately independent of ``mmae_core``'s own baselines: if those ever drift, this table still shows
 what unimodal and fused PCA+KMeans give on the data itself. Per the paper, every feature is

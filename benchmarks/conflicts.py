@@ -1,4 +1,4 @@
-"""How well the disagreement score finds items whose modalities do not belong together (issue 6, part 4).
+"""How well the disagreement score finds items whose modalities do not belong together.
 
 Protocol: train on the clean train split; in the test split, 10% of the items (seeded) get one
 modality (drawn uniformly) replaced by that modality of a test item of another class. Every test

@@ -1,4 +1,4 @@
-"""Time the full evaluation grid on a demo-sized test split (PRODUCT.md §3; target < 15 s, aim 5 s).
+"""Time the full evaluation grid on a demo-sized test split (target < 15 s, aim 5 s).
 
 Full grid: 3 unimodal PCAs + fused PCA + MCCA + MMAE, k in {30, 40, 42, 50, 60}, 4,200 test items,
 every metric. The data are the built-in demo (``mmae_core.data.demo.make_demo``: train 21,000 / test

@@ -1,4 +1,4 @@
-"""How fast and how lean a LUMA-sized feature set loads, per upload layout (PRODUCT.md §5).
+"""How fast and how lean a LUMA-sized feature set loads, per upload layout.
 
 Generates 29,059 items (train 21,000 / test 4,200 / ood 3,859; image 50, audio 1024, text 768 dims,
 about 214 MB of float32) in a temp folder, in the npz layout, the npy-folder layout, a zip of the

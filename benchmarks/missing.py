@@ -1,4 +1,4 @@
-"""Missing-rate sweep (issue 6, part 2): how clustering holds up when items lose modalities.
+"""Missing-rate sweep: how clustering holds up when items lose modalities.
 
 At each rate (0, 20, 50, 80%) that share of the items, in train *and* test, loses a uniformly drawn
 non-empty proper subset of its modalities (every item keeps at least one; seeded). Then, at one k

@@ -1,4 +1,4 @@
-"""AUROC of the novelty score, measured two ways (issue 6, part 3).
+"""AUROC of the novelty score, measured two ways.
 
 1. **OOD split**: test items (normal) against the OOD split (novel). The demo only; the UCI digits
    have no OOD split.

@@ -12,7 +12,7 @@ With several seeds, each training seed's model is evaluated with that seed too (
 the default), so the KMeans starts of every method change with it: the baselines get a mean over
 seeds like the MMAE, and each seed's verdict compares methods of one evaluation. On 500 test digits
 one KMeans draw of fused PCA moves by more than 0.2 ARI with the seed, so setting the MMAE's mean against
-a single draw of the baselines (``--eval-seed fixed``, how session 9 measured) misleads either way.
+a single draw of the baselines (``--eval-seed fixed``) misleads either way.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cross-modal search, measured (issue 5): retrieval quality of the aligned preset vs the paper preset, the
+"""Cross-modal search, measured: retrieval quality of the aligned preset vs the paper preset, the
 fused latents' clustering vs MCCA, and query latency at archive size.
 
 ``--part quality`` (per dataset: the full demo and the real UCI digits sets ``mfeat`` and

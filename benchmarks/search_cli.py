@@ -1,4 +1,4 @@
-"""Cross-modal search from the command line at archive size (issue 5: a query on 1M stored latents).
+"""Cross-modal search from the command line at archive size (a query on 1M stored latents).
 
 Each ``python -m mmae_core search`` is a new process, so without help it would rebuild the index of
 the target latents on every call (19-44 s at 1M on this machine). The first call builds it and saves

@@ -90,7 +90,7 @@ def preset(name: str, **overrides: object) -> TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Baselines and metrics over a k grid (PRODUCT.md §3)."""
+    """Baselines and metrics over a k grid."""
 
     k_grid: tuple[int, ...] = DEFAULT_K_GRID
     split: str = "test"

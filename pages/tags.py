@@ -234,7 +234,7 @@ else:
 with st.expander("Propose tags again (another k or split)"):
     propose_form(first=False)
 
-# -- items whose modalities disagree (issue 6): a caption or soundtrack that belongs to something else ----------
+# -- items whose modalities disagree: a caption or soundtrack that belongs to something else ----------
 st.subheader("Items whose modalities disagree")
 # Off until asked for: the scores take seconds on a demo-sized split and depend on the tags, so
 # computing them on every rerun would put them behind every tag decision (target 0.5 s).

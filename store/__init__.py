@@ -1,5 +1,5 @@
 """The MMAE Studio store: datasets, models, latents, runs, proposals, tags and their audit trail in one
-DuckDB file (PRODUCT.md §7). Use ``Store``; ``export`` writes the tagged catalog as CSV/Parquet/JSON."""
+DuckDB file. Use ``Store``; ``export`` writes the tagged catalog as CSV/Parquet/JSON."""
 from mmae_core.errors import NotFoundError, StoreError
 
 from .api import DEFAULT_FILE, Store, default_path

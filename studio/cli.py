@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replace", action="store_true", help="replace an existing dataset of that name (a backup is kept)")
     s.set_defaults(fn=cmd_demo)
 
-    s = add("import", "register a dataset from files, a zip or a folder (PRODUCT.md §5 layouts)")
+    s = add("import", "register a dataset from files, a zip or a folder")
     s.add_argument("path")
     s.add_argument("--name", required=True)
     s.add_argument("--replace", action="store_true", help="replace an existing dataset of that name (a backup is kept)")
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------- cross-modal search (issue 5)
+# ---------------------------------------------------------------- cross-modal search
 
 def cmd_search_eval(args: argparse.Namespace) -> int:
     from studio.pipeline import resolve_model
@@ -507,7 +507,7 @@ SPACE_HELP = ("where latents are compared: shared (default; the directions the m
 
 
 def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
-    """``search-eval`` and ``search`` (cross-modal search, issue 5)."""
+    """``search-eval`` and ``search`` (cross-modal search)."""
     from mmae_core.search.retrieval import METRICS
     from studio.search import BASELINES, DEFAULT_METRIC, DEFAULT_SPACE, SPACES
 
@@ -543,7 +543,7 @@ def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.Argu
 
 
 
-# ---------------------------------------------------------------- archives: novelty and conflicts (issue 6)
+# ---------------------------------------------------------------- archives: novelty and conflicts
 
 def cmd_novelty(args: argparse.Namespace) -> int:
     """Rank items by novelty; JSON: a list of {item_id, split, score, recon, distance, nearest}."""
@@ -632,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-# ---------------------------------------------------------------- reliability (issue 4)
+# ---------------------------------------------------------------- reliability
 
 def _resource_failure(e: BaseException) -> int:
     """Out of memory or disk is the machine, not a bug: one sentence and exit 1; anything else stays a bug (2)."""

@@ -183,7 +183,7 @@ def test_server_paths_stay_under_the_root(tmp_path):
 
 
 def test_upload_of_tables_with_absent_ids_reports_missing_and_an_empty_item_is_refused(empty_store, app):
-    """Parquet/CSV per modality: an item_id absent from one file is a missing modality (issue 6); an
+    """Parquet/CSV per modality: an item_id absent from one file is a missing modality; an
     item listed in the items table but in no feature file is refused with one sentence."""
     import pandas as pd
 

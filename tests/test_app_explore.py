@@ -170,7 +170,7 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
     assert len(chart_data(at)) == 150 and len(demo.projections(DATASET, MODEL)) == 1
 
 
-# -- novelty (issue 6) ----------------------------------------------------------------------------------
+# -- novelty ----------------------------------------------------------------------------------
 def test_colour_by_novelty_bands_every_point_against_the_train_split(demo):
     from studio.archive import NOVELTY_BANDS, novelty_scores
 

@@ -1,4 +1,4 @@
-"""The synthetic demo set (PRODUCT.md §6): deterministic, LUMA-shaped, with text to name tags from, and
+"""The synthetic demo set: deterministic, LUMA-shaped, with text to name tags from, and
 calibrated so unimodal PCA+KMeans lands near the paper's Table II."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every accepted layout loads into the same FeatureSet (PRODUCT.md §5), including missing rows."""
+"""Every accepted layout loads into the same FeatureSet, including missing rows."""
 from __future__ import annotations
 
 import io

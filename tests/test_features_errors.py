@@ -1,4 +1,4 @@
-"""Every validation error of the loader is a DataError: one sentence that names the file (PRODUCT.md §5)."""
+"""Every validation error of the loader is a DataError: one sentence that names the file."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""Loading never unpickles, and a zip cannot write outside its folder or blow up memory (PRODUCT.md §5)."""
+"""Loading never unpickles, and a zip cannot write outside its folder or blow up memory."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Missing modalities end to end: every §5 layout, the import summary, refusal of empty items, the
+"""Missing modalities end to end: every upload layout, the import summary, refusal of empty items, the
 store round trip, training with missing rows and encoding from every subset of modalities."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``search-eval`` and ``search`` end to end (issue 5): the JSON contract, results that match a brute-force
+"""``search-eval`` and ``search`` end to end: the JSON contract, results that match a brute-force
 ranking of the stored latents, vector queries encoded with the model's standardization, and every bad
 input as one line on stderr with exit code 1 and nothing on stdout."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Streamlit glue for the archive views (issue 6): novelty on Explore, conflicting modalities on Tags.
+"""Streamlit glue for the archive views: novelty on Explore, conflicting modalities on Tags.
 
 The scores come from ``studio.archive`` (the same functions as the CLI's ``novelty`` and
 ``conflicts``). They depend on the model and on the curator's tags and proposals, so the cache key is

@@ -1,4 +1,4 @@
-"""Items whose modalities disagree: a caption or a soundtrack that belongs to something else (PRODUCT.md §4).
+"""Items whose modalities disagree: a caption or a soundtrack that belongs to something else.
 
 For each item and each modality m it has, the per-modality latent z_m = E_m(x_m) is compared with the
 reference groups (accepted tags, else proposed clusters; see ``archive.reference_groups``) *in that

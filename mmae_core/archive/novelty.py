@@ -1,4 +1,4 @@
-"""Novelty: how badly an item fits what the model and the curator already know (PRODUCT.md §4).
+"""Novelty: how badly an item fits what the model and the curator already know.
 
 Two signals, both measured against the *train split* (the material the model was fitted on):
 

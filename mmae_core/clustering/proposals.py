@@ -1,6 +1,6 @@
 """Proposed tags: clusters of the latents, each with a size, a cohesion, a name and examples.
 
-A curator walks through these on the Tags page (PRODUCT.md §4, §8.5). Choices made for them:
+A curator walks through these on the Tags page. Choices made for them:
 
 * Clustering (``method``): ``kmeans`` is the evaluation grid's KMeans (same seeding, same ``n_init``),
   so the proposal set at k is exactly the clustering whose metrics the Compare page shows for the

@@ -1,6 +1,6 @@
 """Turning one split's files into a ``Split``: align rows, ids, labels and the items table.
 
-Two alignments exist (PRODUCT.md §5). Arrays (``.npy``/``.npz``) carry no ids, so everything about a
+Two alignments exist. Arrays (``.npy``/``.npz``) carry no ids, so everything about a
 split lines up by position. Parquet/CSV feature tables carry ``item_id``, so their rows are matched
 by id, and an item missing from one modality's table becomes an all-NaN row there. A split must use
 one kind, since position and id cannot both be the key.

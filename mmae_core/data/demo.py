@@ -1,4 +1,4 @@
-"""The built-in synthetic demo dataset (PRODUCT.md §6).
+"""The built-in synthetic demo dataset.
 
 LUMA itself is not redistributable, so the demo imitates its *shape* (50 named classes, 420/84 items
 per class in train/test, an OOD split of 3,859 items, image 50-d / audio 1024-d / text 768-d) and its

@@ -1,4 +1,4 @@
-"""Loading a feature set from files: a folder, a zip, a single file or a browser upload (PRODUCT.md §5).
+"""Loading a feature set from files: a folder, a zip, a single file or a browser upload.
 
 Every entry point ends in the same path (plan the layout from file names, load split by split,
 check the splits against each other, ``FeatureSet.validate``), so an upload, a server-side folder

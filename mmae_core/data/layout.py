@@ -1,4 +1,4 @@
-"""Recognising which file is what in an uploaded folder, zip or set of files (PRODUCT.md §5).
+"""Recognising which file is what in an uploaded folder, zip or set of files.
 
 Classification works on relative path names only, before any byte is read, so a zip can be planned
 (and only the members we will use extracted) and an upload can be checked for unknown or conflicting

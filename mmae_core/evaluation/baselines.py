@@ -1,4 +1,4 @@
-"""Linear baselines the MMAE is compared with (PRODUCT.md §3): unimodal PCA and fused PCA.
+"""Linear baselines the MMAE is compared with: unimodal PCA and fused PCA.
 
 Inputs are feature dicts already standardized with the train split's statistics (``Standardizer``),
 so every feature has mean 0 and variance 1 on train. The estimators follow scikit-learn's contract

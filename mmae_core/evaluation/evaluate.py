@@ -1,4 +1,4 @@
-"""The k-grid comparison (PRODUCT.md §3): unimodal PCA, fused PCA, MCCA and the MMAE, one tidy table.
+"""The k-grid comparison: unimodal PCA, fused PCA, MCCA and the MMAE, one tidy table.
 
 Protocol, as in the paper: every representation is fitted on the train split (PCA, MCCA), the split
 being evaluated (``cfg.split``, the test split by default) is projected, and KMeans runs on that

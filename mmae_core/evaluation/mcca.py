@@ -1,4 +1,4 @@
-"""Regularized multiset CCA (MCCA), the linear multiview baseline analysts expect (PRODUCT.md §3).
+"""Regularized multiset CCA (MCCA), the linear multiview baseline analysts expect.
 
 Formulation (MAXVAR/SUMCOR-style generalized eigenproblem, Kettenring 1971; Nielsen 2002):
 

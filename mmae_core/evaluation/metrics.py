@@ -1,4 +1,4 @@
-"""Clustering metrics (PRODUCT.md §3): Silhouette, ARI, NMI, Calinski-Harabasz, Davies-Bouldin.
+"""Clustering metrics: Silhouette, ARI, NMI, Calinski-Harabasz, Davies-Bouldin.
 
 Silhouette is the expensive one (O(n^2)); the evaluation grid scores five k values on the same
 representation, so it computes the pairwise distance matrix once and reuses it for every k

@@ -1,4 +1,4 @@
-"""2-D maps of a representation for the Explore page (PRODUCT.md §8.4): PCA, t-SNE, UMAP.
+"""2-D maps of a representation for the Explore page: PCA, t-SNE, UMAP.
 
 Every map is a pure function of (data, method, seed): the same call gives the same picture, which a
 curator needs to find "that island" again after a rerun. That is why t-SNE runs its gradient with one

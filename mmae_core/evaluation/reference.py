@@ -1,6 +1,6 @@
 """The paper's reported numbers (Tables II, III, IV of /work/shared/paper.txt) as reference rows.
 
-They are shown beside our own grid (PRODUCT.md §3) in the same columns, so an analyst can compare
+They are shown beside our own grid in the same columns, so an analyst can compare
 like with like; ``source='paper'`` and ``table`` mark them. The paper does not say which k Table II
 used, so its rows have k = NaN and a note saying so; all three tables are on the LUMA test split.
 """

@@ -1,4 +1,4 @@
-"""Checkpoints: one file that restores a trained model without executing any code (PRODUCT.md §2).
+"""Checkpoints: one file that restores a trained model without executing any code.
 
 The file is ``torch.save`` of a dict of plain containers (dict, list, str, int, float, bool, None)
 and tensors only, read back with ``torch.load(weights_only=True)``: its restricted unpickler refuses

@@ -1,4 +1,4 @@
-"""The multimodal autoencoder (PRODUCT.md §2): one encoder and one decoder per modality, fused by a mean.
+"""The multimodal autoencoder: one encoder and one decoder per modality, fused by a mean.
 
 Missing modalities are handled by *row indices*, not by masking values: encoder m only ever sees the
 rows that have m (so BatchNorm statistics are never polluted by the zeros that stand in for missing

@@ -1,4 +1,4 @@
-"""Per-feature standardization fitted on the train split (PRODUCT.md §2).
+"""Per-feature standardization fitted on the train split.
 
 The statistics travel with every model (inside its checkpoint) so that latents of new uploads are
 computed on exactly the scale the model was trained on. Missing rows (all NaN) are ignored when

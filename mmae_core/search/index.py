@@ -1,4 +1,4 @@
-"""The nearest-neighbour index behind cross-modal search (issue 5: a query on 1M latents in < 100 ms).
+"""The nearest-neighbour index behind cross-modal search (a query on 1M latents in < 100 ms).
 
 Why faiss, and why two kinds of index (measured by ``benchmarks/retrieval.py`` on this project's
 2-core machine, see the README's "Cross-modal search"):

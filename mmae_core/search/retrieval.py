@@ -1,4 +1,4 @@
-"""Cross-modal search over stored latents, and how well it works (PRODUCT.md §4, issue 5).
+"""Cross-modal search over stored latents, and how well it works.
 
 A curator's question "show me the items that sound like this one" is a nearest-neighbour query of
 one modality's latent against another modality's latents (or the fused ones). This module is that

@@ -1,7 +1,7 @@
 """Three curators tag the same dataset at the same moment through one running dashboard, in a real
 browser (Debian's Chromium: one browser, three contexts, so three Streamlit sessions with their own
-websocket and session state). Issue 3 item 9 (two sessions at once lose nothing and see each other's
-decisions on a rerun) and issue 4's load case (3 browser sessions; every decision is in the store).
+websocket and session state): two sessions at once lose nothing and see each other's decisions on a
+rerun, and under the load of three browser sessions every decision reaches the store.
 
 Each session types its own curator name, opens Tags, accepts two proposals of its own and moves one
 item of its second proposal to a new tag. The three sessions wait for each other before every
