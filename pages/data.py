@@ -12,7 +12,7 @@ import streamlit as st
 
 from mmae_core.errors import StoreError
 from mmae_core.data.features import load_files, load_path
-from studio.pipeline import check_name
+from store.common import check_dataset_name
 from ui import state
 from ui.widgets import (
     dataset_summary,
@@ -37,7 +37,7 @@ root = state.data_root()
 
 def check_target(name: str, replace: bool) -> str:
     """The checked dataset name; an existing one needs 'Replace it'."""
-    name = check_name(name, "dataset")
+    name = check_dataset_name(name)
     if name in store.dataset_names() and not replace:
         raise StoreError(
             f"A dataset named '{name}' is already in the store; tick 'Replace it' (the old one is kept as a backup) or choose another name."
@@ -130,7 +130,7 @@ attempt_key = (source, str(st.session_state.get("data_path", "")), repr(files_ke
 if st.button("Import", type="primary", disabled=loader is None, icon=":material/upload:"):
     with st.spinner("Reading and checking the files…"):
         # Every refusal at once: the name and the files are checked independently, nothing is written.
-        as_named = attempt(lambda: check_name(name, "dataset")).value or "upload"  # a bad name is the first step's refusal
+        as_named = attempt(lambda: check_dataset_name(name)).value or "upload"  # a bad name is the first step's refusal
         (target, fs), problems = refusals(lambda: check_target(name, replace), lambda: loader(as_named))
     st.session_state[PROBLEMS] = (attempt_key, problems)
     if not problems:

@@ -168,7 +168,7 @@ with st.container(border=True):
     def accept_one() -> None:
         c = int(st.session_state["tags_cluster"])  # the proposal shown when the button was pressed
         name = (st.session_state.get("tags_accept_name") or "").strip()
-        if run_decision(lambda: store.accept_unique(dataset, model, c, curator, name or None)):
+        if run_decision(lambda: store.accept(dataset, model, c, curator, name or None)):
             st.session_state["tags_accept_name"] = ""
 
     def reject_one() -> None:
@@ -214,7 +214,7 @@ else:
         def rename() -> None:
             old = st.session_state.get("tags_rename_old")
             new = st.session_state.get("tags_rename_new") or ""
-            if run_decision(lambda: store.rename_unique(dataset, str(old), new, curator)):
+            if run_decision(lambda: store.rename(dataset, str(old), new, curator)):
                 st.session_state["tags_rename_new"] = ""
 
         st.button("Rename", key="tags_rename_go", disabled=not can_decide, on_click=rename)

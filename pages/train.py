@@ -18,7 +18,8 @@ import streamlit as st
 from mmae_core.config import PRESETS, TrainConfig, preset
 from mmae_core.errors import ConfigError
 from studio.jobs import JobView
-from studio.pipeline import check_name, register_checkpoint
+from store.common import check_name
+from studio.pipeline import register_checkpoint
 from ui import state
 from ui.widgets import dataset_summary, download_button, fmt_seconds, need_dataset, run_action
 
@@ -67,7 +68,7 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         cfg = preset(name, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), latent=int(latent),
                      device=device, modality_dropout=float(dropout), align_weight=float(align),
                      weight_decay=float(decay), early_stopping=int(patience))
-        chosen = check_name(model_name, "model") if model_name.strip() else None
+        chosen = check_name(model_name, "model name") if model_name.strip() else None
     except ConfigError as err:
         st.error(str(err))
         return None, None

@@ -27,6 +27,7 @@ from . import proposals as _proposals
 from . import runs as _runs
 from . import schema as _schema
 from . import tags as _tags
+from .common import dataset_id
 from .db import Database
 
 DEFAULT_FILE = "mmae_studio.duckdb"
@@ -258,20 +259,7 @@ class Store:
         return self._db.read(lambda con: _tag_batch.hand_tagged_in(con, dataset, model, clusters, min_purity))
 
     def tag_exists(self, dataset: str, name: str) -> bool:
-        from . import tag_batch as _tag_batch
-        return self._db.read(lambda con: _tag_batch.tag_exists(con, dataset, name))
-
-    def rename_unique(self, dataset: str, old: str, new: str, curator: str) -> dict:
-        """``rename`` that refuses a new name another tag already has (use ``merge`` for that)."""
-        from . import tag_batch as _tag_batch
-        return self._db.write(lambda con: _tag_batch.rename_unique(con, dataset, old, new, curator))
-
-    def accept_unique(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None, *,
-                      manual: str = "keep") -> dict:
-        """``accept`` that refuses a new name another tag already has (use ``merge`` for that)."""
-        from . import tag_batch as _tag_batch
-        return self._db.write(
-            lambda con: _tag_batch.accept_unique(con, dataset, model, cluster, curator, name, manual))
+        return self._db.read(lambda con: _tags.tag_exists(con, dataset_id(con, dataset), name))
 
     # -- background jobs (store/jobs.py; used by studio.jobs) ---------------------------------
     def add_job(self, dataset: str, kind: str, config: dict, pid: int, host: str, status: str = "queued",

@@ -1,14 +1,13 @@
-"""Tag decisions on many items or clusters at once, and name checks that refuse silent merges.
+"""Tag decisions on many items or clusters at once.
 
 A curator who box-selects 300 points on the map, or accepts every proposal above a purity, makes
 *one* decision: it must be one transaction, one line in the audit trail and one step of undo. These
 functions build on ``store.tags``' snapshot machinery (the ``before`` of an event holds the exact
 prior rows), so ``undo`` takes a batch back exactly, like any single decision.
 
-``rename_unique`` and ``accept_unique`` are what the dashboard calls: renaming a tag to a name that
-already exists, or accepting a cluster under the name of another tag, would quietly merge two tags.
-The dashboard offers Merge for that on purpose, so these refuse it in one sentence, checked in the
-same transaction as the change (no other session can slip the name in between).
+Renaming a tag onto another tag's name, or accepting a cluster under it, would quietly merge two
+tags: ``store.tags.rename`` and ``accept`` refuse that themselves, for the CLI and the dashboard
+alike, in the same transaction as the change.
 """
 from __future__ import annotations
 
@@ -30,10 +29,6 @@ def _shown(names: list[str]) -> str:
     return text + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
-def _tag_items(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> int:
-    return int(one(con, "SELECT count(*) FROM tags WHERE dataset_id = ? AND tag = ?", [ds_id, tag])[0])
-
-
 def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[object], tag: str | None,
               curator: str, existing: bool = False) -> dict:
     """Tag every item in ``item_ids`` as ``tag`` by hand (``None`` removes their tags): one event.
@@ -46,7 +41,7 @@ def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[o
     ids = list(dict.fromkeys(str(i) for i in item_ids))
     if not ids:
         raise StoreError("No items are selected; select at least one item to tag.")
-    with registered(con, "_keys", _tags._keys_block(ids)):
+    with registered(con, "_keys", _tags.keys_block(ids)):
         unknown = one(
             con,
             "SELECT min(k.item_id), count(*) FROM _keys k ANTI JOIN items i ON i.dataset_id = ? AND i.item_id = k.item_id",
@@ -56,7 +51,7 @@ def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[o
             more = f" (and {unknown[1] - 1} more)" if unknown[1] > 1 else ""
             raise NotFoundError(f"Dataset '{dataset}' has no item '{unknown[0]}'{more}; check the ids in the catalog.")
         before = {"keys": sorted(ids), "proposals": [], "tags": _tags.tag_rows(con, ds_id)}
-        _tags._delete_keys(con, ds_id)
+        _tags.delete_keys(con, ds_id)
         if tag is not None:
             con.execute(
                 "INSERT INTO tags SELECT ?, item_id, ?, 'manual', NULL, NULL, NULL, ?, ? FROM _keys",
@@ -70,7 +65,7 @@ def set_items(con: duckdb.DuckDBPyConnection, dataset: str, item_ids: Iterable[o
         summary += f" (previous tags: {_shown(previous)})"
     payload = {"summary": summary, "tags": list(dict.fromkeys([*previous, *([tag] if tag else [])])),
                "tag": tag, "items": n, "item_ids": ids[:50], "previous": previous}
-    eid = _tags._event(con, ds_id, "set_item", curator, payload, before)
+    eid = _tags.event(con, ds_id, "set_item", curator, payload, before)
     return {"event": eid, "items": n, "tag": tag, "summary": summary}
 
 
@@ -95,7 +90,7 @@ def _chosen(con: duckdb.DuckDBPyConnection, set_id: int, model: str, clusters: I
         if not chosen:
             raise StoreError("No proposals were chosen; pick at least one proposal to accept.")
         for c in chosen:
-            _tags._proposal(con, set_id, c, model)  # a sentence for an unknown cluster
+            _tags.proposal(con, set_id, c, model)  # a sentence for an unknown cluster
     return chosen
 
 
@@ -111,7 +106,7 @@ def hand_tagged_in(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clu
     keys = [r[0] for r in con.execute(
         "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster)", [set_id, chosen],
     ).fetchall()]
-    with registered(con, "_keys", _tags._keys_block(keys)):
+    with registered(con, "_keys", _tags.keys_block(keys)):
         rows = [r for r in _tags.tag_rows(con, ds_id) if r["source"] == "manual"]
     return {"items": len(rows), "tags": sorted({r["tag"] for r in rows})}
 
@@ -137,11 +132,11 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
         [set_id, chosen],
     ).fetchall()]
     keys, kept = _tags.accept_keys(con, ds_id, every, manual)
-    before = {"keys": keys, "proposals": _tags._proposal_state(con, [(set_id, c) for c in chosen])}
-    with registered(con, "_keys", _tags._keys_block(keys)):
+    before = {"keys": keys, "proposals": _tags.proposal_state(con, [(set_id, c) for c in chosen])}
+    with registered(con, "_keys", _tags.keys_block(keys)):
         before["tags"] = _tags.tag_rows(con, ds_id)
         replaced = sum(r["source"] == "manual" for r in before["tags"])
-        _tags._delete_keys(con, ds_id)
+        _tags.delete_keys(con, ds_id)
         con.execute(
             "INSERT INTO tags SELECT ?, a.item_id, coalesce(p.tag, p.name), 'proposal', ?, a.set_id, a.cluster, ?, ? "
             "FROM assignments a JOIN proposals p ON p.set_id = a.set_id AND p.cluster = a.cluster "
@@ -158,38 +153,6 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
     payload = {"summary": summary, "tags": list(dict.fromkeys(names)), "model": model, "set_id": set_id,
                "clusters": chosen, "items": len(keys), "min_purity": min_purity, "manual": manual,
                "kept_manual": len(kept), "replaced_manual": replaced}
-    eid = _tags._event(con, ds_id, "accept", curator, payload, before)
+    eid = _tags.event(con, ds_id, "accept", curator, payload, before)
     return {"event": eid, "accepted": len(chosen), "clusters": chosen, "tags": names, "items": len(keys),
             "summary": summary, "manual": manual, "kept_manual": len(kept), "replaced_manual": replaced}
-
-
-def tag_exists(con: duckdb.DuckDBPyConnection, dataset: str, name: str) -> bool:
-    return _tags._tag_exists(con, dataset_id(con, dataset), name)
-
-
-def rename_unique(con: duckdb.DuckDBPyConnection, dataset: str, old: str, new: str, curator: str) -> dict:
-    """``rename``, refused when ``new`` is already another tag's name (that would be a merge)."""
-    ds_id = dataset_id(con, dataset)
-    new_name = check_name(new, "new tag name")
-    if new_name != old and _tags._tag_exists(con, ds_id, new_name):
-        raise StoreError(
-            f"A tag named '{new_name}' already exists ({_tag_items(con, ds_id, new_name)} items); "
-            f"choose another name, or use Merge to combine '{old}' with it."
-        )
-    return _tags.rename(con, dataset, old, new_name, curator)
-
-
-def accept_unique(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, curator: str,
-                  name: str | None = None, manual: str = _tags.KEEP_MANUAL) -> dict:
-    """``accept``; a new ``name`` that another tag already carries is refused (that would be a merge)."""
-    if name is not None:
-        ds_id, _, set_id = require_latest_set(con, dataset, model)
-        new_name = check_name(name, "tag name")
-        proposed, _, current = _tags._proposal(con, set_id, int(cluster), model)
-        if new_name not in (proposed, current) and _tags._tag_exists(con, ds_id, new_name):
-            raise StoreError(
-                f"A tag named '{new_name}' already exists ({_tag_items(con, ds_id, new_name)} items); "
-                "choose another name, or accept under the proposed name and merge the two tags afterwards."
-            )
-        name = new_name
-    return _tags.accept(con, dataset, model, cluster, curator, name, manual)

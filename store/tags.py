@@ -28,7 +28,7 @@ _TAG_SCHEMA = pa.schema([
 
 
 # -- snapshots ------------------------------------------------------------------------------
-def _keys_block(keys: list[str]) -> pa.Table:
+def keys_block(keys: list[str]) -> pa.Table:
     return pa.table({"item_id": pa.array(keys, type=pa.string())})
 
 
@@ -61,11 +61,11 @@ def _put(con: duckdb.DuckDBPyConnection, ds_id: int, rows: list[dict]) -> None:
         )
 
 
-def _delete_keys(con: duckdb.DuckDBPyConnection, ds_id: int) -> None:
+def delete_keys(con: duckdb.DuckDBPyConnection, ds_id: int) -> None:
     con.execute("DELETE FROM tags WHERE dataset_id = ? AND item_id IN (SELECT item_id FROM _keys)", [ds_id])
 
 
-def _proposal_state(con: duckdb.DuckDBPyConnection, pairs: list[tuple[int, int]]) -> list[list]:
+def proposal_state(con: duckdb.DuckDBPyConnection, pairs: list[tuple[int, int]]) -> list[list]:
     out = []
     for set_id, cluster in pairs:
         status, tag = one(con, 
@@ -75,7 +75,7 @@ def _proposal_state(con: duckdb.DuckDBPyConnection, pairs: list[tuple[int, int]]
     return out
 
 
-def _event(con: duckdb.DuckDBPyConnection, ds_id: int, action: str, curator: str, payload: dict, before: dict,
+def event(con: duckdb.DuckDBPyConnection, ds_id: int, action: str, curator: str, payload: dict, before: dict,
            undoes: int | None = None) -> int:
     row = one(
         con,
@@ -86,7 +86,7 @@ def _event(con: duckdb.DuckDBPyConnection, ds_id: int, action: str, curator: str
     return int(row[0])
 
 
-def _tag_exists(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> bool:
+def tag_exists(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> bool:
     if one(con, "SELECT 1 FROM tags WHERE dataset_id = ? AND tag = ? LIMIT 1", [ds_id, tag]):
         return True
     return one(con, 
@@ -95,7 +95,11 @@ def _tag_exists(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> bool:
     ) is not None
 
 
-def _proposal(con: duckdb.DuckDBPyConnection, set_id: int, cluster: int, model: str) -> tuple:
+def tag_items(con: duckdb.DuckDBPyConnection, ds_id: int, tag: str) -> int:
+    return int(con.execute("SELECT count(*) FROM tags WHERE dataset_id = ? AND tag = ?", [ds_id, tag]).fetchone()[0])
+
+
+def proposal(con: duckdb.DuckDBPyConnection, set_id: int, cluster: int, model: str) -> tuple:
     row = one(con, "SELECT name, status, tag FROM proposals WHERE set_id = ? AND cluster = ?", [set_id, cluster])
     if row is None:
         lo, hi = one(con, "SELECT min(cluster), max(cluster) FROM proposals WHERE set_id = ?", [set_id])
@@ -138,7 +142,7 @@ def accept_keys(con: duckdb.DuckDBPyConnection, ds_id: int, keys: list[str], man
     """
     if check_manual(manual) == REPLACE_MANUAL or not keys:
         return keys, []
-    with registered(con, "_keys", _keys_block(keys)):
+    with registered(con, "_keys", keys_block(keys)):
         kept = hand_tagged(con, ds_id)
     if not kept:
         return keys, []
@@ -163,17 +167,22 @@ def accept(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: in
     manual = check_manual(manual)
     ds_id, mid, set_id = require_latest_set(con, dataset, model)
     cluster = int(cluster)
-    proposed, _, _ = _proposal(con, set_id, cluster, model)
+    proposed, _, current = proposal(con, set_id, cluster, model)
     tag = check_name(proposed if name is None else name, "tag name")
+    if tag not in (proposed, current) and tag_exists(con, ds_id, tag):
+        raise StoreError(
+            f"A tag named '{tag}' already exists ({tag_items(con, ds_id, tag)} items); choose another name, "
+            "or accept under the proposed name and merge the two tags afterwards."
+        )
     every = [r[0] for r in con.execute(
         "SELECT item_id FROM assignments WHERE set_id = ? AND cluster = ? ORDER BY item_id", [set_id, cluster]
     ).fetchall()]
     keys, kept = accept_keys(con, ds_id, every, manual)
-    before = {"keys": keys, "proposals": _proposal_state(con, [(set_id, cluster)])}
-    with registered(con, "_keys", _keys_block(keys)):
+    before = {"keys": keys, "proposals": proposal_state(con, [(set_id, cluster)])}
+    with registered(con, "_keys", keys_block(keys)):
         before["tags"] = tag_rows(con, ds_id)
         replaced = sum(r["source"] == "manual" for r in before["tags"])
-        _delete_keys(con, ds_id)
+        delete_keys(con, ds_id)
         con.execute(
             "INSERT INTO tags SELECT ?, item_id, ?, 'proposal', ?, set_id, cluster, ?, ? FROM assignments "
             "WHERE set_id = ? AND cluster = ? AND item_id IN (SELECT item_id FROM _keys)",
@@ -184,7 +193,7 @@ def accept(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: in
                           f"{manual_note(manual, len(kept), replaced)})",
                "tags": [tag], "model": model, "set_id": set_id, "cluster": cluster, "items": len(keys),
                "manual": manual, "kept_manual": len(kept), "replaced_manual": replaced}
-    eid = _event(con, ds_id, "accept", curator, payload, before)
+    eid = event(con, ds_id, "accept", curator, payload, before)
     return {"event": eid, "tag": tag, "items": len(keys), "summary": payload["summary"], "manual": manual,
             "kept_manual": len(kept), "replaced_manual": replaced}
 
@@ -193,21 +202,21 @@ def reject(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: in
     curator = check_name(curator, "curator name")
     ds_id, _, set_id = require_latest_set(con, dataset, model)
     cluster = int(cluster)
-    _, _, old_tag = _proposal(con, set_id, cluster, model)
+    _, _, old_tag = proposal(con, set_id, cluster, model)
     # Tags this very proposal gave are withdrawn; manual tags and tags from other sets stay.
     keys = [r[0] for r in con.execute(
         "SELECT item_id FROM tags WHERE dataset_id = ? AND source = 'proposal' AND set_id = ? AND cluster = ? ORDER BY item_id",
         [ds_id, set_id, cluster],
     ).fetchall()]
-    before = {"keys": keys, "proposals": _proposal_state(con, [(set_id, cluster)])}
-    with registered(con, "_keys", _keys_block(keys)):
+    before = {"keys": keys, "proposals": proposal_state(con, [(set_id, cluster)])}
+    with registered(con, "_keys", keys_block(keys)):
         before["tags"] = tag_rows(con, ds_id)
-        _delete_keys(con, ds_id)
+        delete_keys(con, ds_id)
     con.execute("UPDATE proposals SET status = 'rejected', tag = NULL WHERE set_id = ? AND cluster = ?", [set_id, cluster])
     payload = {"summary": f"rejected cluster {cluster} of model '{model}'" + (f" (untagged {len(keys)} items)" if keys else ""),
                "tags": [old_tag] if old_tag else [], "model": model, "set_id": set_id, "cluster": cluster,
                "items": len(keys)}
-    eid = _event(con, ds_id, "reject", curator, payload, before)
+    eid = event(con, ds_id, "reject", curator, payload, before)
     return {"event": eid, "items": len(keys), "summary": payload["summary"]}
 
 
@@ -222,8 +231,8 @@ def _relabel(con: duckdb.DuckDBPyConnection, ds_id: int, sources: list[str], int
         "AND set_id IN (SELECT id FROM proposal_sets WHERE dataset_id = ?) ORDER BY set_id, cluster",
         [sources, ds_id],
     ).fetchall()]
-    before = {"keys": keys, "proposals": _proposal_state(con, pairs)}
-    with registered(con, "_keys", _keys_block(keys)):
+    before = {"keys": keys, "proposals": proposal_state(con, pairs)}
+    with registered(con, "_keys", keys_block(keys)):
         before["tags"] = tag_rows(con, ds_id)
     con.execute("UPDATE tags SET tag = ? WHERE dataset_id = ? AND list_contains(?::VARCHAR[], tag)", [into, ds_id, sources])
     con.execute(
@@ -235,7 +244,7 @@ def _relabel(con: duckdb.DuckDBPyConnection, ds_id: int, sources: list[str], int
 
 
 def _existing_tag(con: duckdb.DuckDBPyConnection, ds_id: int, dataset: str, tag: object) -> str:
-    if not isinstance(tag, str) or not _tag_exists(con, ds_id, tag):
+    if not isinstance(tag, str) or not tag_exists(con, ds_id, tag):
         raise NotFoundError(f"Dataset '{dataset}' has no tag named '{tag}'; check the spelling in the catalog.")
     return tag
 
@@ -247,10 +256,15 @@ def rename(con: duckdb.DuckDBPyConnection, dataset: str, old: str, new: str, cur
     old = _existing_tag(con, ds_id, dataset, old)
     if old == new:
         raise StoreError(f"The tag is already named '{new}'; give a different new name.")
+    if tag_exists(con, ds_id, new):  # renaming onto another tag would merge the two without saying so
+        raise StoreError(
+            f"A tag named '{new}' already exists ({tag_items(con, ds_id, new)} items); choose another name, "
+            f"or merge '{old}' into it (Merge on the Tags page, or `tag merge`)."
+        )
     before = _relabel(con, ds_id, [old], new)
     payload = {"summary": f"renamed '{old}' to '{new}' ({len(before['keys'])} items)", "tags": [old, new],
                "old": old, "new": new, "items": len(before["keys"])}
-    eid = _event(con, ds_id, "rename", curator, payload, before)
+    eid = event(con, ds_id, "rename", curator, payload, before)
     return {"event": eid, "items": len(before["keys"]), "summary": payload["summary"]}
 
 
@@ -268,7 +282,7 @@ def merge(con: duckdb.DuckDBPyConnection, dataset: str, tags: list[str], into: s
     payload = {"summary": f"merged {shown} into '{into}' ({len(before['keys'])} items)",
                "tags": list(dict.fromkeys([*sources, into])), "sources": sources, "into": into,
                "items": len(before["keys"])}
-    eid = _event(con, ds_id, "merge", curator, payload, before)
+    eid = event(con, ds_id, "merge", curator, payload, before)
     return {"event": eid, "items": len(before["keys"]), "summary": payload["summary"]}
 
 
@@ -283,9 +297,9 @@ def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: st
         raise NotFoundError(f"Dataset '{dataset}' has no item '{item_id}'; check the id in the catalog.")
     item_id = str(item_id)
     before = {"keys": [item_id], "proposals": []}
-    with registered(con, "_keys", _keys_block([item_id])):
+    with registered(con, "_keys", keys_block([item_id])):
         before["tags"] = tag_rows(con, ds_id)
-        _delete_keys(con, ds_id)
+        delete_keys(con, ds_id)
     old = before["tags"][0]["tag"] if before["tags"] else None
     if tag is not None:
         con.execute(
@@ -296,7 +310,7 @@ def set_item(con: duckdb.DuckDBPyConnection, dataset: str, item_id: str, tag: st
         summary += f" (was '{old}')"
     payload = {"summary": summary, "tags": [t for t in dict.fromkeys([old, tag]) if t is not None],
                "item_id": item_id, "tag": tag, "previous": old}
-    eid = _event(con, ds_id, "set_item", curator, payload, before)
+    eid = event(con, ds_id, "set_item", curator, payload, before)
     return {"event": eid, "items": 1, "summary": summary}
 
 
@@ -304,7 +318,7 @@ def require_existing(con: duckdb.DuckDBPyConnection, ds_id: int, dataset: str, t
     """Refuse a tag that was picked from a list of existing tags and is gone now: checked inside the
     decision's transaction, so another curator's rename or merge between the pick and the click
     cannot make the picked (stale) name a new tag again."""
-    if not _tag_exists(con, ds_id, tag):
+    if not tag_exists(con, ds_id, tag):
         raise NotFoundError(f"Tag '{tag}' no longer exists in dataset '{dataset}' (another curator may have renamed "
                             "or merged it); pick the tag again.")
 
@@ -322,16 +336,16 @@ def undo(con: duckdb.DuckDBPyConnection, dataset: str, curator: str) -> dict:
     tid, action, payload, snap = target[0], target[1], loads(target[2], {}), loads(target[3], {})
     keys = list(snap.get("keys", []))
     pairs = [(p[0], p[1]) for p in snap.get("proposals", [])]
-    now = {"keys": keys, "proposals": _proposal_state(con, pairs)}
-    with registered(con, "_keys", _keys_block(keys)):
+    now = {"keys": keys, "proposals": proposal_state(con, pairs)}
+    with registered(con, "_keys", keys_block(keys)):
         now["tags"] = tag_rows(con, ds_id)
-        _delete_keys(con, ds_id)
+        delete_keys(con, ds_id)
     _put(con, ds_id, snap.get("tags", []))
     for set_id, cluster, status, tag in snap.get("proposals", []):
         con.execute("UPDATE proposals SET status = ?, tag = ? WHERE set_id = ? AND cluster = ?", [status, tag, set_id, cluster])
     con.execute("UPDATE tag_events SET undone = true WHERE id = ?", [tid])
     summary = f"undid #{tid}: {payload.get('summary', action)}"
-    eid = _event(con, ds_id, "undo", curator, {"summary": summary, "tags": payload.get("tags", []), "undid": tid,
+    eid = event(con, ds_id, "undo", curator, {"summary": summary, "tags": payload.get("tags", []), "undid": tid,
                                               "action": action}, now, undoes=tid)
     return {"event": eid, "undid": tid, "action": action, "tags": payload.get("tags", []), "summary": summary}
 

@@ -23,11 +23,10 @@ import pandas as pd
 from mmae_core.config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
 
-DEFAULT_DB = "mmae_studio.duckdb"
-
-
 def default_db() -> str:
-    return os.environ.get("MMAE_STUDIO_DB") or DEFAULT_DB
+    from store import default_path  # the one rule the dashboard uses too
+
+    return str(default_path())
 
 
 def default_curator() -> str:
@@ -124,9 +123,9 @@ def open_store(args: argparse.Namespace) -> "object":
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmae_core.data.demo import make_demo
-    from studio.pipeline import check_name
+    from store.common import check_dataset_name
 
-    name = check_name(args.name, "dataset")
+    name = check_dataset_name(args.name)
     err(f"generating the synthetic demo dataset (seed {args.seed})")
     fs = make_demo(name=name, seed=args.seed, scale=args.scale)
     summary = open_store(args).add_dataset(fs, replace=args.replace)
@@ -145,12 +144,10 @@ def _print_summary(fs: "object", fmt: str, summary: object = None) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from mmae_core.data.features import load_path
     from store.common import check_dataset_name
 
-    from mmae_core.data.features import load_path
-    from studio.pipeline import check_name
-
-    name = check_dataset_name(check_name(args.name, "dataset"))
+    name = check_dataset_name(args.name)
     store = open_store(args)
     if not args.replace and name in store.dataset_names():
         raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "

@@ -6,7 +6,6 @@ apart: a curator clicking "Train" and a batch script running ``train`` execute t
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,6 +17,7 @@ from mmae_core.config import EvalConfig, TrainConfig
 from mmae_core.data.dataset import FeatureSet
 from mmae_core.errors import ConfigError, NotFoundError, StudioError
 from mmae_core.log import Log, silent
+from store.common import check_name
 from mmae_core.model.standardize import Standardizer
 
 
@@ -28,17 +28,6 @@ def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
     while name in taken:
         name, i = f"{base}-{i}", i + 1
     return name
-
-
-def check_name(name: str, what: str) -> str:
-    """Names are shown everywhere and used in file names of exports: refuse the unprintable ones."""
-    if name is None or not str(name).strip():
-        raise ConfigError(f"the {what} name is empty; give a name.")
-    if re.search(r"[\x00-\x1f\x7f]", name):
-        raise ConfigError(f"the {what} name contains control characters; use printable characters only.")
-    if len(name) > 200:
-        raise ConfigError(f"the {what} name is longer than 200 characters; use a shorter one.")
-    return name.strip()
 
 
 @dataclass
@@ -112,7 +101,7 @@ def train_and_register(
 
     fs = store.load_dataset(dataset)
     taken = list(store.list_models(dataset)["name"]) if len(store.list_models(dataset)) else []
-    name = check_name(model_name, "model") if model_name else default_model_name(cfg, taken)
+    name = check_name(model_name, "model name") if model_name else default_model_name(cfg, taken)
     if name in taken:
         raise ConfigError(f"a model named '{name}' already exists for {dataset}; choose another --model-name.")
     missing = missing_summary(fs)
@@ -160,7 +149,7 @@ def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: 
     """Load a checkpoint (safely), check it fits the dataset, encode and register it."""
     from mmae_core.model.checkpoint import check_fits, load_checkpoint, save_checkpoint
 
-    name = check_name(model_name, "model")
+    name = check_name(model_name, "model name")
     tm = load_checkpoint(data)
     fs = store.load_dataset(dataset)
     check_fits(tm, fs)

@@ -264,3 +264,19 @@ def test_tag_accept_keeps_hand_set_tags_unless_replace_manual(db: Path, capsys: 
     with pytest.raises(SystemExit):  # argparse: the two choices exclude each other
         main(["tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", "0", "--keep-manual",
               "--replace-manual", "--db", str(db)])
+
+
+def test_tag_rename_onto_an_existing_tag_is_refused_as_on_the_dashboard(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One tag semantics: a rename that would merge two tags is refused in one sentence (the
+    dashboard refuses it too); ``tag merge`` is the way to combine them."""
+    run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--k", "4")
+    for cluster, name in ((0, "dogs"), (1, "cats")):
+        assert run(capsys, db, "tag", "accept", "--dataset", "demo", "--model", "m1", "--cluster", str(cluster),
+                   "--name", name, "--curator", "ana")[0] == 0
+    before = Store(db).checksum()
+    code, out, errs = run(capsys, db, "tag", "rename", "--dataset", "demo", "--tag", "dogs", "--to", "cats", "--curator", "ana")
+    assert code == 1 and out == "" and errs.count("\n") == 1
+    assert "A tag named 'cats' already exists" in errs and "`tag merge`" in errs
+    assert Store(db).checksum() == before
+    code, _, _ = run(capsys, db, "tag", "merge", "--dataset", "demo", "--tags", "dogs", "--into", "cats", "--curator", "ana")
+    assert code == 0 and set(Store(db).catalog("demo")["tag"].dropna()) == {"cats"}

@@ -78,27 +78,27 @@ def test_accept_many_by_cluster_list_and_nothing_above_the_threshold(store):
     assert store.checksum() == before
 
 
-def test_rename_unique_refuses_an_existing_name(store):
+def test_rename_refuses_an_existing_name(store):
     store.accept("toy", "m1", 0, "ann", name="dogs")
     store.accept("toy", "m1", 1, "ann", name="cats")
     before = store.checksum()
     with pytest.raises(StoreError) as err:
-        store.rename_unique("toy", "dogs", "cats", "ann")
+        store.rename("toy", "dogs", "cats", "ann")
     assert "already exists (10 items)" in str(err.value) and "Merge" in str(err.value) and one_sentence(str(err.value))
     assert store.checksum() == before
-    store.rename_unique("toy", "dogs", "canines", "ann")
+    store.rename("toy", "dogs", "canines", "ann")
     assert store.tag_exists("toy", "canines") and not store.tag_exists("toy", "dogs")
 
 
-def test_accept_unique_refuses_another_tags_name_but_allows_its_own(store):
+def test_accept_refuses_another_tags_name_but_allows_its_own(store):
     store.accept("toy", "m1", 0, "ann", name="dogs")
     before = store.checksum()
     with pytest.raises(StoreError, match="already exists"):
-        store.accept_unique("toy", "m1", 1, "ann", name="dogs")
+        store.accept("toy", "m1", 1, "ann", name="dogs")
     assert store.checksum() == before
-    store.accept_unique("toy", "m1", 0, "ann", name="dogs")  # re-accepting under its own tag is fine
-    store.accept_unique("toy", "m1", 1, "ann", name="proposed-1")  # its proposed name is fine
-    store.accept_unique("toy", "m1", 2, "ann")
+    store.accept("toy", "m1", 0, "ann", name="dogs")  # re-accepting under its own tag is fine
+    store.accept("toy", "m1", 1, "ann", name="proposed-1")  # its proposed name is fine
+    store.accept("toy", "m1", 2, "ann")
 
 
 def test_a_tag_picked_from_the_list_is_refused_once_another_curator_renamed_it(store):

@@ -22,10 +22,9 @@ import streamlit as st
 
 from mmae_core.errors import StudioError
 from studio.jobs import JobManager, manager_for
-from store import Store
+from store import Store, default_path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_DB_NAME = "mmae_studio.duckdb"
 DEFAULT_DATA_DIR = "data"
 
 DATASET, MODEL, CURATOR = "dataset", "model", "curator"
@@ -67,10 +66,10 @@ serialize_ast_compiles()
 
 # -- where things are -------------------------------------------------------------------------
 def db_path() -> Path:
-    """``$MMAE_STUDIO_DB``, else ``mmae_studio.duckdb`` in the project folder (not the cwd: the
-    README's command must open the same store wherever it is typed)."""
-    env = os.environ.get("MMAE_STUDIO_DB")
-    return Path(env).expanduser() if env else PROJECT_DIR / DEFAULT_DB_NAME
+    """The store the CLI would open from the same folder (``store.default_path``): one rule, so the
+    dashboard and a batch script never open different files. ``scripts/run.sh`` starts the
+    dashboard in the project folder."""
+    return default_path()
 
 
 def data_root() -> Path:

@@ -154,16 +154,6 @@ def need_model(store: Any, dataset: str) -> str:
     raise AssertionError("unreachable")
 
 
-def need_curator() -> str:
-    """The curator's name, or a note asking for it and ``st.stop()`` (decisions are saved with it)."""
-    name = state.curator()
-    if name:
-        return name
-    st.info("Type your name in the Curator field in the sidebar first: every decision is saved with who made it.")
-    st.stop()
-    raise AssertionError("unreachable")
-
-
 # -- server paths ---------------------------------------------------------------------------------
 def resolve_server_path(text: str, root: Path) -> Path:
     """A path typed by a curator, relative to ``root`` or absolute, that must stay inside ``root``.
