@@ -2,7 +2,7 @@
 # Install (if needed) and run the whole test suite, the real-browser tests included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+bash scripts/install.sh --dev
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian's chromium for the browser tests" >&2

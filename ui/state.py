@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import builtins
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,12 @@ def serialize_ast_compiles() -> None:
     ``ast.literal_eval``, and torch parses source when imported; the test suite hit the error. One
     re-entrant lock around those compiles removes the race (each is short); ordinary compiles to
     bytecode, such as imports, are not affected. Installed once per process when this module loads.
+
+    A CPython bug, not Streamlit's: the fix (python/cpython#106906) is in 3.12 and later, and its 3.11
+    backport (#112849) was closed unmerged. Hence the version guard; delete this function when the
+    project leaves Python 3.11.
     """
-    if getattr(builtins.compile, "_mmae_serialized", False):
+    if sys.version_info[:2] != (3, 11) or getattr(builtins.compile, "_mmae_serialized", False):
         return
     original = builtins.compile
     lock = threading.RLock()
