@@ -147,7 +147,7 @@ def _check_finite(state: dict, names: list[str]) -> None:
     for k, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(
-                f"the checkpoint's {_describe(k, names)} holds NaN or infinite values (its training diverged or the file "
+                f"{_describe(k, names)} holds NaN or infinite values in the checkpoint (its training diverged or the file "
                 "is damaged); train the model again or load another checkpoint."
             )
 
