@@ -2,6 +2,8 @@
 the overlay, tagging a selection) and the map helpers it is built from (``ui.maps``)."""
 from __future__ import annotations
 
+from ui.tagging import NEW_TAG
+
 import io
 
 import numpy as np
@@ -98,7 +100,7 @@ def test_select_whole_groups_and_tag_them_in_one_decision(demo):
     assert any(f"{len(expected)} items" in s.value for s in at.subheader)
     shown = at.dataframe[0].value
     assert set(shown["item_id"]) == expected and set(shown["label"]) == {label}
-    at.selectbox(key="explore_tag_pick").set_value("➕ new tag…")
+    at.selectbox(key="explore_tag_pick").set_value(NEW_TAG)
     at.run()
     at.text_input(key="explore_tag_new").set_value("picked on the map")
     at.button(key="explore_tag_go").click()

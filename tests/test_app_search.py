@@ -2,6 +2,8 @@
 and the retrieval metrics, each checked against the store and ``mmae_core.search.retrieval``."""
 from __future__ import annotations
 
+from ui.tagging import NEW_TAG
+
 import io
 
 import numpy as np
@@ -103,7 +105,7 @@ def test_tag_the_results_in_one_decision(demo):
     at.text_input(key="search_find").set_value("demo-test-000010")
     at.run()
     found = list(results(at)["item_id"])
-    at.selectbox(key="search_tag_pick").set_value("➕ new tag…")
+    at.selectbox(key="search_tag_pick").set_value(NEW_TAG)
     at.text_input(key="search_tag_new").set_value("found by search")
     at.run()
     at.button(key="search_tag_go").click()
@@ -179,7 +181,7 @@ def test_tag_only_the_chosen_results_as_one_transaction_by_the_sessions_curator(
     ms = next(m for m in at.multiselect if m.key.startswith("search_chosen_"))
     chosen = found[:4]
     ms.set_value(chosen)
-    at.selectbox(key="search_tag_pick").set_value("➕ new tag…")
+    at.selectbox(key="search_tag_pick").set_value(NEW_TAG)
     at.text_input(key="search_tag_new").set_value("same picture")
     at.run()
     assert at.button(key="search_tag_go").label.startswith("Tag the 4 ")

@@ -8,6 +8,8 @@ The helpers here are shared by the other app tests of the curation pages.
 """
 from __future__ import annotations
 
+from ui.tagging import NEW_TAG
+
 from pathlib import Path
 
 import pytest
@@ -239,7 +241,7 @@ def test_move_one_item_to_an_existing_tag_and_to_a_new_one(proposed):
     assert cat.loc[item, "tag"] == tag0 and cat.loc[item, "status"] == "manual" and cat.loc[item, "curator"] == CURATOR
 
     at.selectbox(key="tags_move_item").set_value(item)
-    at.selectbox(key="tags_move_pick").set_value("➕ new tag…")
+    at.selectbox(key="tags_move_pick").set_value(NEW_TAG)
     at.run()
     at.text_input(key="tags_move_new").set_value("odd one")
     at.button(key="tags_move_go").click()
@@ -292,7 +294,7 @@ def test_bad_names_are_one_sentence_and_leave_the_store_as_it_was(proposed, case
         at.text_input(key="tags_accept_name").set_value("alpha")
         at.button(key="tags_accept").click()
     else:
-        at.selectbox(key="tags_move_pick").set_value("➕ new tag…")
+        at.selectbox(key="tags_move_pick").set_value(NEW_TAG)
         at.text_input(key="tags_move_new").set_value("")
         at.button(key="tags_move_go").click()
     at.run()
@@ -362,7 +364,7 @@ def test_items_whose_modalities_disagree_are_listed_for_review(proposed):
     at = page_test("tags")
     at.run()
     assert not at.exception
-    assert any(s.value == "Items whose modalities disagree" for s in at.subheader)
+    assert any(t.label.endswith("Modalities disagree") for t in at.tabs)
     assert not any("score" in d.value.columns for d in at.dataframe)  # computed only when asked for
     at.toggle(key="tags_conflict_on").set_value(True).run()
     assert not at.exception
@@ -374,3 +376,29 @@ def test_items_whose_modalities_disagree_are_listed_for_review(proposed):
     names = set(proposed.proposals(DATASET, MODEL)[0]["name"])
     assert set(shown["image → tag"].dropna()) <= names
     assert any(f"{len(flagged):,} of {len(expected):,} test items" in c.value for c in at.caption)
+
+
+def test_accept_says_how_many_items_carry_a_hand_set_tag_and_keeps_or_replaces_them(proposed):
+    table, assign = proposed.proposals(DATASET, MODEL)
+    cluster = int(table["cluster"].iloc[0])
+    members = sorted(assign.loc[assign["cluster"] == cluster, "item_id"].astype(str))
+    proposed.set_items(DATASET, members[:3], "by hand", "bob")
+    at = page_test("tags")
+    at.run()
+    at.selectbox(key="tags_cluster").set_value(cluster).run()
+    assert at.tabs and [t.label for t in at.tabs][-1].endswith("Audit trail")  # the page is in tabs
+    assert any("3 of its items already carry a tag set by hand" in c.value and "keep them" in c.value for c in at.caption)
+    at.button(key="tags_accept").click().run()
+    assert not at.exception
+    cat = proposed.catalog(DATASET).set_index("item_id")
+    assert (cat.loc[members[:3], "tag"] == "by hand").all() and (cat.loc[members[3:], "status"] == "accepted").all()
+    assert "kept 3 hand-set tags" in proposed.history(DATASET)["summary"].iloc[0]
+    at.button(key="tags_undo").click().run()
+    at.radio(key="tags_manual").set_value("replace").run()
+    assert any("replace them" in c.value for c in at.caption)
+    at.button(key="tags_accept").click().run()
+    cat = proposed.catalog(DATASET).set_index("item_id")
+    assert (cat.loc[members, "status"] == "accepted").all()
+    hist = proposed.history(DATASET)
+    assert "replaced 3 hand-set tags" in hist["summary"].iloc[0]
+    assert at.radio(key="tags_manual").value == "replace"

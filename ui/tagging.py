@@ -26,8 +26,10 @@ from ui.widgets import internal_error_sentence, need_dataset, need_model
 
 log = logging.getLogger("mmae_studio")
 
-NEW_TAG = "➕ new tag…"
-NO_TAG = "✖ remove the tag"
+# Plain text, like the other pseudo-options ("(anyone)"): an emoji showed as an empty box where the
+# browser's font lacks it. The new name's field carries a Material icon instead (always available).
+NEW_TAG = "(new tag…)"
+NO_TAG = "(remove the tag)"
 
 
 @dataclass
@@ -108,6 +110,7 @@ def tag_picker(store: Store, dataset: str, key: str, allow_remove: bool = True, 
         st.selectbox("Tag", options, key=f"{key}_pick", help="Pick an existing tag, or a new tag and type its name.")
     with c2:
         st.text_input("New tag name", key=f"{key}_new", disabled=st.session_state.get(f"{key}_pick", NEW_TAG) != NEW_TAG,
+                      icon=":material/new_label:",
                       placeholder="e.g. dogs barking")
 
 
@@ -213,6 +216,7 @@ def show_items(df: pd.DataFrame, limit: int = 500, extra_first: list[str] | None
     if extra_first:
         cols = [*extra_first, *[c for c in cols if c not in extra_first]]
     shown = df[cols].head(limit)
-    st.dataframe(shown, hide_index=True, width="stretch", key=key)
+    st.dataframe(shown, hide_index=True, width="stretch", key=key,
+                 column_config={"tag": st.column_config.TextColumn("tag", width="medium")})
     if len(df) > limit:
         st.caption(f"Showing the first {limit:,} of {len(df):,} items; the Catalog page has them all.")
