@@ -22,6 +22,9 @@ import pandas as pd
 
 from mmae_core.config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
+from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS
+from mmae_core.clustering.kmeans import EVAL_SAMPLE
+
 
 def default_db() -> str:
     from store import default_path  # the one rule the dashboard uses too
@@ -75,11 +78,14 @@ def emit(df: pd.DataFrame, fmt: str) -> None:
     sys.stdout.flush()
 
 
-def parse_k(text: str) -> tuple[int, ...]:
+def parse_k(text: str) -> tuple[int | str, ...]:
+    """A k grid such as ``30,40,50``; ``auto`` (alone or among numbers) means k found by the method."""
+    from mmae_core.clustering.graph import parse_k_value
+
     try:
-        ks = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ConfigError(f"--k must be whole numbers separated by commas, e.g. 30,40,50 (got '{text}').") from None
+        ks = tuple(parse_k_value(p) for p in text.split(",") if p.strip())
+    except ConfigError:
+        raise ConfigError(f"--k must be whole numbers separated by commas, e.g. 30,40,50, or auto (got '{text}').") from None
     if not ks:
         raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
     return ks
@@ -226,7 +232,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = resolve_model(store, args.dataset, args.model)
     weights = _parse_weights(args.weights) if args.weights else {}
     cfg = EvalConfig(k_grid=parse_k(args.k), split=args.split, seed=args.seed, n_init=args.n_init, fused_weights=weights)
-    table = evaluate_model(store, args.dataset, model, cfg, log=err)
+    table = evaluate_model(store, args.dataset, model, cfg, log=err, cluster=args.cluster, resolution=args.resolution,
+                           sample_size=args.sample or None)
+    for r in table[table["k_found_by"] != "given"].itertuples():
+        err(f"{r.method}: k = {r.k}, found by {r.k_found_by} at resolution {r.resolution:g} (clustered by {r.cluster})")
     table = table.assign(model=model)
     if args.paper:
         table = pd.concat([table.assign(source="ours"), paper_reference()], ignore_index=True)
@@ -252,9 +261,14 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
-    table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err)
+    table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err,
+                         cluster=args.cluster, resolution=args.resolution)
     cols = [c for c in ("cluster", "size", "name", "purity", "cohesion", "majority_label", "representatives") if c in table]
-    emit(table[cols], args.format)
+    out = table[cols]
+    if args.format == "json":  # every row says which k ran and how it was found
+        a = table.attrs
+        out = out.assign(k=a["k"], k_found_by=a["k_found_by"], clustering=a["cluster"], resolution=a["resolution"])
+    emit(out, args.format)
     return 0
 
 
@@ -316,6 +330,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+def add_cluster_options(s: argparse.ArgumentParser) -> None:
+    """``--cluster`` and ``--resolution``, shared by ``evaluate`` and ``propose``."""
+    s.add_argument("--cluster", choices=METHODS,
+                   help="how clusters are cut: kmeans (the paper's), leiden (on a kNN graph; finds k, needs --k auto) or "
+                        "spectral (on a kNN graph). Default: leiden with --k auto, kmeans with a number")
+    s.add_argument("--resolution", type=float, default=DEFAULT_RESOLUTION,
+                   help="Leiden resolution when k is auto: higher gives more, smaller clusters (default %(default)s)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mmae_core", description="MMAE Studio from the command line.")
@@ -381,12 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "10 takes about twice as long as the default %(default)s")
     s.add_argument("--weights", help="fused-PCA weights, e.g. image=1,audio=0.5,text=1")
     s.add_argument("--paper", action="store_true", help="append the paper's Tables II-IV as reference rows")
+    add_cluster_options(s)
+    s.add_argument("--sample", type=int, default=EVAL_SAMPLE, metavar="N",
+                   help="evaluate a split larger than N items on a stratified sample of N (default %(default)s; 0: every item)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = add("propose", "cluster a model's latents into proposed tags")
     s.add_argument("--dataset", required=True)
     s.add_argument("--model", help="default: the dataset's latest model")
-    s.add_argument("--k", type=int, required=True)
+    s.add_argument("--k", default=AUTO, help="number of tags, or auto (default): found by Leiden on the latents' neighbour graph")
+    add_cluster_options(s)
     s.add_argument("--split", default="test")
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(fn=cmd_propose)

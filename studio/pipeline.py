@@ -7,7 +7,7 @@ apart: a curator clicking "Train" and a batch script running ``train`` execute t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -16,6 +16,8 @@ import pandas as pd
 from mmae_core.config import EvalConfig, TrainConfig
 from mmae_core.data.dataset import FeatureSet
 from mmae_core.errors import ConfigError, NotFoundError, StudioError
+from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, check_resolution, check_setting, default_method, parse_k_value
+from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.log import Log, silent
 from store.common import check_name
 from mmae_core.model.standardize import Standardizer
@@ -167,20 +169,39 @@ def _split(fs: FeatureSet, split: str) -> "object":
     return fs.splits[split]
 
 
+def eval_run_params(cfg: EvalConfig, cluster: str, resolution: float, sample_size: int | None) -> dict:
+    """The parameters ``evaluate_model`` saves with a run. The clustering keys appear only when they
+    differ from the paper's KMeans on every item, so runs made before they existed keep matching."""
+    params: dict = {"k_grid": list(cfg.k_grid), "seed": cfg.seed, "n_init": cfg.n_init, "fused_weights": cfg.fused_weights}
+    if cluster != "kmeans" or AUTO in cfg.k_grid:
+        params.update(cluster=cluster, resolution=resolution)
+    if sample_size is not None:
+        params["sample_size"] = sample_size
+    return params
+
+
 def evaluate_model(
     store: "object",
     dataset: str,
     model: str | None,
-    cfg: EvalConfig,
+    cfg: EvalConfig | None = None,
     log: Log = silent,
     save: bool = True,
+    cluster: str | None = None,
+    resolution: float = DEFAULT_RESOLUTION,
+    sample_size: int | None = EVAL_SAMPLE,
 ) -> pd.DataFrame:
-    """Unimodal, fused-PCA, MCCA and MMAE rows over the k grid, stored as a run."""
+    """Unimodal, fused-PCA, MCCA, spectral-PCA and MMAE rows over the k grid, stored as a run.
+
+    ``cfg`` None: k "auto" (found by Leiden). ``cluster`` None: Leiden when the grid is only "auto",
+    else KMeans (the paper's). A split above ``sample_size`` items is scored on a stratified sample."""
     from mmae_core.evaluation.evaluate import evaluate_grid
 
+    cfg = cfg if cfg is not None else EvalConfig(k_grid=(AUTO,))
+    cfg = replace(cfg, k_grid=tuple(parse_k_value(k) for k in cfg.k_grid))
+    cluster = cluster or ("leiden" if set(cfg.k_grid) == {AUTO} else "kmeans")
     fs = store.load_dataset(dataset)
     sp = _split(fs, cfg.split)
-    cfg.checked(sp.n)
     std = Standardizer.fit(fs.splits["train"].features)
     latents = None
     if model is not None:
@@ -189,22 +210,30 @@ def evaluate_model(
             raise StudioError(f"model {model} has {len(ids)} latents for {cfg.split} but the split has {sp.n} items; retrain it.")
     t0 = time.perf_counter()
     table = evaluate_grid(
-        std.transform(fs.splits["train"].features), std.transform(sp.features), sp.labels, latents, cfg, on_progress=log
+        std.transform(fs.splits["train"].features), std.transform(sp.features), sp.labels, latents, cfg, on_progress=log,
+        cluster=cluster, resolution=resolution, sample_size=sample_size,
     )
     log(f"evaluated in {time.perf_counter() - t0:.1f} s")
     if save:
-        params = {"k_grid": list(cfg.k_grid), "seed": cfg.seed, "n_init": cfg.n_init, "fused_weights": cfg.fused_weights}
-        run_id = store.add_run(dataset, model, cfg.split, params, table)
+        run_id = store.add_run(dataset, model, cfg.split, eval_run_params(cfg, cluster, resolution, table.attrs["sample_size"]),
+                               table)
         table = table.assign(run=run_id)
     return table
 
 
 def propose_tags(
-    store: "object", dataset: str, model: str, k: int, split: str = "test", seed: int = 42, log: Log = silent
+    store: "object", dataset: str, model: str, k: int | str = AUTO, split: str = "test", seed: int = 42,
+    log: Log = silent, cluster: str | None = None, resolution: float = DEFAULT_RESOLUTION,
 ) -> pd.DataFrame:
-    """Cluster a model's fused latents into proposed tags and store them as the latest proposal set."""
+    """Cluster a model's fused latents into proposed tags and store them as the latest proposal set.
+
+    ``k`` "auto" (the default) lets Leiden find it; ``cluster`` None is Leiden for auto, KMeans for a
+    given k. ``table.attrs`` says which k ran and how it was found (k, k_found_by, cluster, resolution,
+    unassigned)."""
     from mmae_core.clustering.proposals import propose
 
+    method, k = check_setting(cluster or default_method(k), k)  # refused before any work or message
+    resolution = check_resolution(resolution)
     fs = store.load_dataset(dataset)
     sp = _split(fs, split)
     ids, z = store.latents(dataset, model, split, "fused")
@@ -213,10 +242,16 @@ def propose_tags(
         cols = [c for c in ("title", "caption", "description", "text") if c in sp.meta.columns]
         if cols:
             texts = sp.meta[cols].fillna("").astype(str).agg(" ".join, axis=1).tolist()
-    log(f"clustering {len(ids)} {split} items of {dataset} into {k} proposed tags")
-    props = propose(z, ids, k, labels=sp.labels, texts=texts, seed=seed)
-    store.save_proposals(dataset, model, split, k, props.table, ids, props.assignments)
-    return props.table
+    how = f"k found by Leiden at resolution {resolution:g}" if k == AUTO else f"k = {k}"
+    log(f"clustering {len(ids)} {split} items of {dataset} into proposed tags ({method}, {how})")
+    props = propose(z, ids, k, labels=sp.labels, texts=texts, seed=seed, method=method, resolution=resolution)
+    log(f"{props.k} proposed tags (k {'found by ' + props.k_found_by if props.k_found_by != 'given' else 'given'})"
+        + (f"; {props.n_unassigned} items in no cluster are in the 'unassigned' proposal" if props.n_unassigned else ""))
+    store.save_proposals(dataset, model, split, props.k, props.table, ids, props.assignments)
+    table = props.table
+    table.attrs.update(k=props.k, k_found_by=props.k_found_by, cluster=props.method, resolution=props.resolution,
+                       unassigned=props.n_unassigned)
+    return table
 
 
 def resolve_model(store: "object", dataset: str, model: str | None) -> str:

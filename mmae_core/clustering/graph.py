@@ -83,6 +83,18 @@ def default_method(k: object) -> str:
     return "leiden" if parse_k_value(k) == AUTO else "kmeans"
 
 
+LEIDEN_NEEDS_AUTO = ("Leiden finds the number of clusters itself; give k 'auto' with it, "
+                     "or choose kmeans or spectral for a fixed k.")
+
+
+def check_setting(method: str, k: object) -> tuple[str, int | str]:
+    """A clustering and a k read and checked together (Leiden takes no fixed k)."""
+    method, k = check_method(method), parse_k_value(k)
+    if method == "leiden" and k != AUTO:
+        raise ConfigError(LEIDEN_NEEDS_AUTO)
+    return method, k
+
+
 def check_resolution(resolution: float) -> float:
     if not np.isfinite(resolution) or resolution <= 0:
         raise ConfigError(f"the Leiden resolution must be a positive number (got {resolution}); the default is {DEFAULT_RESOLUTION}.")
@@ -238,11 +250,8 @@ def graph_labels(x: np.ndarray, method: str, k: int | str, resolution: float = D
     ``kmeans(x, k, seed) -> labels`` is the caller's KMeans (the evaluation grid's, or the scalable
     one on a large archive); ``graph`` a kNN graph already built for ``x``.
     """
-    method = check_method(method)
-    k = parse_k_value(k)
+    method, k = check_setting(method, k)
     n = x.shape[0]
-    if method == "leiden" and k != AUTO:
-        raise ConfigError("Leiden finds the number of clusters itself; give k 'auto' with it, or choose kmeans or spectral for a fixed k.")
     if k != AUTO:
         check_k(int(k), n)
     need_graph = method != "kmeans" or k == AUTO

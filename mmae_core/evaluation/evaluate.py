@@ -49,6 +49,7 @@ from mmae_core.clustering.graph import (
     N_NEIGHBORS,
     check_method,
     check_resolution,
+    check_setting,
     knn_graph,
     leiden,
     parse_k_value,
@@ -268,8 +269,8 @@ def evaluate_grid(
     has_auto = AUTO in grid
     if k_grid or not has_auto:
         replace(cfg, k_grid=k_grid).checked(n)
-    if cluster == "leiden" and k_grid:
-        raise ConfigError("Leiden finds the number of clusters itself; give k 'auto' with it, or choose kmeans or spectral for a fixed k.")
+    for k in k_grid[:1]:
+        check_setting(cluster, k)
     codes = encode_labels(labels)
     sampled: int | None = None
     if sample_size is not None and n > sample_size:
