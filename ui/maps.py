@@ -5,7 +5,7 @@ very functions the page does.
 Why the chart is built as it is (measured by ``benchmarks/map_size.py``, see its docstring):
 
 * The component is Altair/Vega-Lite with ``on_select``: it is the one Streamlit chart with a box
-  selection (pydeck only picks single objects), and on a canvas it holds the full demo. Vega-Lite has
+  selection (pydeck selects by click only), and on a canvas it holds the full demo. Vega-Lite has
   no lasso; a box, clicked points and "select whole colour groups" on the page cover that need.
 * Streamlit ships a chart's data as Arrow, not JSON, so the data is what the picture needs: ``x``,
   ``y`` (float32), ``c`` (the colour group, dictionary-encoded) and ``i`` (int32, the row of the map).
@@ -18,9 +18,10 @@ Why the chart is built as it is (measured by ``benchmarks/map_size.py``, see its
   test machine, 60-80 ms without, as only the box's region is repainted).
 * Above ``MAX_POINTS`` every point is still drawn, as a datashader raster under a transparent layer
   that takes the box (``build_raster_chart``). Measured by ``benchmarks/map_render.py`` in headless
-  Chromium (README, "Map at scale"): Altair's canvas took 16.6 s to paint 200,000 points, pydeck
-  (WebGL, JSON points) longer still and its selection is by click only; the raster painted 200,000
-  and 1,000,000 points in a few seconds, and the box is resolved on the server. Below that size the
+  Chromium (its docstring has the table): Altair's canvas took 16.6 s to paint 200,000 points and
+  47 s for 1,000,000, pydeck (WebGL, points sent as JSON) 87 s for 200,000 and its selection is by
+  click only; the raster painted 200,000 points in 5.3 s and 1,000,000 in 8.3 s on a machine at
+  load 9, and the box is resolved on the server. Below that size the
   chart of points wins: its selection returns in 0.2-0.3 s, it has tooltips and picks points by click.
 * Box selection drags, a click picks points (shift-click adds), the wheel zooms, shift-drag pans, and
   a double-click clears. Only the selection parameter (``box`` or ``pick``) is reported to Streamlit,

@@ -220,6 +220,22 @@ def _flow(page: Any, url: str, store: Any) -> None:
     shoot(page, "catalog")
 
     # -- the remaining pages render (and are photographed) -------------------------------------------
+    # -- Explore: a box dragged on the map selects its items (the Streamlit selection round trip) ---------
+    go(page, "Explore")
+    chart = main(page).locator('[data-testid="stVegaLiteChart"]').first
+    expect(main(page).get_by_text("Nothing selected yet")).to_be_visible(timeout=180_000)
+    expect(chart).to_be_visible()
+    page.wait_for_timeout(500)  # the chart's first paint
+    area = chart.bounding_box()
+    cx, cy = area["x"] + area["width"] * 0.4, area["y"] + area["height"] / 2
+    page.mouse.move(cx - 160, cy - 120)
+    page.mouse.down()
+    page.mouse.move(cx + 160, cy + 120, steps=10)
+    page.mouse.up()
+    expect(main(page).get_by_role("heading", name=re.compile(r"^Selection: [1-9][\d,]* items?$"))).to_be_visible(
+        timeout=60_000)
+    expect(main(page).locator('[data-testid="stException"]')).to_have_count(0)
+
     for title in ("Explore", "Search", "Home"):
         go(page, title)
         expect(main(page).locator('[data-testid="stException"]')).to_have_count(0)
