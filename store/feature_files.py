@@ -29,7 +29,7 @@ from typing import Iterable
 
 import numpy as np
 
-from mmae_core.data.lazy import row_windows
+from mmae_core.data.lazy import NpyAppender, row_windows
 from mmae_core.errors import StoreError
 
 SUFFIX = ".features"
@@ -76,15 +76,10 @@ def check_space(store_path: Path, needed: int) -> None:
 def _append_npy(path: Path, x: object, dim: int) -> None:
     """Write ``x`` (an array or ``NpyWindows``) as a float32 ``.npy`` through ordinary appends, never
     a writable map of the whole file (which would count the file in resident memory)."""
-    n = len(x)
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, dim)}
     rows = max(1, WRITE_BYTES // (4 * max(1, dim)))
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, header) if n * dim * 4 < 2**31 else np.lib.format.write_array_header_2_0(fh, header)
+    with NpyAppender(path, len(x), dim) as out:
         for _, w in row_windows(x, rows):
-            fh.write(np.ascontiguousarray(w, dtype=np.float32).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
+            out.append(w)
 
 
 def write_temp(store_path: Path, splits: Iterable[tuple[str, dict[str, object]]], on_written=None) -> Path:
@@ -166,3 +161,21 @@ def collect(store_path: Path, referenced: set[str]) -> list[str]:
         shutil.rmtree(entry, ignore_errors=True)
         gone.append(name)
     return gone
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """Copy a closed store: its DuckDB file, its WAL and its features folder (the three are one store;
+    the file alone lacks the features of every dataset imported into the folder)."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    wal, dst_wal = Path(str(src) + ".wal"), Path(str(dst) + ".wal")
+    if wal.exists():
+        shutil.copy2(wal, dst_wal)
+    elif dst_wal.exists():
+        dst_wal.unlink()
+    if root(dst).exists():
+        shutil.rmtree(root(dst))
+    if root(src).is_dir():
+        shutil.copytree(root(src), root(dst), ignore=shutil.ignore_patterns(f"{TMP}*"))
+    return dst

@@ -12,6 +12,7 @@ the file holds.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,47 @@ def row_windows(x: np.ndarray | NpyWindows, rows: int):
     """(start, rows of ``x``) ``rows`` at a time, for an array in memory or a file in windows."""
     for s in range(0, len(x), rows):
         yield s, x[s : s + rows]
+
+
+class NpyAppender:
+    """Write a float32 ``(n, dim)`` ``.npy`` file row block by row block, through ordinary appends.
+
+    Why not ``np.lib.format.open_memmap(mode="w+")``: a writable map of the whole file counts every
+    written page in the process's resident memory until it is dropped, so writing 2 GB of latents
+    that way costs 2 GB of RSS. The row count is known up front (the header comes first); ``close``
+    refuses a file that did not get exactly that many rows, and fsyncs it.
+    """
+
+    def __init__(self, path: Path | str, n: int, dim: int):
+        self.path, self.n, self.dim, self.written = Path(path), int(n), int(dim), 0
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (self.n, self.dim)}
+        self._fh = open(self.path, "wb")
+        if self.n * self.dim * 4 < 2**31:
+            np.lib.format.write_array_header_1_0(self._fh, header)
+        else:
+            np.lib.format.write_array_header_2_0(self._fh, header)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.dim or self.written + len(rows) > self.n:
+            raise ValueError(f"rows of shape {rows.shape} do not fit {self.path.name} ({self.written} of {self.n} x {self.dim} written)")
+        self._fh.write(rows.tobytes())
+        self.written += len(rows)
+
+    def close(self) -> None:
+        try:
+            if self.written != self.n:
+                raise ValueError(f"{self.path.name} got {self.written} rows of {self.n}")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        finally:
+            self._fh.close()
+
+    def __enter__(self) -> "NpyAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._fh.close()
