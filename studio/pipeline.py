@@ -243,14 +243,17 @@ def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: 
     """Load a checkpoint (safely), check it fits the dataset, encode and register it."""
     from mmae_core.model.checkpoint import check_fits, load_checkpoint, save_checkpoint
 
+    import tempfile
+
     name = check_name(model_name, "model")
     tm = load_checkpoint(data)
-    fs = store.load_dataset(dataset)
+    fs = store.load_dataset(dataset, lazy=True)
     check_fits(tm, fs)
-    latents = encode_all_splits(tm, fs)
     info = {"train_seconds": float(getattr(tm, "train_seconds", 0.0)), "final_losses": {}, "history": tm.history,
             "source": "checkpoint", "missing": missing_summary(fs)}
-    store.add_model(dataset, name, save_checkpoint(tm), tm.config.to_dict(), info, latents)
+    with tempfile.TemporaryDirectory(prefix="mmae-latents-") as tmp:
+        latents = encode_splits(store, dataset, tm, tmp, log)
+        store.add_model(dataset, name, save_checkpoint(tm), tm.config.to_dict(), info, latents)
     log(f"registered model {name} from a checkpoint")
     return name
 
@@ -299,7 +302,7 @@ def propose_tags(
     """Cluster a model's fused latents into proposed tags and store them as the latest proposal set."""
     from mmae_core.clustering.proposals import propose
 
-    fs = store.load_dataset(dataset)
+    fs = store.load_dataset(dataset, lazy=True)  # ids, labels and titles; the features stay on disk
     sp = _split(fs, split)
     ids, z = store.latents(dataset, model, split, "fused")
     texts = None
