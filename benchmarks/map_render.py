@@ -186,7 +186,7 @@ def time_layout(n: int, method: str, dim: int = 128) -> dict:
 
     import numpy as np
 
-    from mmae_core.projection import project_2d
+    from mmae_core.evaluation.projection import project_2d
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(50, dim)).astype(np.float32) * 3

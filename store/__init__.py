@@ -3,6 +3,7 @@ DuckDB file. Use ``Store``; ``export`` writes the tagged catalog as CSV/Parquet/
 from mmae_core.errors import NotFoundError, StoreError
 
 from .api import DEFAULT_FILE, Store, default_path
+from .feature_files import copy_store
 from .export import FORMATS, export_catalog, to_bytes
 from .schema import SCHEMA_VERSION
 
@@ -13,6 +14,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Store",
     "StoreError",
+    "copy_store",
     "default_path",
     "export_catalog",
     "to_bytes",

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from mmae_core.data.dataset import FeatureSet
-from mmae_core.errors import StoreError
+from mmae_core.errors import NotFoundError, StoreError
 
 from . import catalog as _catalog
 from . import datasets as _datasets
+from . import feature_files as _feature_files
 from . import models as _models
 from . import proposals as _proposals
 from . import runs as _runs
@@ -110,10 +111,23 @@ class Store:
         return _schema.schema_version(self._db)
 
     # -- datasets -------------------------------------------------------------------------------
-    def add_dataset(self, fs: FeatureSet, replace: bool = False) -> dict:
-        """Store ``fs``; with ``replace`` the old dataset of that name is kept as ``<name>@replaced-<time>``."""
+    def add_dataset(self, fs: FeatureSet, replace: bool = False,
+                    on_written: Callable[[str, str, int], None] | None = None) -> dict:
+        """Store ``fs``; with ``replace`` the old dataset of that name is kept as ``<name>@replaced-<time>``.
+
+        The features are copied window by window into the features folder beside the store before
+        the transaction (``feature_files``), so ``fs`` may hold ``NpyWindows`` over files larger than
+        memory. An import that cannot fit on the disk is refused before anything is written.
+        ``on_written(split, modality, rows)`` is told after each feature file (progress)."""
         fs.validate()
-        return self._db.write(lambda con: _datasets.add(con, fs, replace))
+        needed = sum(sp.n * int(d) * 4 for sp in fs.splits.values() for d in fs.modalities.values())
+        _feature_files.check_space(self.path, needed)
+        tmp = _feature_files.write_temp(self.path, ((s, sp.features) for s, sp in fs.splits.items()), on_written)
+        try:
+            return self._db.write(lambda con: _datasets.add(con, fs, replace, (self.path, tmp)))
+        finally:
+            if tmp.exists():  # the transaction failed before the rename
+                _feature_files.remove(self.path, tmp.name)
 
     def dataset_names(self, backups: bool = False) -> list[str]:
         """Dataset names; backups left by ``replace`` only when ``backups`` is true."""
@@ -122,12 +136,37 @@ class Store:
     def list_datasets(self, backups: bool = False) -> pd.DataFrame:
         return self._db.read(lambda con: _datasets.listing(con, backups))
 
-    def load_dataset(self, name: str) -> FeatureSet:
-        return self._db.read(lambda con: _datasets.load(con, name))
+    def load_dataset(self, name: str, lazy: bool = False) -> FeatureSet:
+        """The dataset with its features in memory; ``lazy``: features stay on disk as
+        ``NpyWindows`` (ids, labels and metadata are still read whole)."""
+        return self._db.read(lambda con: _datasets.load(con, name, self.path, lazy))
+
+    def feature_rows(self, name: str, split: str) -> "RowSource":
+        """One split's features as a row source that training and encoding read in batches: the
+        ``.npy`` files themselves (``NpyRows``), or, for a dataset stored as blocks, the arrays in memory."""
+        from mmae_core.model.batches import ArrayRows, NpyRows  # (torch: only for the commands that train)
+
+        folder = self._db.read(lambda con: _datasets.feature_folder(con, name, self.path))
+        fs = None
+        if folder is None:
+            fs = self.load_dataset(name)
+        names = list(fs.modalities) if fs is not None else list(self.load_dataset(name, lazy=True).modalities)
+        if fs is None:
+            if not (folder / split).is_dir():
+                raise NotFoundError(f"{name} has no {split} split; choose one of {', '.join(sorted(p.name for p in folder.iterdir()))}.")
+            return NpyRows.folder(folder / split, names)
+        if split not in fs.splits:
+            raise NotFoundError(f"{name} has no {split} split; choose one of {', '.join(fs.splits)}.")
+        return ArrayRows({m: fs.splits[split].features[m] for m in names})
 
     def delete_dataset(self, name: str) -> dict:
-        """Remove a dataset with its models, latents, runs, proposals, tags and audit trail."""
-        return self._db.write(lambda con: _datasets.delete(con, name))
+        """Remove a dataset with its models, latents, runs, proposals, tags and audit trail; its
+        feature folder is removed after the COMMIT."""
+        out = self._db.write(lambda con: _datasets.delete(con, name, self.path))
+        folder = out.pop("_folder", None)
+        if folder is not None:
+            _feature_files.remove(self.path, folder)
+        return out
 
     # -- models ---------------------------------------------------------------------------------
     def add_model(self, dataset: str, name: str, checkpoint: bytes, config: dict, info: dict,

@@ -1,13 +1,17 @@
-"""Datasets in the store: items, metadata and feature blocks, written and read back exactly.
+"""Datasets in the store: items, metadata and features, written and read back exactly.
 
-Features are stored as ``np.save`` bytes of float32 row blocks of at most ``CHUNK_BYTES``: DuckDB
-handles large BLOBs, but bounded blocks keep the memory of one row bounded too, and LUMA-scale
-modalities (29k x 1024) stay a handful of rows. Metadata is kept twice on purpose: as Parquet per split,
-which restores the DataFrame with its dtypes, and as JSON per item, which SQL can query.
+Features are kept as ``.npy`` files in the features folder beside the store (``feature_files``:
+why, and how it stays atomic); the dataset's row names its folder in ``attrs``. Datasets imported
+before that keep their features in the ``features`` table as ``np.save`` bytes of float32 row
+blocks of at most ``CHUNK_BYTES``, and are read from there as before. Metadata is kept twice on
+purpose: as Parquet per split, which restores the DataFrame with its dtypes, and as JSON per item,
+which SQL can query. Items go in ``ITEM_ROWS`` at a time, so a million-item split never builds one
+million-line JSON text.
 """
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -16,13 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmae_core.data.dataset import FeatureSet, Split
+from mmae_core.data.lazy import NpyWindows
 from mmae_core.errors import StoreError
 
-from . import schema
+from . import feature_files, schema
 from .common import BACKUP_MARK, check_dataset_name, dataset_id, dumps, ident, loads, one, registered, utcnow
 from .faults import pause_point
 
 CHUNK_BYTES = 32 * 1024 * 1024
+ITEM_ROWS = 100_000
+FOLDER_KEY = "features_folder"  # in datasets.attrs: the dataset's folder under the features folder
 
 
 def _npy(x: np.ndarray) -> bytes:
@@ -71,7 +78,14 @@ def _backup_name(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return candidate
 
 
-def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
+def folders(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The feature folders that datasets (backups included) name."""
+    return {loads(a, {}).get(FOLDER_KEY) for (a,) in con.execute("SELECT attrs FROM datasets").fetchall()} - {None}
+
+
+def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool, files: tuple[Path, Path] | None = None) -> dict:
+    """``files``: (store path, temp folder already holding the features, from ``feature_files.write_temp``);
+    the folder is renamed to its final name just before COMMIT. None: features go in as blocks."""
     name = check_dataset_name(fs.name)
     existing = one(con, "SELECT id FROM datasets WHERE name = ?", [name])
     backup = None
@@ -84,10 +98,13 @@ def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
         backup = _backup_name(con, name)
         con.execute("UPDATE datasets SET name = ? WHERE id = ?", [backup, existing[0]])
     ds_id = int(one(con, "SELECT nextval('dataset_ids')")[0])
+    attrs = dict(fs.attrs or {})
+    if files is not None:
+        attrs[FOLDER_KEY] = feature_files.commit_name(files[1])
     con.execute(
         "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
         [ds_id, name, dumps({m: int(d) for m, d in fs.modalities.items()}), bool(fs.synthetic),
-         str(fs.source or ""), utcnow(), dumps(fs.attrs or {})],
+         str(fs.source or ""), utcnow(), dumps(attrs)],
     )
     sizes: dict[str, int] = {}
     for position, (sname, sp) in enumerate(fs.splits.items()):
@@ -97,18 +114,20 @@ def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
             "INSERT INTO splits VALUES (?, ?, ?, ?, ?, ?)",
             [ds_id, sname, position, sp.n, sp.labels is not None, meta_blob],
         )
-        labels = None if sp.labels is None else [None if v is None else str(v) for v in sp.labels.tolist()]
-        items = pa.table({
-            "row_idx": pa.array(np.arange(sp.n, dtype=np.int32)),
-            "item_id": pa.array([str(v) for v in sp.item_ids.tolist()], type=pa.string()),
-            "label": pa.array(labels if labels is not None else [None] * sp.n, type=pa.string()),
-            "meta": pa.array(_meta_json(sp.meta, sp.n), type=pa.string()),
-        })
-        with registered(con, "_items_in", items):
-            con.execute(
-                "INSERT INTO items SELECT ?, ?, row_idx, item_id, label, meta::JSON FROM _items_in", [ds_id, sname]
-            )
-        for modality, dim in fs.modalities.items():
+        for s in range(0, sp.n, ITEM_ROWS):
+            e = min(sp.n, s + ITEM_ROWS)
+            labels = None if sp.labels is None else [None if v is None else str(v) for v in sp.labels[s:e].tolist()]
+            items = pa.table({
+                "row_idx": pa.array(np.arange(s, e, dtype=np.int32)),
+                "item_id": pa.array([str(v) for v in sp.item_ids[s:e].tolist()], type=pa.string()),
+                "label": pa.array(labels if labels is not None else [None] * (e - s), type=pa.string()),
+                "meta": pa.array(_meta_json(None if sp.meta is None else sp.meta.iloc[s:e], e - s), type=pa.string()),
+            })
+            with registered(con, "_items_in", items):
+                con.execute(
+                    "INSERT INTO items SELECT ?, ?, row_idx, item_id, label, meta::JSON FROM _items_in", [ds_id, sname]
+                )
+        for modality, dim in ({} if files is not None else fs.modalities).items():
             x = sp.features[modality]
             rows_per_chunk = max(1, CHUNK_BYTES // (4 * max(1, int(dim))))
             for chunk, start in enumerate(range(0, sp.n, rows_per_chunk)):
@@ -119,6 +138,12 @@ def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
                 )
         sizes[sname] = sp.n
         pause_point("import")  # crash tests: killed with part of the dataset written, not committed
+    if files is not None:
+        store_path, tmp = files
+        feature_files.collect(store_path, folders(con) - {attrs[FOLDER_KEY]})
+        if tmp.exists():  # (a retried transaction finds it published already)
+            feature_files.publish(tmp)
+        pause_point("features")  # crash tests: killed with the folder renamed, the COMMIT not yet made
     return {
         "name": name,
         "id": ds_id,
@@ -130,12 +155,19 @@ def add(con: duckdb.DuckDBPyConnection, fs: FeatureSet, replace: bool) -> dict:
     }
 
 
-def load(con: duckdb.DuckDBPyConnection, name: str) -> FeatureSet:
+def load(con: duckdb.DuckDBPyConnection, name: str, store_path: Path | None = None, lazy: bool = False) -> FeatureSet:
+    """The dataset with its features in memory; with ``lazy`` (a dataset in the features folder),
+    each modality is an ``NpyWindows`` over its file, read only in windows."""
     ds_id = dataset_id(con, name)
     _, modalities, synthetic, source, attrs = one(con, 
         "SELECT name, modalities, synthetic, source, attrs FROM datasets WHERE id = ?", [ds_id]
     )
     modalities = {m: int(d) for m, d in loads(modalities).items()}
+    attrs = loads(attrs, {})
+    where = attrs.pop(FOLDER_KEY, None)
+    if where is not None and store_path is None:
+        raise StoreError(f"dataset '{name}' keeps its features beside the store; open it through Store to read them.")
+    base = None if where is None else feature_files.folder(store_path, where)
     splits: dict[str, Split] = {}
     for sname, n, labelled, meta_blob in con.execute(
         "SELECT split, n_items, labelled, meta FROM splits WHERE dataset_id = ? ORDER BY position", [ds_id]
@@ -149,6 +181,10 @@ def load(con: duckdb.DuckDBPyConnection, name: str) -> FeatureSet:
         meta = None if meta_blob is None else pq.read_table(io.BytesIO(meta_blob)).to_pandas()
         features: dict[str, np.ndarray] = {}
         for modality, dim in modalities.items():
+            if base is not None:
+                f = NpyWindows(base / sname / f"{modality}.npy", f"the stored {sname}/{modality} features of '{name}'")
+                features[modality] = f if lazy else np.asarray(f)
+                continue
             x = np.empty((int(n), dim), dtype=np.float32)
             for start, rows, blob in con.execute(
                 "SELECT row_start, n_rows, data FROM features WHERE dataset_id = ? AND split = ? AND modality = ? "
@@ -160,8 +196,15 @@ def load(con: duckdb.DuckDBPyConnection, name: str) -> FeatureSet:
         splits[sname] = Split(item_ids=item_ids, features=features, labels=labels, meta=meta)
     return FeatureSet(
         name=name, modalities=modalities, splits=splits, synthetic=bool(synthetic), source=source,
-        attrs=loads(attrs, {}),
+        attrs=attrs,
     )
+
+
+def feature_folder(con: duckdb.DuckDBPyConnection, name: str, store_path: Path) -> Path | None:
+    """The folder of a dataset's ``<split>/<modality>.npy`` files; None for one stored as blocks."""
+    (attrs,) = one(con, "SELECT attrs FROM datasets WHERE id = ?", [dataset_id(con, name)])
+    where = loads(attrs, {}).get(FOLDER_KEY)
+    return None if where is None else feature_files.folder(store_path, where)
 
 
 def names(con: duckdb.DuckDBPyConnection, backups: bool) -> list[str]:
@@ -186,8 +229,12 @@ def listing(con: duckdb.DuckDBPyConnection, backups: bool) -> pd.DataFrame:
     return out
 
 
-def delete(con: duckdb.DuckDBPyConnection, name: str) -> dict:
+def delete(con: duckdb.DuckDBPyConnection, name: str, store_path: Path | None = None) -> dict:
+    """Remove the dataset's rows; its feature folder is named in the result (key ``_folder``) so the
+    caller removes it after COMMIT."""
     ds_id = dataset_id(con, name)
+    (attrs,) = one(con, "SELECT attrs FROM datasets WHERE id = ?", [ds_id])
+    folder_name = loads(attrs, {}).get(FOLDER_KEY)
     for table in schema.latent_tables(con):
         con.execute(
             f"DELETE FROM {ident(table)} WHERE model_id IN (SELECT id FROM models WHERE dataset_id = ?)", [ds_id]
@@ -203,4 +250,6 @@ def delete(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     for table in schema.latent_tables(con):  # a latent size no model uses any more leaves no empty table
         if one(con, f"SELECT count(*) FROM {ident(table)}")[0] == 0:
             con.execute(f"DROP TABLE {ident(table)}")
-    return {"name": name, "items": counts["items"], "models": counts["models"], "tags": counts["tags"]}
+    if store_path is not None:
+        feature_files.collect(store_path, folders(con) | {folder_name})  # ours goes after COMMIT
+    return {"name": name, "items": counts["items"], "models": counts["models"], "tags": counts["tags"], "_folder": folder_name}

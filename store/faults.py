@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-POINTS = ("import", "latents", "decision", "export")
+POINTS = ("import", "features", "latents", "decision", "export")
 
 
 def pause_point(name: str) -> None:

@@ -159,10 +159,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "
                           "(the old one is kept as a backup) or choose another --name.")
     err(f"reading {args.path}")
-    fs = load_path(args.path, name)
+    fs = load_path(args.path, name, stream=True)
     for f in fs.attrs.get("ignored", []):
         err(f"ignored {f}: not a feature, label, id or items file")
-    summary = store.add_dataset(fs, replace=args.replace)
+    summary = store.add_dataset(fs, replace=args.replace, on_written=ImportPrinter(fs))
     err(f"registered dataset {name}")
     if summary.get("replaced"):
         err(f"the previous '{name}' is kept as the dataset '{summary['replaced']}' (datasets --backups lists it)")
@@ -172,6 +172,19 @@ def cmd_import(args: argparse.Namespace) -> int:
             + "; train with --preset aligned, which is built for that.")
     _print_summary(fs, args.format, summary)
     return 0
+
+
+class ImportPrinter:
+    """Import progress on stderr: one line per feature file written, with the share of all bytes."""
+
+    def __init__(self, fs: "object") -> None:
+        self.total = sum(sp.n * d for sp in fs.splits.values() for d in fs.modalities.values()) or 1
+        self.dims, self.done, self.t0 = dict(fs.modalities), 0, time.perf_counter()
+
+    def __call__(self, split: str, modality: str, rows: int) -> None:
+        self.done += rows * self.dims[modality]
+        err(f"stored {split}/{modality}: {rows:,} rows ({100 * self.done / self.total:.0f}% of the features, "
+            f"{time.perf_counter() - self.t0:.0f} s)")
 
 
 def _missing(fs: "object") -> dict[str, int]:
@@ -194,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
         check_target(args.out, "checkpoint")
     store = open_store(args)
-    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
+    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err,
+                             samples=args.samples, batch_given=args.batch_size is not None)
     if args.out:
         try:
             written = write_file(store.model_checkpoint(args.dataset, out.model_name), args.out, "checkpoint")
@@ -205,7 +219,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ) from None
         err(f"checkpoint written to {written}")
     result = {"model": out.model_name, "dataset": args.dataset, "train_seconds": round(out.train_seconds, 2),
-              "final_losses": out.final_losses, "config": cfg.to_dict(), "completion_items": out.completion_items}
+              "final_losses": out.final_losses, "config": store.model_config(args.dataset, out.model_name),
+              "completion_items": out.completion_items}
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -369,7 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
+    s.add_argument("--samples", type=int, metavar="N",
+                   help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "
+                        "e.g. 2000000 on a 1M-item archive is 2 epochs)")
+    s.add_argument("--batch-size", type=int,
+                   help="items per step (preset default; 2048 when the train split has 100,000 items or more)")
     s.add_argument("--lr", type=float)
     s.add_argument("--weight-decay", type=float, help="AdamW weight decay (paper preset: 0, aligned: 0.3)")
     s.add_argument("--modality-dropout", type=float, metavar="P",

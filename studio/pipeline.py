@@ -88,6 +88,64 @@ def encode_all_splits(tm: object, fs: FeatureSet) -> dict[str, dict[str, np.ndar
     return latents
 
 
+LARGE_TRAIN = 100_000  # train items from which a dataset counts as large: bigger batches, a sample budget
+LARGE_BATCH = 2048  # batch size for a large dataset when none is asked (why: docs/scale.md, train_speed)
+ENCODE_ROWS = 12 * 4096  # items encoded and written at a time (4 latent kinds x 128 dims = 100 MB); a multiple
+# of encode's batch, so batches fall where they would in one pass and the latents are the same bits
+
+
+def budgeted(cfg: TrainConfig, n_train: int, samples: int | None = None, batch_given: bool = True) -> TrainConfig:
+    """The config with a training budget: ``samples`` items drawn in all (rounded up to whole epochs
+    of the train split, so every item is seen equally often and a seed stays reproducible), and, for
+    a large split with no batch size asked, ``LARGE_BATCH``.
+
+    Why samples and not steps: the number of items seen is what the time grows with (a step at batch
+    2,048 costs about 16 steps at 128), and it reads the same whatever the batch."""
+    from dataclasses import replace
+
+    if samples is not None:
+        if samples < 1:
+            raise ConfigError(f"the sample budget must be a positive number of items (got {samples}).")
+        cfg = replace(cfg, epochs=max(1, -(-int(samples) // max(1, n_train))))
+    if not batch_given and n_train >= LARGE_TRAIN and cfg.batch_size < LARGE_BATCH:
+        cfg = replace(cfg, batch_size=LARGE_BATCH)
+    return cfg
+
+
+def missing_of(store: "object", dataset: str) -> dict[str, int]:
+    """Items lacking each modality, over all splits, read from the stored files in windows."""
+    return missing_summary(store.load_dataset(dataset, lazy=True))
+
+
+def encode_to_files(tm: object, rows: "object", folder: "object", on_rows: Callable[[int], None] | None = None) -> dict[str, object]:
+    """Fused and per-modality latents of one split, encoded ``ENCODE_ROWS`` items at a time and
+    appended to ``<folder>/<kind>.npy``; returns them as ``NpyWindows`` (what ``Store.add_model`` takes)."""
+    from pathlib import Path
+
+    from mmae_core.data.lazy import NpyAppender, NpyWindows
+    from mmae_core.model.train import encode
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = ["fused", *tm.modalities]
+    outs = {k: NpyAppender(folder / f"{k}.npy", rows.n, tm.model.latent) for k in kinds}
+    try:
+        for s, chunk in rows.chunks(ENCODE_ROWS):
+            fused, per = encode(tm, chunk)
+            outs["fused"].append(fused)
+            for m in tm.modalities:
+                outs[m].append(per[m])
+            if on_rows is not None:
+                on_rows(s + len(fused))
+        for w in outs.values():
+            w.close()
+    except BaseException:
+        for w in outs.values():
+            w._fh.close()
+        raise
+    return {k: NpyWindows(folder / f"{k}.npy") for k in kinds}
+
+
 def train_and_register(
     store: "object",
     dataset: str,
@@ -96,24 +154,33 @@ def train_and_register(
     on_progress: Callable[[object], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Log = silent,
+    samples: int | None = None,
+    batch_given: bool = True,
 ) -> TrainOutcome:
-    """Train an MMAE on a stored dataset, then register checkpoint and all latents in one action."""
-    from mmae_core.model.checkpoint import save_checkpoint
-    from mmae_core.model.train import train
+    """Train an MMAE on a stored dataset from its feature files (``Store.feature_rows``: read in
+    batches, never whole), encode every split in chunks to temp files, then register checkpoint and
+    all latents in one action. ``samples``/``batch_given``: the budget (``budgeted``)."""
+    import tempfile
 
-    fs = store.load_dataset(dataset)
-    taken = list(store.list_models(dataset)["name"]) if len(store.list_models(dataset)) else []
+    from mmae_core.model.checkpoint import save_checkpoint
+    from mmae_core.model.train import train_rows
+
+    listed = store.list_models(dataset)
+    taken = list(listed["name"]) if len(listed) else []
+    rows = store.feature_rows(dataset, "train")
+    cfg = budgeted(cfg, rows.n, samples, batch_given)
     name = check_name(model_name, "model name") if model_name else default_model_name(cfg, taken)
     if name in taken:
         raise ConfigError(f"a model named '{name}' already exists for {dataset}; choose another --model-name.")
-    missing = missing_summary(fs)
+    missing = missing_of(store, dataset)
     if any(missing.values()) and cfg.modality_dropout == 0:
         log(
             "note: this dataset has items with missing modalities ("
             + ", ".join(f"{m}: {c}" for m, c in missing.items() if c)
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
-    log(f"training {name} on {dataset} ({fs.splits['train'].n} train items, preset {cfg.preset}, {cfg.epochs} epochs)")
+    budget = f", {samples:,} samples" if samples is not None else ""
+    log(f"training {name} on {dataset} ({rows.n} train items, preset {cfg.preset}, {cfg.epochs} epochs{budget}, batch {cfg.batch_size})")
     watch = SlowdownWatch()
 
     def progress(p: object) -> None:
@@ -123,42 +190,61 @@ def train_and_register(
         if on_progress is not None:
             on_progress(p)
 
-    tm = train(fs, cfg, on_progress=progress, should_stop=should_stop)
+    tm = train_rows(rows, cfg, dataset, on_progress=progress, should_stop=should_stop)
     log(f"trained in {tm.train_seconds:.1f} s ({tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
         log(f"note: items lacking modalities get a completed fused latent (fitted on {n_fit} complete train items)" if n_fit else
             "note: too few train items have every modality to fit latent completion; items lacking modalities are fused by the mean of what they have")
-    log("encoding every split")
-    latents = encode_all_splits(tm, fs)
     final = dict(tm.history[-1]["losses"]) if tm.history else {}
     info = {
         "train_seconds": round(float(tm.train_seconds), 3),
         "final_losses": final,
         "history": tm.history,
-        "train_items": fs.splits["train"].n,
+        "train_items": rows.n,
         "missing": missing,
         "completion_items": n_fit,
         "plan": tm.plan,
         "source": "trained",
     }
-    store.add_model(dataset, name, save_checkpoint(tm), cfg.to_dict(), info, latents)
+    if samples is not None:
+        info["samples"] = int(samples)
+    del rows
+    with tempfile.TemporaryDirectory(prefix="mmae-latents-") as tmp:
+        latents = encode_splits(store, dataset, tm, tmp, log)
+        store.add_model(dataset, name, save_checkpoint(tm), cfg.to_dict(), info, latents)
     log(f"registered model {name}")
     return TrainOutcome(name, float(tm.train_seconds), final, missing, n_fit)
+
+
+def encode_splits(store: "object", dataset: str, tm: object, tmp: str, log: Log = silent) -> dict[str, dict[str, object]]:
+    """Every split of a stored dataset encoded in chunks to files under ``tmp`` (``encode_to_files``)."""
+    from pathlib import Path
+
+    latents: dict[str, dict[str, object]] = {}
+    for split in store.load_dataset(dataset, lazy=True).splits:
+        rows = store.feature_rows(dataset, split)
+        t0 = time.perf_counter()
+        latents[split] = encode_to_files(tm, rows, Path(tmp) / split)
+        log(f"encoded {split}: {rows.n} items in {time.perf_counter() - t0:.1f} s")
+    return latents
 
 
 def register_checkpoint(store: "object", dataset: str, data: bytes, model_name: str, log: Log = silent) -> str:
     """Load a checkpoint (safely), check it fits the dataset, encode and register it."""
     from mmae_core.model.checkpoint import check_fits, load_checkpoint, save_checkpoint
 
+    import tempfile
+
     name = check_name(model_name, "model name")
     tm = load_checkpoint(data)
-    fs = store.load_dataset(dataset)
+    fs = store.load_dataset(dataset, lazy=True)
     check_fits(tm, fs)
-    latents = encode_all_splits(tm, fs)
     info = {"train_seconds": float(getattr(tm, "train_seconds", 0.0)), "final_losses": {}, "history": tm.history,
             "source": "checkpoint", "missing": missing_summary(fs)}
-    store.add_model(dataset, name, save_checkpoint(tm), tm.config.to_dict(), info, latents)
+    with tempfile.TemporaryDirectory(prefix="mmae-latents-") as tmp:
+        latents = encode_splits(store, dataset, tm, tmp, log)
+        store.add_model(dataset, name, save_checkpoint(tm), tm.config.to_dict(), info, latents)
     log(f"registered model {name} from a checkpoint")
     return name
 
@@ -234,7 +320,7 @@ def propose_tags(
 
     method, k = check_setting(cluster or default_method(k), k)  # refused before any work or message
     resolution = check_resolution(resolution)
-    fs = store.load_dataset(dataset)
+    fs = store.load_dataset(dataset, lazy=True)  # ids, labels and titles; the features stay on disk
     sp = _split(fs, split)
     ids, z = store.latents(dataset, model, split, "fused")
     texts = None

@@ -50,10 +50,9 @@ class StudioFiles:
 
 
 def _copy_db(src: Path, dst: Path) -> None:
-    shutil.copy2(src, dst)
-    wal = src.with_name(src.name + ".wal")
-    if wal.exists():
-        shutil.copy2(wal, dst.with_name(dst.name + ".wal"))
+    from store import copy_store as _copy_store
+
+    _copy_store(src, dst)
 
 
 @pytest.fixture(scope="session")

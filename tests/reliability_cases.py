@@ -91,12 +91,9 @@ def build_template(folder: Path) -> Path:
 
 
 def copy_store(template: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(template, dst)
-    wal = template.with_name(template.name + ".wal")
-    if wal.exists():
-        shutil.copy2(wal, dst.with_name(dst.name + ".wal"))
-    return dst
+    from store import copy_store as _copy_store
+
+    return _copy_store(template, dst)
 
 
 def table_counts(db: Path) -> dict[str, int]:

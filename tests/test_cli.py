@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from studio.cli import main
-from store import Store
+from store import Store, copy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def trained_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def db(trained_db: Path, tmp_path: Path) -> Path:
     """A private copy per test, so tests can change the store freely."""
     dst = tmp_path / "store.duckdb"
-    dst.write_bytes(trained_db.read_bytes())
+    copy_store(trained_db, dst)
     return dst
 
 
@@ -196,7 +196,7 @@ def test_bad_import_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_subprocess_env_db_and_stdout_is_json(trained_db: Path, tmp_path: Path) -> None:
     db = tmp_path / "env.duckdb"
-    db.write_bytes(trained_db.read_bytes())
+    copy_store(trained_db, db)
     env = {**os.environ, "MMAE_STUDIO_DB": str(db)}
     p = subprocess.run([sys.executable, "-m", "mmae_core", "propose", "--dataset", "demo", "--k", "3", "--format", "json"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

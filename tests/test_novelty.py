@@ -15,7 +15,7 @@ from mmae_core.errors import ConfigError
 from mmae_core.archive.novelty import COMBINATIONS, auroc, combine, fit_reference, parts, score_items
 from studio.pipeline import train_and_register
 from mmae_core.model.train import encode, reconstruction_error, train
-from store import Store
+from store import Store, copy_store
 
 DIMS = {"image": 8, "audio": 12, "text": 6}
 
@@ -114,7 +114,7 @@ def toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_novelty_json_contract_and_ood_ranks_first(toy_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "s.duckdb"
-    db.write_bytes(toy_db.read_bytes())
+    copy_store(toy_db, db)
     assert main(["novelty", "--dataset", "toy", "--model", "m", "--split", "test,ood", "--format", "json", "--db", str(db)]) == 0
     out, errs = capsys.readouterr()
     rows = json.loads(out)
@@ -158,7 +158,7 @@ def test_cli_novelty_ranks_new_material_from_a_path_as_if_it_were_stored(toy_db:
     """`novelty --path`: items not in the store, scored against the same reference; the store's own
     ood split given as files must score exactly as stored, and nothing is written."""
     db = tmp_path / "s.duckdb"
-    db.write_bytes(toy_db.read_bytes())
+    copy_store(toy_db, db)
     fs = toy_set()
     up = tmp_path / "new"
     _write_split(up, "ood", fs.splits["ood"], list(DIMS))  # no train split: new material is only scored

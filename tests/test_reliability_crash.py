@@ -22,6 +22,8 @@ import pytest
 
 from studio.jobs import JobManager
 from store import Store
+from store import datasets as store_datasets
+from store import feature_files
 
 from . import reliability_cases as rc
 
@@ -31,7 +33,7 @@ def after_crash(db: Path, snap: rc.Snapshot) -> tuple[bool, int]:
     return snap.compare()
 
 
-@pytest.mark.parametrize("point", ["import", "latents", "decision", "export"])
+@pytest.mark.parametrize("point", ["import", "features", "latents", "decision", "export"])
 def test_kill_9_in_the_middle_leaves_nothing_half_written(db: Path, tmp_path: Path, point: str) -> None:
     folder = tmp_path / "data"
     rc._write_npy_folder(folder / "big", {"train": rc._good(3000, 1, dims=(40, 30)), "test": rc._good(500, 2, dims=(40, 30))})
@@ -39,6 +41,7 @@ def test_kill_9_in_the_middle_leaves_nothing_half_written(db: Path, tmp_path: Pa
     out.write_text("the previous export\n")
     args = {
         "import": ["import", str(folder / "big"), "--name", "big"],
+        "features": ["import", str(folder / "big"), "--name", "big"],  # killed after the folder's rename, before COMMIT
         "latents": ["train", "--dataset", rc.DATASET, "--epochs", "1", "--latent", "16", "--model-name", "m2"],
         "decision": ["tag", "set", "--dataset", rc.DATASET, "--item", first_item(db), "--tag", "lost"],
         "export": ["export", "--dataset", rc.DATASET, "--format", "csv", "--out", str(out)],
@@ -56,8 +59,11 @@ def test_kill_9_in_the_middle_leaves_nothing_half_written(db: Path, tmp_path: Pa
     # and the store takes the same action again, whole
     again = rc.cli(db, *args)
     assert again.returncode == 0, again.stderr
-    if point == "import":
+    if point in ("import", "features"):
         assert store.load_dataset("big").splits["train"].n == 3000
+        with store.reader() as con:  # the killed import's folder was collected; each dataset has its own
+            named = store_datasets.folders(con)
+        assert {p.name for p in feature_files.root(db).iterdir()} == named and len(named) == 2
     if point == "latents":
         assert store.latents(rc.DATASET, "m2", "ood", "fused")[1].shape[1] == 16
     if point == "decision":
@@ -73,6 +79,8 @@ def first_item(db: Path) -> str:
 SERVER = textwrap.dedent("""
     import sys, time
     from store import Store
+from store import datasets as store_datasets
+from store import feature_files
     from mmae_core.config import preset
     from studio.jobs import JobManager
     store = Store(sys.argv[1])
@@ -111,7 +119,8 @@ def test_kill_9_of_the_server_during_training_shows_the_job_interrupted(db: Path
 
 
 def test_disk_full_during_an_import_is_one_sentence_and_no_partial_dataset(db: Path, tmp_path: Path) -> None:
-    rc._write_npy_folder(tmp_path / "big", {"train": rc._good(20_000, 1, dims=(250, 250))})  # 40 MB of features
+    # 80 MB per modality file: larger than the store file plus any headroom, so each file limit is hit
+    rc._write_npy_folder(tmp_path / "big", {"train": rc._good(20_000, 1, dims=(1000, 1000))})
     size = db.stat().st_size
     for headroom in (1, 4, 16):  # MB left for each file: the write fails early, midway or late
         out = rc.cli_case(f"17 disk full during import (+{headroom} MB)", db, "import", str(tmp_path / "big"),
@@ -119,6 +128,8 @@ def test_disk_full_during_an_import_is_one_sentence_and_no_partial_dataset(db: P
         assert out.exit_code == 1 and out.sentence_ok and "disk" in out.saw, out
         assert out.unchanged and out.rows_lost == 0 and out.works_after, out
     assert Store(db).dataset_names() == [rc.DATASET]
+    left = feature_files.root(db)  # no temp folder of the refused imports is left behind
+    assert not left.exists() or not [p for p in left.iterdir() if p.name.startswith(feature_files.TMP)]
     proc = rc.cli(db, "import", str(tmp_path / "big"), "--name", "big")  # with space again, it works
     assert proc.returncode == 0, proc.stderr
     assert Store(db).load_dataset("big").splits["train"].n == 20_000

@@ -19,7 +19,7 @@ from mmae_core.evaluation.mcca import fit_search_space
 from studio.pipeline import train_and_register
 from mmae_core.search.retrieval import nearest, retrieval_metrics
 from studio.search import CACHE, index_files, query_latent, search_items
-from store import Store
+from store import Store, copy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE = ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank")
@@ -56,7 +56,7 @@ def trained_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def db(trained_db: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "store.duckdb"
-    dst.write_bytes(trained_db.read_bytes())
+    copy_store(trained_db, dst)
     return dst
 
 
@@ -271,7 +271,7 @@ def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_pat
     assert main(["demo", "--scale", "0.04", "--db", str(other)]) == 0
     assert main(["train", "--dataset", "demo", "--preset", "aligned", "--epochs", "1", "--seed", "7",
                  "--model-name", "al", "--db", str(other)]) == 0
-    db.write_bytes(other.read_bytes())
+    copy_store(other, db)
     store = Store(db)
     ids, vecs = shared(store, ["text", "image"])
     q2 = query_latent(store, "demo", "al", "text", item="demo-test-000003")

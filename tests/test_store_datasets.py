@@ -1,6 +1,8 @@
 """Datasets in the store: exact round trip, replace with backup, listing, deletion, large blocks."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import DataError
 from store import NotFoundError, Store, StoreError
+from store import datasets as store_datasets
 
 from .test_store_helpers import make_featureset, make_latents, one_sentence, table_rows
 
@@ -136,8 +139,8 @@ def test_large_block_is_chunked_and_exact(tmp_path):
         splits={"train": Split(np.asarray([f"i{i}" for i in range(n)], dtype=object), {"audio": x, "image": small})},
     )
     store = Store(tmp_path / "s.duckdb")
-    store.add_dataset(fs)
-    with store.reader() as con:
+    with store.transaction() as con:  # the block form that stores made before the features folder
+        store_datasets.add(con, fs, replace=False)
         chunks = con.execute(
             "SELECT count(*), sum(n_rows), max(octet_length(data)) FROM features WHERE modality = 'audio'"
         ).fetchall()[0]
@@ -145,6 +148,51 @@ def test_large_block_is_chunked_and_exact(tmp_path):
     back = store.load_dataset("big")
     np.testing.assert_array_equal(back.splits["train"].features["audio"], x)
     assert back.splits["train"].labels is None and back.splits["train"].meta is None
+    rows = store.feature_rows("big", "train")  # old stores still train: from memory
+    np.testing.assert_array_equal(rows.take("audio", np.array([7, 5, 3])), x[[7, 5, 3]])
+
+
+def test_features_go_to_the_folder_beside_the_store_exactly(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 5000
+    x = rng.normal(size=(n, 300)).astype(np.float32)
+    x[9] = np.nan
+    fs = FeatureSet(
+        name="f", modalities={"audio": 300, "image": 2},
+        splits={"train": Split(np.asarray([f"i{i}" for i in range(n)], dtype=object),
+                               {"audio": x, "image": rng.normal(size=(n, 2)).astype(np.float32)})},
+    )
+    store = Store(tmp_path / "s.duckdb")
+    store.add_dataset(fs)
+    with store.reader() as con:
+        assert con.execute("SELECT count(*) FROM features").fetchone()[0] == 0
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "s.duckdb.features").rglob("*.npy"))
+    assert len(files) == 2 and files[0].endswith("/train/audio.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / files[0]), x)
+    back = store.load_dataset("f")
+    np.testing.assert_array_equal(back.splits["train"].features["audio"], x)
+    assert "features_folder" not in back.attrs
+    lazy = store.load_dataset("f", lazy=True).splits["train"].features["audio"]
+    np.testing.assert_array_equal(lazy[100:300], x[100:300])
+    rows = store.feature_rows("f", "train")
+    np.testing.assert_array_equal(rows.take("audio", np.array([42, 9, 1])), x[[42, 9, 1]])
+    store.delete_dataset("f")
+    assert not any((tmp_path / "s.duckdb.features").iterdir())
+
+
+def test_orphan_folders_are_collected_but_live_temp_folders_kept(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.add_dataset(make_featureset(name="a"))
+    base = tmp_path / "s.duckdb.features"
+    (base / "deadbeef").mkdir()  # published, never committed (killed between rename and COMMIT)
+    (base / ".tmp-999999999-abc").mkdir()  # a temp folder of a process that is gone
+    live = base / f".tmp-{os.getpid()}-live"
+    live.mkdir()  # another import still writing
+    store.add_dataset(make_featureset(name="b"))
+    left = {p.name for p in base.iterdir()}
+    assert "deadbeef" not in left and ".tmp-999999999-abc" not in left and live.name in left
+    assert len(left) == 3
+    assert store.load_dataset("a").splits["train"].n > 0
 
 
 def test_catalog_metadata_is_never_stale_across_replace_and_store_files(tmp_path):

@@ -14,9 +14,10 @@ import pandas as pd
 
 from mmae_core.data.dataset import RESERVED_NAMES, Split
 from mmae_core.errors import DataError
-from mmae_core.data.checks import as_features, as_strings, same_values, scan_rows, unique_ids
+from mmae_core.data.checks import as_features, check_feature_shape, as_strings, same_values, scan_rows, unique_ids
 from mmae_core.data.layout import SplitFiles
-from mmae_core.data.npy import read_npy, read_npz
+from mmae_core.data.lazy import NpyWindows
+from mmae_core.data.npy import open_windows, read_npy, read_npz
 from mmae_core.data.tables import read_feature_table, read_items_table
 
 
@@ -100,7 +101,18 @@ def _meta(items: pd.DataFrame | None) -> pd.DataFrame | None:
     return items[rest].reset_index(drop=True) if rest else None
 
 
-def load_split(sf: SplitFiles, max_uncompressed: int) -> Loaded:
+def _npy_features(ref: "object", stream: bool) -> "np.ndarray | NpyWindows":
+    """A modality's ``.npy``: read whole, or with ``stream`` left on disk to be read in windows."""
+    lazy = open_windows(ref) if stream else None
+    if lazy is None:
+        return as_features(read_npy(ref), ref.shown)
+    check_feature_shape(lazy, ref.shown)
+    return lazy
+
+
+def load_split(sf: SplitFiles, max_uncompressed: int, stream: bool = False) -> Loaded:
+    """``stream``: plain ``.npy`` feature files stay on disk (``lazy.NpyWindows``) and are checked
+    window by window, so an archive larger than memory can be imported."""
     arrays: dict[str, tuple[np.ndarray, str]] = {}  # modality -> (float32 features, where)
     ids_c: list[_Column] = []
     labels_c: list[_Column] = []
@@ -119,7 +131,7 @@ def load_split(sf: SplitFiles, max_uncompressed: int) -> Loaded:
     for m, ref in sf.arrays.items():
         if m in arrays:
             raise DataError(f"{ref.shown} and {sf.npz.shown if sf.npz else ''} both give the {sf.split} modality '{m}'; keep only one of them.")
-        arrays[m] = (as_features(read_npy(ref), ref.shown), ref.shown)
+        arrays[m] = (_npy_features(ref, stream), ref.shown)
     if sf.ids is not None:
         ids_c.append(_Column(unique_ids(as_strings(read_npy(sf.ids), sf.ids.shown, "ids"), sf.ids.shown), sf.ids.shown))
     if sf.labels is not None:

@@ -18,7 +18,15 @@ SCAN_CHUNK = 1 << 22  # elements per chunk: bounds the temporaries of the NaN/In
 
 def as_features(arr: np.ndarray, where: str) -> np.ndarray:
     """A modality array as 2-D float32 C-contiguous (copies only when the input is not already so)."""
-    if arr.dtype.kind not in "biuf":
+    check_feature_shape(arr, where)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_feature_shape(arr: "np.ndarray | object", where: str) -> None:
+    """The checks of ``as_features`` that need only the shape and dtype, so a file read in windows
+    (``lazy.NpyWindows``, checked on its header) gets the same sentences as one read whole."""
+    dtype = getattr(arr, "file_dtype", arr.dtype)
+    if dtype.kind not in "biuf":
         raise DataError(f"{where} holds values of type {arr.dtype}, not numbers; save the features as a float array.")
     if arr.ndim != 2:
         raise DataError(
@@ -28,7 +36,6 @@ def as_features(arr: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has 0 rows; export it again with data or remove it.")
     if arr.shape[1] == 0:
         raise DataError(f"{where} has 0 feature columns; export it again with data or remove it.")
-    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def scan_rows(x: np.ndarray, where: str) -> np.ndarray:

@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mmae_core.data.lazy import row_windows
 from mmae_core.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "test", "ood")
 RESERVED_NAMES: frozenset[str] = frozenset({"labels", "ids", "items", "label", "item_id"})
+
+
+def _rows_per_window(x: object) -> int:
+    """Rows per window of a check: ~4M values, so its temporaries stay a few MB at any size."""
+    return max(1, (1 << 22) // max(1, int(x.shape[1]) if len(x.shape) > 1 else 1))
 
 
 @dataclass
@@ -32,9 +38,13 @@ class Split:
         return int(len(self.item_ids))
 
     def present(self, modality: str) -> np.ndarray:
-        """Boolean mask of the items that have ``modality`` (a row that is not all NaN)."""
+        """Boolean mask of the items that have ``modality`` (a row that is not all NaN); read in
+        windows, so a modality left on disk (``lazy.NpyWindows``) is never whole in memory."""
         x = self.features[modality]
-        return ~np.isnan(x).all(axis=1)
+        out = np.empty(len(x), dtype=bool)
+        for s, w in row_windows(x, _rows_per_window(x)):
+            out[s : s + len(w)] = ~np.isnan(w).all(axis=1)
+        return out
 
     def missing_counts(self) -> dict[str, int]:
         return {m: int((~self.present(m)).sum()) for m in self.features}
@@ -109,10 +119,13 @@ class FeatureSet:
                         f"{where}: {sname}/{m} has dimension {x.shape[1]} but {m} has dimension {d} elsewhere; "
                         "every split of a modality must have the same dimension."
                     )
-                nan_rows = np.isnan(x).all(axis=1)
-                bad = ~np.isfinite(x) & ~nan_rows[:, None]
-                if bad.any():
+                for s, w in row_windows(x, _rows_per_window(x)):
+                    nan_rows = np.isnan(w).all(axis=1)
+                    bad = ~np.isfinite(w) & ~nan_rows[:, None]
+                    if not bad.any():
+                        continue
                     r, c = np.argwhere(bad)[0]
+                    r = s + r
                     raise DataError(
                         f"{where}: {sname}/{m} has NaN or Inf at row {int(r)}, column {int(c)}; "
                         "fix or drop those values (a whole row of NaN marks a missing modality)."

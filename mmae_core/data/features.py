@@ -48,11 +48,15 @@ def _capitalised(fn: F) -> F:
 
 @_capitalised
 def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
-              require_train: bool = True, root: str | Path | None = None) -> FeatureSet:
+              require_train: bool = True, root: str | Path | None = None, stream: bool = False) -> FeatureSet:
     """Load a folder, a ``.zip``, an ``.npz`` (train unless named ``{split}.npz``) or one ``.npy``/``.parquet``/``.csv``.
 
     ``require_train=False`` is for items that are only scored, never trained on (a new upload ranked
     by novelty): any split names, checked against the first split instead of train.
+
+    ``stream``: the ``.npy`` feature files of a folder stay on disk and are read in windows
+    (``lazy.NpyWindows``): the set must be stored (``Store.add_dataset`` copies it window by window)
+    before those files change. Zips and tables are read whole as before.
 
     ``root`` (the dashboard's data root): every file that will be read must resolve inside it, so a
     symbolic link in the folder cannot bring in a file from elsewhere on the server."""
@@ -67,7 +71,7 @@ def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MA
         if root is not None:
             for ref in layout.used():
                 _check_inside(ref.path, ref.shown, Path(root))
-        return _build(layout, name, shown, max_uncompressed, require_train)
+        return _build(layout, name, shown, max_uncompressed, require_train, stream)
     if root is not None:
         _check_inside(p, shown, Path(root))
     return _load_file(p, shown, name, max_uncompressed, require_train)
@@ -182,7 +186,8 @@ def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int, require_tra
         return _build(layout, name, shown, max_uncompressed, require_train)
 
 
-def _build(layout: Layout, name: str, source: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
+def _build(layout: Layout, name: str, source: str, max_uncompressed: int, require_train: bool = True,
+           stream: bool = False) -> FeatureSet:
     if require_train and "train" not in layout.splits:
         found = ", ".join(r.shown for r in layout.used()[:4])
         raise DataError(
@@ -191,7 +196,7 @@ def _build(layout: Layout, name: str, source: str, max_uncompressed: int, requir
         )
     loaded: dict[str, Loaded] = {}
     for s, sf in layout.splits.items():
-        loaded[s] = load_split(sf, max_uncompressed)
+        loaded[s] = load_split(sf, max_uncompressed, stream)
     modalities = _check_splits(layout, loaded)
     _check_unique_ids(loaded)
     splits: dict[str, Split] = {s: ld.split for s, ld in loaded.items()}

@@ -104,6 +104,32 @@ def read_npy(ref: FileRef) -> np.ndarray:
         return read_npy_stream(fp, ref.shown, size)
 
 
+def open_windows(ref: FileRef) -> "NpyWindows | None":
+    """A plain ``.npy`` file on disk as ``NpyWindows`` (read later, window by window), after the
+    same header checks as ``read_npy``; None when it must be read whole (a zip member, a Fortran-order
+    or non-2-D array), so such files keep the eager path and its messages."""
+    from mmae_core.data.lazy import NpyWindows
+
+    if ref.member is not None:
+        return None
+    size = ref.path.stat().st_size
+    if size == 0:
+        raise empty_error(ref.shown)
+    with open(ref.path, "rb") as fp:
+        shape, dtype = _header(fp, ref.shown)
+        if dtype.hasobject:
+            raise objects_error(ref.shown)
+        if size - fp.tell() < math.prod(int(n) for n in shape) * dtype.itemsize:
+            raise truncated_error(ref.shown, "a .npy array")
+    if len(shape) != 2 or dtype.kind not in "biuf" or 0 in shape:
+        return None
+    x = NpyWindows(ref.path, ref.shown)
+    m = x._map()
+    fortran = m.flags.f_contiguous and not m.flags.c_contiguous
+    del m
+    return None if fortran else x
+
+
 def read_npz(ref: FileRef, max_uncompressed: int) -> Iterator[tuple[str, np.ndarray]]:
     """The arrays of an ``.npz`` in archive order, read member by member without extracting.
 
