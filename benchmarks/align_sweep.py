@@ -1,4 +1,4 @@
-"""What the aligned preset's alignment term costs and buys, in the shared search space (README,
+"""What the aligned preset's alignment term costs and buys, in the shared search space (docs/results.md,
 "What the alignment term costs").
 
 ``tune_aligned.py`` chose the preset's defaults on the raw latents, with one seed. Search now compares

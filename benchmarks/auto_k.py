@@ -6,7 +6,7 @@
 On the test split of each set (the four real ``mfeat`` sets of ``realdata.py`` and the synthetic demo),
 for two representations: fused PCA (50 dims, the tool's standardization) and the fused latents of an
 MMAE trained with the paper preset (``--epochs`` epochs, seed s). For each resolution and seed, Leiden
-on the faiss 15-NN graph (``graph_cluster``, seeded with s) gives k and labels; the table shows the
+on the faiss 15-NN graph (``clustering.graph``, seeded with s) gives k and labels; the table shows the
 mean k found against the class count, the mean |k - classes|, and ARI/NMI of Leiden's clusters, each
 mean with its 95% t-interval over the seeds; for reference, ARI of KMeans told the class count
 (the grid's KMeans, 4 starts) and of spectral clustering told the class count on the same graph.

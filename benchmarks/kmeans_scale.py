@@ -9,7 +9,7 @@ peak minus data is what the method itself needs. Points: a seeded mixture of 100
 of unequal spread in 128 dims, generated in chunks. Quality: each method's centroids are scored on a
 fixed 20,000-point sample against full scikit-learn ``KMeans`` (k-means++, one start) fitted on that
 sample: inertia relative to it (1.00 = as good) and ARI of the two labelings. Leiden: the faiss kNN
-graph (``graph_cluster.knn_graph``, IVF above 50k points) then Leiden at the default resolution.
+graph (``clustering.graph.knn_graph``, IVF above 50k points) then Leiden at the default resolution.
 """
 from __future__ import annotations
 

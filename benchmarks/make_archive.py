@@ -5,7 +5,7 @@ demo holds every array in memory (``demo --scale 10`` = 290,000 items peaked at 
 draws the same world as the demo (``mmae_core.data.demo.demo_world`` and ``draw_items``: same classes,
 same modalities and dimensions, same captions) but one chunk at a time, and appends each chunk to
 plain ``.npy`` files through ordinary writes, never a memory map of the whole file, so the kernel's
-peak RSS is bounded by the chunk (measured: see the README's scale table; at 1M items and the default
+peak RSS is bounded by the chunk (measured: see docs/results.md's scale table; at 1M items and the default
 chunk of 20,000 it stays under 1 GiB while writing 7.4 GB).
 
 Layout (what the import recognises)::

@@ -14,7 +14,7 @@ full size (29,059 items). This measures the chart ``ui.maps`` builds, in two par
    ``--svg`` adds the SVG renderer for contrast; ``--plotly`` adds the alternative component: Plotly's
    WebGL ``Scattergl`` through ``st.plotly_chart(on_select=...)`` (box and lasso selection), one trace
    per colour group (needs ``pip install plotly==7.1.0``; not a dependency of the app, because the
-   measurement chose Altair: see the README's "Map interactivity").
+   measurement chose Altair: see docs/results.md's "Map interactivity").
 
 Usage: ``.venv/bin/python benchmarks/map_size.py [--sizes 4200,29059] [--no-browser] [--svg]``
 """

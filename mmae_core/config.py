@@ -68,7 +68,7 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     # Cross-modal training (Ngiam et al. 2011) plus latent alignment. Chosen by benchmarks/tune_aligned.py
-    # (README, "Cross-modal search"): of dropout {0.3, 0.5, 0.7} x align {0, 0.1, 1, 3}, dropout 0.7 with a
+    # (docs/results.md, "Cross-modal search"): of dropout {0.3, 0.5, 0.7} x align {0, 0.1, 1, 3}, dropout 0.7 with a
     # light alignment weight 0.1 gave the highest worst-pair class P@10 on the digits and on the small demo;
     # weights of 1 and 3 pulled the latents together at the cost of class structure. Weight decay 0.3
     # (AdamW) was added after a second sweep (--weight-decay): on the full demo it keeps the weak

@@ -199,7 +199,7 @@ else:
     top = int(n2.number_input("Show the top", min_value=5, max_value=5_000, value=50, step=5, key="explore_novel_top"))
     if st.toggle("Rank them by novelty", key="explore_novel_on",
                  help="Score = reconstruction error + distance to the nearest accepted tag, each standardized against "
-                      "the train split (README, 'Novelty'). Higher = more unusual."):
+                      "the train split (docs/results.md, 'Novelty'). Higher = more unusual."):
         ranked = show_ranked(f"{nsplit} items", f"Scoring the {nsplit} items…",
                              lambda: archive.novelty(store, dataset, model, [nsplit]))
         head = ranked.head(top)

@@ -288,7 +288,7 @@ with t_conflicts:
     if disagree is not None:
         flagged = disagree[disagree["flagged"]]
         st.caption(f"{len(flagged):,} of {len(disagree):,} {c_split} items have modalities whose latents point to different "
-                   f"{c_attrs['source']}; ranked by how strongly they disagree (score: README, 'Conflicts'). Check whether "
+                   f"{c_attrs['source']}; ranked by how strongly they disagree (score: docs/results.md, 'Conflicts'). Check whether "
                    "one modality belongs to another item.")
         if len(flagged):
             head = flagged.head(c_top)

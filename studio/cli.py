@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(paper preset: 0, aligned: 0.7)")
     s.add_argument("--align-weight", type=float, metavar="LAMBDA",
                    help="weight of the alignment term sum_m ||z_m - z||^2 (paper preset: 0, aligned: 0.1; 0 clusters "
-                        "the fused latents better at k above the class count, README 'Cross-modal search')")
+                        "the fused latents better at k above the class count, docs/results.md 'Cross-modal search')")
     s.add_argument("--latent", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")

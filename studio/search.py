@@ -297,7 +297,7 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
     the modalities share. The weighted CCA keeps the directions the modalities' latents share, in
     proportion to how strongly they share them. Measured worst-pair class P@10 of the aligned preset:
     full demo 0.26 -> 0.46, digits 0.71 -> 0.72; the paper preset's per-modality latents become
-    searchable (digits 0.08 -> 0.67; README, "Cross-modal search"). Deterministic (one
+    searchable (digits 0.08 -> 0.67; docs/results.md, "Cross-modal search"). Deterministic (one
     eigendecomposition, no random draw). Kept in the process like the indexes, and saved beside the
     store (``STORE.indexes/``, a few kB) at any size: each CLI call is a new process, and refitting
     cost it about 2.5 s at 100k items (scikit-learn's import and the fit).

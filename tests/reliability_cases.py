@@ -5,7 +5,7 @@ the Data/Train/Compare pages under ``AppTest``, or the store and job manager as 
 against a private copy of a small trained store, and returns ``Outcome`` rows: what the user saw,
 whether the checksum over every table is the one taken before, how many committed rows are gone and
 whether the process or store still works afterwards. The tests assert on these rows; the benchmark
-prints them as the table the README quotes. No test functions live here.
+prints them as the table docs/results.md quotes. No test functions live here.
 """
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def test_paper_reference_rows() -> None:
 
 
 def test_benchmark_script_smoke_run() -> None:
-    """The README's evaluation benchmark runs end to end on a small random set and finds identical runs."""
+    """The evaluation benchmark runs end to end on a small random set and finds identical runs."""
     import subprocess
     import sys
     from pathlib import Path

@@ -1,4 +1,4 @@
-"""The helpers behind the real-data verdicts the README quotes (benchmarks/quality.py and
+"""The helpers behind the real-data verdicts docs/results.md quotes (benchmarks/quality.py and
 benchmarks/real_diagnosis.py): seed ranges, the per-seed gap's interval, the ahead/level/behind
 tally, and the 6-and-9 facts of the UCI views."""
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_swaps_and_merges() -> None:
 
 
 def test_the_weak_views_cannot_tell_6_from_9_and_the_strong_one_can() -> None:
-    """The README's explanation of the `mfeat` ties rests on this fact of the data."""
+    """docs/results.md's explanation of the `mfeat` ties rests on this fact of the data."""
     fs = make_real("mfeat")
     tr, te = fs.splits["train"], fs.splits["test"]
     std = Standardizer.fit(tr.features)

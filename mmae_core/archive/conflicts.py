@@ -36,7 +36,7 @@ import pandas as pd
 from mmae_core.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("agreement", "margin")
-DEFAULT_METHOD = "margin"  # measured: benchmarks/conflicts.py, README "Conflicts"
+DEFAULT_METHOD = "margin"  # measured: benchmarks/conflicts.py, docs/results.md "Conflicts"
 
 
 @dataclass

@@ -15,7 +15,7 @@ Two signals, both measured against the *train split* (the material the model was
   demo: latent directions along which tags vary a lot should count less than those where they are
   tight. Log-transformed and standardized with the train items' distances to the same centroids.
 
-**How they are combined (``combine``), chosen by measurement** (``benchmarks/novelty.py``, README
+**How they are combined (``combine``), chosen by measurement** (``benchmarks/novelty.py``, docs/results.md
 "Novelty"): ``zsum`` adds the two standardized values (each is a z-score against train, so neither
 dominates by its units); ``rank`` averages the two train-percentiles instead; ``recon`` and
 ``distance`` score one signal alone. Measured AUROC (paper preset): held-out classes on the UCI

@@ -1,7 +1,7 @@
 """KMeans for archive-size sets: faiss's k-means above ``LARGE_MIN`` items, the evaluation grid's below.
 
 Measured by benchmarks/kmeans_scale.py on the 2-core target (128 dims, k = 100; the table is in the
-README): faiss's k-means is several times faster than scikit-learn's ``MiniBatchKMeans`` at 100k-1M
+docs/results.md): faiss's k-means is several times faster than scikit-learn's ``MiniBatchKMeans`` at 100k-1M
 points, its peak memory is about the data plus a small buffer, and its inertia is within a percent
 of full KMeans, where ``MiniBatchKMeans`` is a few percent worse. Below ``LARGE_MIN`` the grid's own
 KMeans (seeded k-means++, ``n_init`` Lloyd starts) is kept, so every figure measured on the demo and

@@ -4,10 +4,10 @@ A curator walks through these on the Tags page. Choices made for them:
 
 * Clustering (``method``): ``kmeans`` is the evaluation grid's KMeans (same seeding, same ``n_init``),
   so the proposal set at k is exactly the clustering whose metrics the Compare page shows for the
-  MMAE at that k; from ``kmeans_large.LARGE_MIN`` items on it is faiss's k-means (an archive's
-  train split). ``leiden`` and ``spectral`` cluster a kNN graph of the latents (``graph_cluster``);
+  MMAE at that k; from ``clustering.kmeans.LARGE_MIN`` items on it is faiss's k-means (an archive's
+  train split). ``leiden`` and ``spectral`` cluster a kNN graph of the latents (``clustering.graph``);
   with ``k="auto"`` (the default) Leiden finds k. Items Leiden leaves in no community of
-  ``graph_cluster.MIN_SIZE`` items form one last proposal named "unassigned" (never dropped).
+  ``clustering.graph.MIN_SIZE`` items form one last proposal named "unassigned" (never dropped).
 * Clusters are numbered by size, largest first (ties: the one whose first item comes first), so the
   numbering does not depend on KMeans' arbitrary label order and the biggest tags come first.
 * ``cohesion`` is the mean Silhouette of the cluster's items (how well they sit in their cluster

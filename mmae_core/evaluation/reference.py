@@ -1,4 +1,4 @@
-"""The paper's reported numbers (Tables II, III, IV of /work/shared/paper.txt) as reference rows.
+"""The paper's reported numbers (Tables II, III, IV of the paper) as reference rows.
 
 They are shown beside our own grid in the same columns, so an analyst can compare
 like with like; ``source='paper'`` and ``table`` mark them. The paper does not say which k Table II

@@ -5,7 +5,7 @@ Why: the MMAE fuses by the mean of the encodings an item has, so an item that la
 somewhere else than a complete item of its class: its mean is over fewer, different encodings, and
 KMeans then groups items by which modalities they kept. On the full demo with half the items missing
 one or two modalities, image-only items of the aligned preset clustered at ARI 0.53 against 0.77 for
-complete ones (README, "Missing modalities"). A linear map per subset S of modalities, fitted on the
+complete ones (docs/results.md, "Missing modalities"). A linear map per subset S of modalities, fitted on the
 train items that have them all (ridge, its strength chosen by 5-fold cross-validation), from
 their concatenated encodings [z_m for m in S] to their fused z, puts a partial item where a complete
 one of the same content would be. Complete items keep the plain mean, per-modality latents are

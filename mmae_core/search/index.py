@@ -1,7 +1,7 @@
 """The nearest-neighbour index behind cross-modal search (a query on 1M latents in < 100 ms).
 
 Why faiss, and why two kinds of index (measured by ``benchmarks/retrieval.py`` on this project's
-2-core machine, see the README's "Cross-modal search"):
+2-core machine, see docs/results.md's "Cross-modal search"):
 
 * An exact scan (faiss ``IndexFlat``) is what ``retrieval.nearest`` computes and is fast enough up to
   a few hundred thousand latents, but at 1M it took 120-300 ms per query under load; numpy's

@@ -11,7 +11,7 @@ P(c | x_m); a query then ranks the target items by the chance that they share it
 With exact probabilities that ranking is the best any search can do for expected class P@k (two
 items' classes are independent given their features), so its P@10 estimates what the data allow.
 It is an estimate, not a bound: a stronger classifier can move it up (an RBF SVM lifted the digits'
-worst pair from 0.79 to 0.82, README "Cross-modal search"); logistic regression is what fits in a
+worst pair from 0.79 to 0.82, docs/results.md "Cross-modal search"); logistic regression is what fits in a
 few seconds at archive size.
 
 Only class metrics are meaningful here (instance recall would ask which of a class's items is the
