@@ -130,7 +130,7 @@ def test_bad_settings_are_one_sentence_and_start_nothing(demo_store, app):
     assert any("already exists" in e.value for e in at.error)
     assert by_label(at.button, "Start training").disabled
     at.text_input(key="train_paper_name").input("tab\there").run()
-    assert any("control characters" in e.value for e in at.error)
+    assert any("control character" in e.value for e in at.error)
     at.text_input(key="train_paper_name").input("ok-name").run()
     assert not at.error and not by_label(at.button, "Start training").disabled
     assert store.checksum() == before and store.jobs() == []

@@ -9,7 +9,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
 from mmae_core.clustering import graph as gc
-from mmae_core.clustering import kmeans
+from mmae_core.clustering import kmeans as kmeans_large
 from mmae_core.config import EvalConfig
 from mmae_core.errors import ConfigError
 from mmae_core.evaluation.evaluate import evaluate_grid, stratified_sample
