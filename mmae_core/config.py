@@ -21,6 +21,10 @@ class TrainConfig:
     hidden: tuple[int, ...] = (128, 128)
     modality_dropout: float = 0.0  # probability that an item loses a random proper subset of modalities
     align_weight: float = 0.0  # lambda on sum_m ||z_m - z||^2
+    contrastive_weight: float = 0.0  # weight of the symmetric InfoNCE between modality latents of an item
+    temperature: float = 0.1  # InfoNCE temperature (cosine similarities are divided by it)
+    cross_weight: float = 0.0  # weight of cross-reconstruction (each modality from the others' fusion)
+    fusion: str = "mean"  # mean (the paper's) | reliability (a learned weight per modality)
     weight_decay: float = 0.0  # decoupled (AdamW) weight decay; 0 = the paper's plain Adam
     early_stopping: int = 0  # patience in epochs on a validation part of train; 0 = off
     val_fraction: float = 0.0
@@ -55,6 +59,14 @@ class TrainConfig:
             raise ConfigError(f"modality dropout must be in [0, 1) (got {self.modality_dropout}).")
         if self.align_weight < 0:
             raise ConfigError(f"alignment weight must be non-negative (got {self.align_weight}).")
+        if self.contrastive_weight < 0:
+            raise ConfigError(f"contrastive weight must be non-negative (got {self.contrastive_weight}).")
+        if not (0.0 < self.temperature <= 10.0):
+            raise ConfigError(f"temperature must be in (0, 10] (got {self.temperature}); 0.1 is usual.")
+        if self.cross_weight < 0:
+            raise ConfigError(f"cross-reconstruction weight must be non-negative (got {self.cross_weight}).")
+        if self.fusion not in ("mean", "reliability"):
+            raise ConfigError(f"fusion must be mean or reliability (got '{self.fusion}').")
         if not (0.0 <= self.weight_decay < 10.0):
             raise ConfigError(f"weight decay must be in [0, 10) (got {self.weight_decay}).")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -77,7 +89,12 @@ PRESETS: dict[str, TrainConfig] = {
     # benchmarks/align_sweep.py (shared search space, several seeds): λ = 0 clusters the digits'
     # fused latents better at k above the class count but drops the demo's worst pair from .45 to .42; kept.
     "aligned": TrainConfig(preset="aligned", modality_dropout=0.7, align_weight=0.1, weight_decay=0.3),
+    # CONTRASTIVE_NOTE
+    "contrastive": TrainConfig(preset="contrastive", modality_dropout=0.7, weight_decay=0.3, contrastive_weight=1.0,
+                               temperature=0.1),
 }
+# What ``train`` and ``propose`` use when no preset is named (the paper's is ``--preset paper``).
+DEFAULT_PRESET = "contrastive"
 
 
 def preset(name: str, **overrides: object) -> TrainConfig:
