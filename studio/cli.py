@@ -20,7 +20,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from mmae_core.config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
+from mmae_core.clustering.graph import DEFAULT_RESOLUTION, METHODS
+from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
 
 DEFAULT_DB = "mmae_studio.duckdb"
@@ -191,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
         check_target(args.out, "checkpoint")
     store = open_store(args)
+    err(f"preset {cfg.preset}" + (" (the default; --preset paper trains the paper's method)" if args.preset == DEFAULT_PRESET
+                                  and DEFAULT_PRESET != "paper" else ""))
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err)
     if args.out:
         try:
@@ -255,8 +258,13 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
-    table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err)
-    cols = [c for c in ("cluster", "size", "name", "purity", "cohesion", "majority_label", "representatives") if c in table]
+    table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err,
+                         method=args.cluster, resolution=args.resolution)
+    a = table.attrs
+    err(f"clustering {a['cluster']}, k {a['k']} " + ("found by Leiden" if a["k_found_by"] == "leiden" else "given"))
+    table = table.assign(k=a["k"], k_found_by=a["k_found_by"], clustering=a["cluster"])
+    cols = [c for c in ("cluster", "size", "name", "purity", "cohesion", "majority_label", "representatives",
+                        "k", "k_found_by", "clustering") if c in table]
     emit(table[cols], args.format)
     return 0
 
@@ -347,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("train", "train an MMAE, register it and write its latents")
     s.add_argument("--dataset", required=True)
-    s.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    s.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help="%(default)s (the default) or paper: the method exactly as published (README, 'Presets')")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
@@ -389,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("propose", "cluster a model's latents into proposed tags")
     s.add_argument("--dataset", required=True)
     s.add_argument("--model", help="default: the dataset's latest model")
-    s.add_argument("--k", type=int, required=True)
+    s.add_argument("--k", default="auto",
+                   help="number of tags, or auto (the default): found by Leiden on the latents' neighbour graph")
+    s.add_argument("--cluster", choices=METHODS,
+                   help="how the latents are cut: leiden (the default for k auto), spectral (on the same graph; with "
+                        "k auto, at the k Leiden found) or kmeans (the default for a given k; the paper's)")
+    s.add_argument("--resolution", type=float, default=DEFAULT_RESOLUTION,
+                   help="Leiden resolution for k auto (higher: more, smaller tags; default %(default)s)")
     s.add_argument("--split", default="test")
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(fn=cmd_propose)
