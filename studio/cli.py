@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from mmae_core.config import DEFAULT_K_GRID, EvalConfig, PRESETS, preset
+from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
 from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
@@ -207,6 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
         check_target(args.out, "checkpoint")
     store = open_store(args)
+    err(f"preset {cfg.preset}" + (" (the default; --preset paper trains the paper's method)" if args.preset == DEFAULT_PRESET
+                                  and DEFAULT_PRESET != "paper" else ""))
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err,
                              samples=args.samples, batch_given=args.batch_size is not None)
     if args.out:
@@ -278,10 +280,11 @@ def cmd_propose(args: argparse.Namespace) -> int:
     model = resolve_model(store, args.dataset, args.model)
     table = propose_tags(store, args.dataset, model, args.k, split=args.split, seed=args.seed, log=err,
                          cluster=args.cluster, resolution=args.resolution)
+    a = table.attrs
+    err(f"clustering {a['cluster']}, k {a['k']} " + ("found by Leiden" if a["k_found_by"] == "leiden" else "given"))
     cols = [c for c in ("cluster", "size", "name", "purity", "cohesion", "majority_label", "representatives") if c in table]
     out = table[cols]
     if args.format == "json":  # every row says which k ran and how it was found
-        a = table.attrs
         out = out.assign(k=a["k"], k_found_by=a["k_found_by"], clustering=a["cluster"], resolution=a["resolution"])
     emit(out, args.format)
     return 0
@@ -382,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("train", "train an MMAE, register it and write its latents")
     s.add_argument("--dataset", required=True)
-    s.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    s.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help="%(default)s (the default) or paper: the method exactly as published (docs/design.md, 'The method')")
     s.add_argument("--epochs", type=int)
     s.add_argument("--samples", type=int, metavar="N",
                    help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "

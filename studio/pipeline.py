@@ -149,7 +149,7 @@ def encode_to_files(tm: object, rows: "object", folder: "object", on_rows: Calla
 def train_and_register(
     store: "object",
     dataset: str,
-    cfg: TrainConfig,
+    cfg: TrainConfig | None = None,
     model_name: str | None = None,
     on_progress: Callable[[object], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -159,12 +159,16 @@ def train_and_register(
 ) -> TrainOutcome:
     """Train an MMAE on a stored dataset from its feature files (``Store.feature_rows``: read in
     batches, never whole), encode every split in chunks to temp files, then register checkpoint and
-    all latents in one action. ``samples``/``batch_given``: the budget (``budgeted``)."""
+    all latents in one action. ``samples``/``batch_given``: the budget (``budgeted``). ``cfg`` None is
+    the default preset (``config.DEFAULT_PRESET``)."""
     import tempfile
+
+    from mmae_core.config import DEFAULT_PRESET, preset
 
     from mmae_core.model.checkpoint import save_checkpoint
     from mmae_core.model.train import train_rows
 
+    cfg = preset(DEFAULT_PRESET) if cfg is None else cfg
     listed = store.list_models(dataset)
     taken = list(listed["name"]) if len(listed) else []
     rows = store.feature_rows(dataset, "train")

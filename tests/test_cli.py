@@ -280,3 +280,37 @@ def test_tag_rename_onto_an_existing_tag_is_refused_as_on_the_dashboard(db: Path
     assert Store(db).checksum() == before
     code, _, _ = run(capsys, db, "tag", "merge", "--dataset", "demo", "--tags", "dogs", "--into", "cats", "--curator", "ana")
     assert code == 0 and set(Store(db).catalog("demo")["tag"].dropna()) == {"cats"}
+
+
+def test_train_defaults_to_the_new_preset_and_says_so_paper_is_one_option_away(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmae_core.config import DEFAULT_PRESET, PRESETS
+
+    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--model-name", "d", "--format", "json")
+    assert code == 0 and DEFAULT_PRESET != "paper"
+    assert json.loads(out)["config"] == {**PRESETS[DEFAULT_PRESET].to_dict(), "epochs": 1}
+    assert f"preset {DEFAULT_PRESET} (the default" in errs
+    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--preset", "paper", "--model-name", "p",
+                          "--format", "json")
+    assert code == 0 and json.loads(out)["config"] == {**PRESETS["paper"].to_dict(), "epochs": 1}
+    assert "preset paper\n" in errs
+
+
+def test_propose_defaults_to_k_auto_by_leiden_and_kmeans_k_reproduces_the_paper(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmae_core.clustering.proposals import propose
+
+    code, out, errs = run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and {r["k_found_by"] for r in rows} == {"leiden"} and {r["clustering"] for r in rows} == {"leiden"}
+    assert "clustering leiden, k " in errs and "found by Leiden" in errs
+    assert rows[0]["k"] == len([r for r in rows if r["name"] != "unassigned"]) >= 2
+    code, out, errs = run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--cluster", "kmeans", "--k", "5",
+                          "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and "clustering kmeans, k 5 given" in errs and {r["k_found_by"] for r in rows} == {"given"}
+    store = Store(db)
+    ids, z = store.latents("demo", "m1", "test", "fused")
+    want = propose(z, ids, 5, labels=store.load_dataset("demo").splits["test"].labels, seed=42, method="kmeans")
+    assert [r["size"] for r in rows] == want.table["size"].tolist()
+    assert [r["representatives"] for r in rows] == want.table["representatives"].tolist()
+    code, _, errs = run(capsys, db, "propose", "--dataset", "demo", "--model", "m1", "--cluster", "leiden", "--k", "5")
+    assert code != 0 and "Leiden finds the number of clusters itself" in errs and errs.strip().count("\n") == 0

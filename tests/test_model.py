@@ -27,7 +27,7 @@ def test_forward_shapes() -> None:
     out = model(x, none, none, align_weight=0.5)
     assert out.z.shape == (16, 8)
     assert {m: tuple(h.shape) for m, h in out.zs.items()} == {m: (16, 8) for m in DIMS}
-    assert out.loss.shape == () and out.parts.shape == (len(DIMS) + 2,)
+    assert out.loss.shape == () and out.parts.shape == (len(DIMS) + 4,)
     assert out.parts[-1] == out.loss.detach()
     assert not out.parts.requires_grad
     rec = model.decode(out.z)
@@ -106,3 +106,73 @@ def test_dropout_keeps_at_least_one_and_drops_at_least_one() -> None:
     kinds = {tuple(r) for r in keep[full & hit].astype(int)}
     assert len(kinds) == 6
     assert (dropout_mask(present, 0.0, gen) == present).all()
+
+
+def test_the_paper_objective_is_the_sum_of_reconstructions_and_has_no_new_weights() -> None:
+    """The options default off: the paper preset's loss is exactly Σ_m MSE(x_m, D_m(mean of z_m)), its
+    extra parts are 0, and the mean model has no fusion parameter (its checkpoints are unchanged)."""
+    from mmae_core.config import PRESETS, TrainConfig
+
+    cfg = PRESETS["paper"]
+    assert (cfg.contrastive_weight, cfg.cross_weight, cfg.fusion, cfg.align_weight) == (0.0, 0.0, "mean", 0.0)
+    assert cfg == TrainConfig()
+    model = _model().train()
+    assert not any("fusion" in k for k in model.state_dict())
+    x = _batch(16)
+    every = {m: None for m in DIMS}
+    out = model(x, every, every)
+    z = torch.stack([enc(x[m]) for m, enc in zip(model.names, model.enc)]).mean(0)
+    want = sum(torch.nn.functional.mse_loss(dec(z), x[m]) for m, dec in zip(model.names, model.dec))
+    torch.testing.assert_close(out.loss, want, rtol=1e-6, atol=1e-7)
+    assert out.parts[len(DIMS):-1].abs().sum() == 0
+
+
+def test_infonce_is_the_symmetric_cross_entropy_of_cosine_over_temperature() -> None:
+    model = _model().train()
+    x = _batch(16)
+    every = {m: None for m in DIMS}
+    out = model(x, every, every, contrastive_weight=1.0, temperature=0.5)
+    hs = {m: torch.nn.functional.normalize(h, dim=1) for m, h in out.zs.items()}
+    t = torch.arange(16)
+    pairs = [("image", "audio"), ("image", "text"), ("audio", "text")]
+    want = sum(0.5 * (torch.nn.functional.cross_entropy(hs[a] @ hs[b].T / 0.5, t)
+                      + torch.nn.functional.cross_entropy(hs[b] @ hs[a].T / 0.5, t)) for a, b in pairs) / 3
+    torch.testing.assert_close(out.parts[len(DIMS) + 1], want.detach(), rtol=1e-5, atol=1e-6)
+    # only rows that encoded both modalities are paired: a missing row's garbage changes nothing
+    has_audio = torch.from_numpy(np.flatnonzero(np.arange(16) >= 4))
+    rows = {"image": None, "audio": has_audio, "text": None}
+    inv = torch.tensor([[1 / 2]] * 4 + [[1 / 3]] * 12)
+    a = _model().train()(x, rows, rows, inv, contrastive_weight=1.0)
+    x2 = {m: v.clone() for m, v in x.items()}
+    x2["audio"][:4] = 1e6
+    b = _model().train()(x2, rows, rows, inv, contrastive_weight=1.0)
+    torch.testing.assert_close(a.parts, b.parts, rtol=0, atol=0)
+
+
+def test_cross_reconstruction_decodes_each_modality_from_the_others_mean() -> None:
+    model = _model().train()
+    x = _batch(16)
+    every = {m: None for m in DIMS}
+    out = model(x, every, every, cross_weight=1.0)
+    want = 0.0
+    for j, m in enumerate(model.names):
+        others = torch.stack([out.zs[o] for o in model.names if o != m]).mean(0)
+        want = want + torch.nn.functional.mse_loss(model.dec[j](others), x[m])
+    torch.testing.assert_close(out.parts[len(DIMS) + 2], want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.loss, out.parts[: len(DIMS)].sum() + want, rtol=1e-5, atol=1e-6)
+
+
+def test_reliability_fusion_weighs_modalities_by_learned_weights_and_starts_as_the_mean() -> None:
+    torch.manual_seed(0)
+    model = MMAE(DIMS, latent=8, hidden=(16, 12), fusion="reliability").eval()
+    x = _batch(10)
+    every = {m: None for m in DIMS}
+    with torch.no_grad():
+        z0, hs = model.fuse(x, every)
+        torch.testing.assert_close(z0, torch.stack(list(hs.values())).mean(0), rtol=1e-5, atol=1e-6)
+        model.fusion_logit.copy_(torch.tensor([0.0, 1.0, -1.0]))
+        z1, _ = model.fuse(x, every)
+    w = torch.tensor([1.0, np.e, np.exp(-1.0)])
+    want = sum(w[j] * hs[m] for j, m in enumerate(model.names)) / w.sum()
+    torch.testing.assert_close(z1, want, rtol=1e-5, atol=1e-6)
+    assert model.fusion_logit.requires_grad

@@ -117,3 +117,14 @@ def test_every_strong_view_has_a_set_with_the_same_weak_views_and_split(real, na
 def test_unknown_real_set_is_one_sentence_listing_the_choices():
     with pytest.raises(DataError, match="mfeat, mfeat-profile, mfeat-karhunen, mfeat-morphology"):
         make_real("mnist")
+
+
+def test_the_six_view_set_has_every_uci_view_aligned_with_the_three_view_sets(real):
+    six = make_real("mfeat-all")
+    assert six.modalities == {"pixel": 240, "fourier": 76, "zernike": 47, "profile": 216, "karhunen": 64, "morphology": 6}
+    assert (six.splits["train"].n, six.splits["test"].n) == (1500, 500)
+    # same split seed -> same items in the same order, and the shared views hold the same rows
+    te6, te3 = six.splits["test"], real.splits["test"]
+    assert list(te6.item_ids) == list(te3.item_ids) and list(te6.labels) == list(te3.labels)
+    for m in real.modalities:
+        assert np.array_equal(te6.features[m], te3.features[m])

@@ -250,3 +250,37 @@ def test_a_disk_backed_split_trains_to_the_same_latents_as_memory(tmp_path) -> N
     zb, pb = encode(b, disk)
     assert np.array_equal(za, zb, equal_nan=True)
     assert all(np.array_equal(pa[m], pb[m], equal_nan=True) for m in DIMS)
+
+
+@pytest.mark.parametrize("option", [{"contrastive_weight": 1.0}, {"cross_weight": 1.0}, {"fusion": "reliability"}])
+def test_each_new_objective_option_changes_training_and_reports_its_term(fs: FeatureSet, tm: TrainedModel, option: dict) -> None:
+    seen: list[Progress] = []
+    other = train(fs, replace(CFG, **option), on_progress=seen.append)
+    assert not np.allclose(encode(other, fs.splits["train"].features)[0], encode(tm, fs.splits["train"].features)[0], equal_nan=True)
+    term = {"contrastive_weight": "contrastive", "cross_weight": "cross"}.get(next(iter(option)))
+    if term:
+        assert seen[-1].losses[term] > 0
+        assert seen[-1].losses["total"] == pytest.approx(sum(seen[-1].losses[m] for m in DIMS) + seen[-1].losses[term], rel=1e-5)
+    else:
+        assert set(seen[-1].losses) == {*DIMS, "total"}
+        assert not np.allclose(other.model.fusion_logit.detach().numpy(), 0.0)  # the weights were learned
+
+
+def test_the_default_preset_is_reproducible_and_survives_a_checkpoint(fs: FeatureSet) -> None:
+    from mmae_core.config import DEFAULT_PRESET, preset
+    from mmae_core.model.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = preset(DEFAULT_PRESET, epochs=3, batch_size=32, latent=8, hidden=(32, 16), seed=11)
+    assert DEFAULT_PRESET != "paper"
+    a, b = train(fs, cfg), train(fs, cfg)
+    za, pa = encode(a, fs.splits["train"].features)
+    zb, pb = encode(b, fs.splits["train"].features)
+    assert np.array_equal(za, zb, equal_nan=True) and all(np.array_equal(pa[m], pb[m], equal_nan=True) for m in DIMS)
+    assert [h["losses"] for h in a.history] == [h["losses"] for h in b.history]
+    c = load_checkpoint(save_checkpoint(a))
+    assert c.config == a.config
+    assert np.array_equal(encode(c, fs.splits["train"].features)[0], za, equal_nan=True)
+    with pytest.raises(ConfigError, match="temperature"):
+        replace(cfg, temperature=0.0)
+    with pytest.raises(ConfigError, match="fusion must be mean or reliability"):
+        replace(cfg, fusion="max")

@@ -176,10 +176,10 @@ def load_checkpoint(data: bytes | Path | str) -> TrainedModel:
     # The declared architecture is built on the meta device first (shapes only, no memory): a small file
     # declaring hidden=[12000,12000] took 4 GB and 18 s to build for real before its shapes were refused.
     with torch.device("meta"):
-        skeleton = MMAE(modalities, cfg.latent, cfg.hidden)
+        skeleton = MMAE(modalities, cfg.latent, cfg.hidden, cfg.fusion)
     _check_weights(skeleton, state, cfg)
     _check_finite(state, skeleton.names)
-    model = MMAE(modalities, cfg.latent, cfg.hidden)
+    model = MMAE(modalities, cfg.latent, cfg.hidden, cfg.fusion)
     model.load_state_dict(state)
     model.eval()
     history = p.get("history") if isinstance(p.get("history"), list) else []

@@ -1,5 +1,17 @@
 """The multimodal autoencoder: one encoder and one decoder per modality, fused by a mean.
 
+One definition for every preset. The paper's objective is Σ_m MSE(x_m, D_m(z)); the options (all off by
+default, so the paper preset is exactly the paper's) add what the field found for aligned data:
+
+* ``align_weight``: Σ_m ||z_m − z||² (the aligned preset);
+* ``contrastive_weight``: symmetric InfoNCE between the latents of two modalities of the same item
+  (CLIP-style, cosine over ``temperature``), averaged over modality pairs;
+* ``cross_weight``: cross-reconstruction, each modality decoded from the fusion of the others;
+* ``fusion="reliability"``: a learned weight per modality (softmax over the ones an item has) instead
+  of the plain mean.
+
+Which of them pays is measured by benchmarks/ablation.py (config.py says what was kept and why).
+
 Missing modalities are handled by *row indices*, not by masking values: encoder m only ever sees the
 rows that have m (so BatchNorm statistics are never polluted by the zeros that stand in for missing
 rows), the shared latent of an item is the mean of the encodings it has, and decoder m only runs on
@@ -16,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Rows = dict[str, Tensor | None]  # modality -> row indices into the batch (None = all rows)
+AUX: tuple[str, ...] = ("align", "contrastive", "cross")  # the optional terms, in the order of Output.parts
+FUSIONS: tuple[str, ...] = ("mean", "reliability")
 
 
 class BatchNorm(nn.BatchNorm1d):
@@ -50,21 +64,29 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 @dataclass
 class Output:
     loss: Tensor  # scalar to backpropagate
-    parts: Tensor  # (M + 2,) detached: per-modality reconstruction MSE in model order, alignment, total
+    parts: Tensor  # (M + len(AUX) + 1,) detached: per-modality reconstruction MSE in model order, AUX terms, total
     z: Tensor  # (B, latent) fused latent
     zs: dict[str, Tensor]  # modality -> (rows fed to its encoder, latent)
 
 
 class MMAE(nn.Module):
-    def __init__(self, modalities: dict[str, int], latent: int = 128, hidden: tuple[int, ...] = (128, 128)):
+    def __init__(self, modalities: dict[str, int], latent: int = 128, hidden: tuple[int, ...] = (128, 128),
+                 fusion: str = "mean"):
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} (got '{fusion}')")
         self.modalities = dict(modalities)
         self.names = list(modalities)
         self.latent = int(latent)
         self.hidden = tuple(int(h) for h in hidden)
+        self.fusion = fusion
         # ModuleList (not ModuleDict) so any modality name is allowed; order = self.names.
         self.enc = nn.ModuleList(mlp([d, *self.hidden, self.latent]) for d in modalities.values())
         self.dec = nn.ModuleList(mlp([self.latent, *reversed(self.hidden), d]) for d in modalities.values())
+        # reliability fusion: one learned log-weight per modality, 0 at the start (= the plain mean);
+        # created after the encoders and decoders so their seeded weights are the mean model's
+        if fusion == "reliability":
+            self.fusion_logit = nn.Parameter(torch.zeros(len(self.names)))
 
     def encode_sum(self, x: dict[str, Tensor], rows: Rows, which: list[int] | None = None) -> tuple[dict[str, Tensor], Tensor | None]:
         """Encodings of the modalities ``which`` (indices, default all) present in ``x``, and their
@@ -91,10 +113,90 @@ class MMAE(nn.Module):
         ``x`` may hold any subset of the modalities; ``inv_count`` is 1 / (modalities encoded per row),
         shape (B, 1), or None when every row has every modality in ``x``.
         """
+        if self.fusion == "reliability":
+            hs, _ = self.encode_sum(x, rows)
+            if not hs:
+                raise ValueError("no modality to encode")
+            total, norm = self._weighted(hs, rows, next(iter(x.values())).shape[0])
+            return total / norm, hs
         hs, total = self.encode_sum(x, rows)
         if total is None:
             raise ValueError("no modality to encode")
         return total * (1.0 / len(hs) if inv_count is None else inv_count), hs
+
+    def _weighted(self, hs: dict[str, Tensor], rows: Rows, n: int) -> tuple[Tensor, Tensor]:
+        """Σ_m w_m h_m and Σ_m w_m over the modalities each row has, w = exp(fusion_logit): a row
+        with nothing gets 0 / 0 = NaN, as the mean does."""
+        w = self.fusion_logit.exp()
+        ref = next(iter(hs.values()))
+        total = ref.new_zeros(n, self.latent)
+        norm = ref.new_zeros(n, 1)
+        for m, h in hs.items():
+            j, r = self.names.index(m), rows.get(m)
+            if r is None:
+                total = total + w[j] * h
+                norm = norm + w[j]
+            else:
+                total = total.index_add(0, r, w[j] * h)
+                norm = norm.index_add(0, r, w[j].expand(r.numel(), 1))
+        return total, norm
+
+    def _dense(self, hs: dict[str, Tensor], rows: Rows, n: int) -> tuple[Tensor, Tensor]:
+        """Encodings as (M, B, latent) with zeros where a row lacks m, and the (M, B) mask of who has it."""
+        ref = next(iter(hs.values()))
+        Hs, Ks = [], []
+        for m in self.names:
+            h, r = hs.get(m), rows.get(m)
+            if h is None:
+                Hs.append(ref.new_zeros(n, self.latent))
+                Ks.append(ref.new_zeros(n))
+            elif r is None:
+                Hs.append(h)
+                Ks.append(ref.new_ones(n))
+            else:
+                Hs.append(ref.new_zeros(n, self.latent).index_copy(0, r, h))
+                Ks.append(ref.new_zeros(n).index_fill(0, r, 1.0))
+        return torch.stack(Hs), torch.stack(Ks)
+
+    def contrastive(self, hs: dict[str, Tensor], rows: Rows, n: int, temperature: float) -> Tensor:
+        """Symmetric InfoNCE between every pair of modalities over the rows that encoded both: row i's
+        latent of a should be nearer (cosine / ``temperature``) to row i's latent of b than to any other
+        row's, and the other way round. Mean over pairs with at least two shared rows (0 if none)."""
+        H, K = self._dense(hs, rows, n)
+        Hn = F.normalize(H, dim=-1)
+        present = [j for j in range(len(self.names)) if self.names[j] in hs]
+        terms = []
+        for ia, a in enumerate(present):
+            for b in present[ia + 1:]:
+                both = torch.nonzero((K[a] * K[b]) > 0).squeeze(1)
+                if both.numel() < 2:
+                    continue
+                logits = Hn[a].index_select(0, both) @ Hn[b].index_select(0, both).T / temperature
+                target = torch.arange(both.numel(), device=logits.device)
+                terms.append(0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)))
+        return torch.stack(terms).mean() if terms else H.new_zeros(())
+
+    def cross_reconstruction(self, x: dict[str, Tensor], hs: dict[str, Tensor], enc_rows: Rows, dec_rows: Rows, n: int) -> Tensor:
+        """Σ_m MSE(x_m, D_m(fusion of the *other* modalities)) over the rows that have m and encoded at
+        least one other: the decoders learn to fill in a modality, the encoders to carry what the
+        others need."""
+        H, K = self._dense(hs, enc_rows, n)
+        w = self.fusion_logit.exp()[:, None] if self.fusion == "reliability" else H.new_ones(len(self.names), 1)
+        WK = w * K  # (M, B)
+        total = (WK.unsqueeze(-1) * H).sum(0)
+        norm = WK.sum(0)
+        out = []
+        for j, m in enumerate(self.names):
+            if m not in x:
+                continue
+            has = torch.ones(n, dtype=torch.bool, device=H.device) if dec_rows.get(m) is None else torch.zeros(n, dtype=torch.bool, device=H.device).index_fill(0, dec_rows[m], True)
+            other = norm - WK[j]
+            sel = torch.nonzero(has & (other > 0)).squeeze(1)
+            if sel.numel() == 0:
+                continue
+            z_other = (total - WK[j].unsqueeze(-1) * H[j]).index_select(0, sel) / other.index_select(0, sel).unsqueeze(-1)
+            out.append(F.mse_loss(self.dec[j](z_other), x[m].index_select(0, sel)))
+        return torch.stack(out).sum() if out else H.new_zeros(())
 
     def reconstruction_losses(self, z: Tensor, x: dict[str, Tensor], rows: Rows, which: list[int] | None = None) -> list[Tensor]:
         """MSE between x_m and D_m(z) over the rows that have m, for each modality in ``which``."""
@@ -122,8 +224,12 @@ class MMAE(nn.Module):
         dec_rows: Rows,
         inv_count: Tensor | None = None,
         align_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
+        temperature: float = 0.1,
+        cross_weight: float = 0.0,
     ) -> Output:
-        """Training objective as one graph: Σ_m MSE(x_m, D_m(z)) over the items that have m, + λ·alignment.
+        """Training objective as one graph: Σ_m MSE(x_m, D_m(z)) over the items that have m, plus each
+        optional term (module docstring) times its weight; a term at weight 0 is not computed.
 
         ``enc_rows`` may be a subset of ``dec_rows`` (modality dropout): decoders still reconstruct
         every modality an item has from the latent of the ones it kept.
@@ -131,12 +237,20 @@ class MMAE(nn.Module):
         z, zs = self.fuse(x, enc_rows, inv_count)
         parts = self.reconstruction_losses(z, x, dec_rows)
         loss = torch.stack(parts).sum()
-        if align_weight > 0:
-            align = self.alignment(zs, z, enc_rows)
-            loss = loss + align_weight * align
-        else:
-            align = z.new_zeros(())
-        return Output(loss, torch.stack([*parts, align, loss]).detach(), z, zs)
+        n = z.shape[0]
+        aux = []
+        for weight, term in (
+            (align_weight, lambda: self.alignment(zs, z, enc_rows)),
+            (contrastive_weight, lambda: self.contrastive(zs, enc_rows, n, temperature)),
+            (cross_weight, lambda: self.cross_reconstruction(x, zs, enc_rows, dec_rows, n)),
+        ):
+            if weight > 0:
+                value = term()
+                loss = loss + weight * value
+            else:
+                value = z.new_zeros(())
+            aux.append(value)
+        return Output(loss, torch.stack([*parts, *aux, loss]).detach(), z, zs)
 
     def decode(self, z: Tensor) -> dict[str, Tensor]:
         return {m: dec(z) for m, dec in zip(self.names, self.dec)}

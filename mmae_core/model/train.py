@@ -41,7 +41,7 @@ from mmae_core.config import TrainConfig
 from mmae_core.data.dataset import FeatureSet
 from mmae_core.model.device import resolve_device
 from mmae_core.errors import CancelledError, ConfigError, DataError
-from mmae_core.model.mmae import MMAE
+from mmae_core.model.mmae import AUX, MMAE
 from mmae_core.model.standardize import Standardizer
 
 STEP_THREADS = 1  # intra-op threads of a training step on a CPU (see the module docstring)
@@ -57,7 +57,7 @@ class Progress:
     epochs: int
     step: int
     steps_per_epoch: int
-    losses: dict[str, float]  # modality -> mean reconstruction MSE this epoch, plus 'total' (and 'align')
+    losses: dict[str, float]  # modality -> mean reconstruction MSE this epoch, plus 'total' (and each optional term that is on: 'align', 'contrastive', 'cross')
     elapsed_s: float
     eta_s: float
 
@@ -147,7 +147,7 @@ def _validation_loss(model: MMAE, val: BatchSource, batch: int = 4096) -> float:
     total = torch.zeros((), device=val.device)
     for b in val.in_order(batch):
         out = model(b.x, b.dec_rows, b.dec_rows, b.inv_count)
-        total += out.parts[:-2].sum() * b.size
+        total += out.parts[: len(model.names)].sum() * b.size  # reconstruction only: comparable across presets
     model.train()
     return float(total) / max(val.n, 1)
 
@@ -191,7 +191,7 @@ def train_rows(
     present, std = scan(source, names)  # one streaming pass: presence mask and statistics
     with _reproducible(cfg.seed), _step_threads(device) as threads:
         gen = torch.Generator().manual_seed(cfg.seed)  # validation split, shuffling, modality dropout
-        model = MMAE(source.dims, cfg.latent, cfg.hidden).to(device)  # weights from the seeded global RNG
+        model = MMAE(source.dims, cfg.latent, cfg.hidden, cfg.fusion).to(device)  # weights from the seeded global RNG
         opt, opt_name = make_optimizer(list(model.parameters()), cfg.lr, cfg.weight_decay)
         tr, va = _split_validation(source.n, cfg, gen)
         batches = BatchSource(source, names, std, present, cfg.batch_size, cfg.modality_dropout, tr, device)
@@ -240,11 +240,12 @@ def _fit(
     best_val, best_state, bad_epochs = float("inf"), None, 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        acc = torch.zeros(M + 2, device=batches.device)
+        acc = torch.zeros(M + len(AUX) + 1, device=batches.device)
         for b in batches.epoch(gen):
             if should_stop is not None and should_stop():
                 raise CancelledError(f"training was cancelled by the user in epoch {epoch} of {cfg.epochs}; nothing was kept.")
-            out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight)
+            out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight, cfg.contrastive_weight,
+                        cfg.temperature, cfg.cross_weight)
             opt.zero_grad(set_to_none=False)  # an encoder absent from a batch gets a zero gradient, as Adam expects
             out.loss.backward()
             opt.step()
@@ -254,12 +255,14 @@ def _fit(
             raise ConfigError(
                 f"training diverged at epoch {epoch} (the loss became NaN or infinite); lower the learning rate (now {cfg.lr:g})"
                 + (f" or the alignment weight (now {cfg.align_weight:g})" if cfg.align_weight > 0 else "")
+                + (f" or the contrastive weight (now {cfg.contrastive_weight:g})" if cfg.contrastive_weight > 0 else "")
                 + " and train again."
             )
         losses = {m: parts[j] for j, m in enumerate(names)}
-        losses["total"] = parts[M + 1]
-        if cfg.align_weight > 0:
-            losses["align"] = parts[M]
+        losses["total"] = parts[-1]
+        for i, (term, weight) in enumerate(zip(AUX, (cfg.align_weight, cfg.contrastive_weight, cfg.cross_weight))):
+            if weight > 0:
+                losses[term] = parts[M + i]
         record: dict = {"epoch": epoch, "losses": losses}
         stop_early = False
         if val is not None:
