@@ -207,9 +207,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
         check_target(args.out, "checkpoint")
     store = open_store(args)
-    err(f"preset {cfg.preset}" + (" (the default; --preset paper trains the paper's method)" if args.preset == DEFAULT_PRESET
-                                  and DEFAULT_PRESET != "paper" else ""))
-    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=err,
+    said: list[str] = []
+
+    def log(message: str) -> None:
+        """stderr, led by which preset runs once training starts (a refusal stays one line)."""
+        if not said:
+            said.append(cfg.preset)
+            err(f"preset {cfg.preset}" + (" (the default; --preset paper trains the paper's method)"
+                                          if args.preset == DEFAULT_PRESET and DEFAULT_PRESET != "paper" else ""))
+        err(message)
+
+    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=log,
                              samples=args.samples, batch_given=args.batch_size is not None)
     if args.out:
         try:
