@@ -32,7 +32,7 @@ def test_evaluate_stores_a_run_and_the_next_visit_reuses_it(demo_store, app):
     runs = store.runs("demo")
     assert len(runs) == 1 and runs["model"].iloc[0] == demo_store.model and runs["split"].iloc[0] == "test"
     metrics = store.run_metrics(int(runs["id"].iloc[0]))
-    assert set(metrics["method"]) == {"image", "audio", "text", "fused_pca", "mcca", "mmae"}
+    assert set(metrics["method"]) == {"image", "audio", "text", "fused_pca", "mcca", "spectral_pca", "mmae"}
     assert sorted(set(metrics["k"].tolist())) == [5, 10]
     assert store.run_params(int(runs["id"].iloc[0]))["fused_weights"] == {"audio": 0.5}
     assert len(at.get("vega_lite_chart")) == 3  # ARI, NMI, Silhouette against k
