@@ -10,6 +10,7 @@ import pytest
 
 from studio.cli import parse_k
 from mmae_core.errors import ConfigError
+from mmae_core.clustering.graph import DEFAULT_RESOLUTION
 from mmae_core.clustering.proposals import propose
 from store import Store
 from tests.test_cli import db, run, trained_db  # noqa: F401  (fixtures)
@@ -27,7 +28,7 @@ def test_propose_defaults_to_auto_and_says_which_k_and_how(db: Path, capsys: pyt
     rows = json.loads(out)
     k = rows[0]["k"]
     assert {r["k_found_by"] for r in rows} == {"leiden"} and {r["clustering"] for r in rows} == {"leiden"}
-    assert {r["resolution"] for r in rows} == {1.0} and k >= 2
+    assert {r["resolution"] for r in rows} == {DEFAULT_RESOLUTION} and k >= 2
     named = [r for r in rows if r["name"] != "unassigned"]
     assert len(named) == k and "found by leiden" in errs
     table, assign = Store(db).proposals("demo", "m1")
@@ -53,12 +54,12 @@ def test_evaluate_k_auto_rows_carry_the_found_k(db: Path, capsys: pytest.Capture
     assert code == 0, errs
     rows = json.loads(out)
     assert {"image", "fused_pca", "mcca", "spectral_pca", "mmae"} <= {r["method"] for r in rows}
-    assert all(r["k_found_by"] == "leiden" and r["resolution"] == 1.0 and r["k"] >= 2 for r in rows)
+    assert all(r["k_found_by"] == "leiden" and r["resolution"] == DEFAULT_RESOLUTION and r["k"] >= 2 for r in rows)
     assert {r["cluster"] for r in rows if r["method"] != "spectral_pca"} == {"leiden"}
     assert "mmae: k = " in errs and "found by leiden" in errs
     store = Store(db)
     params = store.run_params(int(store.runs("demo")["id"].max()))
-    assert params["k_grid"] == ["auto"] and params["cluster"] == "leiden" and params["resolution"] == 1.0
+    assert params["k_grid"] == ["auto"] and params["cluster"] == "leiden" and params["resolution"] == DEFAULT_RESOLUTION
 
 
 def test_evaluate_numeric_grid_keeps_the_papers_run_parameters(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

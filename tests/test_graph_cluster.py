@@ -27,7 +27,7 @@ def blobs(k: int = 4, n_per: int = 30, d: int = 6, sep: float = 10.0, seed: int 
 def test_leiden_finds_the_class_count_and_says_so() -> None:
     x, y = blobs()
     res = gc.graph_labels(x, "leiden", "auto", seed=1)
-    assert (res.k, res.k_found_by, res.resolution, res.n_unassigned) == (4, "leiden", 1.0, 0)
+    assert (res.k, res.k_found_by, res.resolution, res.n_unassigned) == (4, "leiden", gc.DEFAULT_RESOLUTION, 0)
     assert adjusted_rand_score(y, res.labels) == 1.0
     again = gc.graph_labels(x, "leiden", "AUTO", seed=1)
     assert np.array_equal(res.labels, again.labels)
@@ -132,7 +132,7 @@ def test_grid_auto_k_rows_say_the_k_found_and_by_what() -> None:
     auto = t[t["k_found_by"] == "leiden"]
     given = t[t["k_found_by"] == "given"]
     assert len(auto) == len(given) == 6 and (given["k"] == 6).all()
-    assert (auto["resolution"] == 1.0).all() and (auto["k"] >= 2).all()
+    assert (auto["resolution"] == gc.DEFAULT_RESOLUTION).all() and (auto["k"] >= 2).all()
     img = auto[auto["method"] == "image"].iloc[0]
     assert img["k"] == 6 and img["ari"] > 0.6  # the strong view: Leiden finds the six classes
     assert (t.loc[t["method"] == "spectral_pca", "cluster"] == "spectral").all()
