@@ -13,7 +13,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from studio.cli import parse_k
+from mmae_core.clustering.graph import parse_k_grid
 from mmae_core.config import EvalConfig
 from mmae_core.errors import StudioError
 from studio.pipeline import evaluate_model
@@ -153,7 +153,7 @@ model = None if model_choice == BASELINES_ONLY else model_choice
 
 cfg = None
 try:
-    cfg = EvalConfig(k_grid=parse_k(k_text), split=split, seed=int(seed), n_init=int(n_init),
+    cfg = EvalConfig(k_grid=parse_k_grid(k_text), split=split, seed=int(seed), n_init=int(n_init),
                      fused_weights=weights).checked(summary.splits[split])
     if weights and all(v == 0 for v in weights.values()) and len(weights) == len(summary.modalities):
         raise StudioError("Every fused-PCA weight is 0; give at least one modality a positive weight.")

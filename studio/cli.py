@@ -22,7 +22,7 @@ import pandas as pd
 
 from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
-from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS
+from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS, parse_k_grid as parse_k
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
 
 
@@ -76,19 +76,6 @@ def emit(df: pd.DataFrame, fmt: str) -> None:
         with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
             sys.stdout.write((df.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(df) else "(none)") + "\n")
     sys.stdout.flush()
-
-
-def parse_k(text: str) -> tuple[int | str, ...]:
-    """A k grid such as ``30,40,50``; ``auto`` (alone or among numbers) means k found by the method."""
-    from mmae_core.clustering.graph import parse_k_value
-
-    try:
-        ks = tuple(parse_k_value(p) for p in text.split(",") if p.strip())
-    except ConfigError:
-        raise ConfigError(f"--k must be whole numbers separated by commas, e.g. 30,40,50, or auto (got '{text}').") from None
-    if not ks:
-        raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
-    return ks
 
 
 class TrainPrinter:

@@ -76,6 +76,18 @@ def parse_k_value(k: object) -> int | str:
     return int(k)  # type: ignore[call-overload]
 
 
+
+def parse_k_grid(text: str) -> tuple[int | str, ...]:
+    """A k grid such as ``30,40,50``, typed on the CLI or a page; ``auto`` (alone or among numbers)
+    means k found by the method."""
+    try:
+        ks = tuple(parse_k_value(p) for p in str(text).split(",") if p.strip())
+    except ConfigError:
+        raise ConfigError(f"k must be whole numbers separated by commas, e.g. 30,40,50, or auto (got '{text}').") from None
+    if not ks:
+        raise ConfigError("the k grid is empty; give at least one k, e.g. 30,40,50, or auto.")
+    return ks
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise ConfigError(f"unknown clustering '{method}'; choose one of {', '.join(METHODS)}.")
