@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+import mmae_core  # noqa: F401  - first: OpenMP's wait policy must be set before torch loads (see mmae_core/__init__.py)
 import streamlit as st
 
 from mmae_core.errors import StudioError

@@ -18,6 +18,8 @@ classes) with one model ``paper-e2-s42`` (paper preset, 2 epochs, latent 128) wi
 """
 from __future__ import annotations
 
+import mmae_core  # noqa: F401  - first: sets OpenMP's wait policy before anything loads torch
+
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

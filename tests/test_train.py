@@ -284,3 +284,18 @@ def test_the_default_preset_is_reproducible_and_survives_a_checkpoint(fs: Featur
         replace(cfg, temperature=0.0)
     with pytest.raises(ConfigError, match="fusion must be mean or reliability"):
         replace(cfg, fusion="max")
+
+
+def test_importing_the_core_lets_openmp_threads_sleep_unless_told_otherwise() -> None:
+    """Spinning OpenMP threads made a step 67x slower on a busy machine: the core asks for sleeping
+    ones before torch loads, and leaves a policy the environment already chose."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import mmae_core, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ACTIVE", out.stderr
