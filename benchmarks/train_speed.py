@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import mmae_core  # noqa: F401  - first: OpenMP's wait policy is set before torch loads
 import numpy as np
 import torch
 
