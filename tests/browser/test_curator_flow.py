@@ -173,6 +173,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     cat = store().catalog("demo")
     assert set(cat.loc[cat["tag"].notna(), "tag"]) == {names[0], names[1]}
 
+    main(page).get_by_role("tab", name=re.compile("Rename or merge")).click()  # the page is in tabs
     choose(page, main(page), "Tag to rename", names[0])
     fill(page, main(page), "New name", "checked by ada")  # Enter only commits the text
     main(page).get_by_role("button", name="Rename", exact=True).click()
@@ -180,6 +181,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     wait_idle(page)
     assert "checked by ada" in set(store().catalog("demo")["tag"].dropna())
 
+    main(page).get_by_role("tab", name=re.compile("Review proposals")).click()
     main(page).get_by_role("button", name="Undo", exact=True).click()
     wait_idle(page)
     expect(metric(page, "Accepted")).to_have_text("2")
