@@ -84,14 +84,18 @@ def metric(page: Any, label: str) -> Any:
 
 
 def test_curator_flow(studio_server: Server, chromium_page: Any) -> None:
+    run_flow(_flow, studio_server, chromium_page)
+
+
+def run_flow(flow: Any, studio_server: Server, page: Any) -> None:
+    """``flow(page, url, store)``; on failure print the server log and what the page showed."""
     from store import Store
 
-    page = chromium_page
     def store() -> Store:
         return Store(studio_server.db, lock_timeout=60.0, linger=0.0)
 
     try:
-        _flow(page, studio_server.url, store)
+        flow(page, studio_server.url, store)
     except BaseException:
         print("---- streamlit log ----\n" + studio_server.log_tail(80))
         try:  # what the curator would have seen: the next failure should say more than "timeout"

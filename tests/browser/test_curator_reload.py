@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .conftest import CHROMIUM, Server, wait_idle
-from .test_curator_flow import expect, fill, go, main, metric, sidebar
+from .test_curator_flow import expect, fill, go, main, metric, run_flow, sidebar
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,22 +21,7 @@ CURATOR = "Grace Hopper"
 
 
 def test_refusals_reload_double_click_and_hand_set_tags(studio_server: Server, chromium_page: Any) -> None:
-    from store import Store
-
-    page = chromium_page
-
-    def store() -> Store:
-        return Store(studio_server.db, lock_timeout=60.0, linger=0.0)
-
-    try:
-        _flow(page, studio_server.url, store)
-    except BaseException:
-        print("---- streamlit log ----\n" + studio_server.log_tail(80))
-        try:
-            print("---- page text ----\n" + main(page).inner_text(timeout=5_000)[:3000])
-        except Exception as exc:  # noqa: BLE001 - the page may be gone; the original error matters
-            print(f"(page text unavailable: {exc})")
-        raise
+    run_flow(_flow, studio_server, chromium_page)
 
 
 def _flow(page: Any, url: str, store: Any) -> None:
