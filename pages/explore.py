@@ -13,6 +13,7 @@ import streamlit as st
 from mmae_core.evaluation.projection import METHODS
 from ui import archive, maps
 from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
+from ui.state import keep
 from ui.widgets import upload_limit_bytes, uploaded_files
 
 COLOUR_TITLES = {"cluster": "cluster", "label": "label", "tag": "tag", "modality": "latent", "novelty": "novelty"}
@@ -163,18 +164,37 @@ UPLOAD = "New material (upload, not imported)"
 if not novel_splits:
     st.caption("This dataset has no split besides train to rank; upload new material below, or import it as "
                "the dataset's test or ood split.")
+ref_splits = [s for s in maps.map_splits(store, dataset, model) if s != maps.ALL_SPLITS]
+r1, r2 = st.columns([1, 1])
+reference = r1.selectbox(
+    "Calibrate against the split", ref_splits,
+    key=keep("explore_novel_ref", "test" if "test" in ref_splits else ref_splits[0], (dataset, model)),
+    help="Known, ordinary items the model was not trained on (test): a score is read as the share of them it "
+         "beats. The train split makes nearly everything look unusual, because the model fits it best.")
+false_alarm = r2.number_input("False-alarm rate (%)", min_value=0.1, max_value=50.0, step=0.5,
+                              key=keep("explore_novel_fa", 5.0),
+                              help="The review threshold flags this share of ordinary items too; lower it for a "
+                                   "shorter list that misses more.") / 100.0
+
+
 def show_ranked(what: str, spinner: str, score: Callable[[], tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
-    """Run a novelty ranking under a spinner (an error is its sentence and stops the page) and say how
-    many of ``what`` beat the train split's 99th percentile."""
+    """Run a novelty ranking under a spinner (an error is its sentence and stops the page), calibrate it
+    against the reference split and say how many of ``what`` are above the review threshold."""
     try:
         with st.spinner(spinner):
             ranked, nattrs = score()
+            ranked, nattrs = archive.calibrated(store, dataset, model, ranked, nattrs, reference, false_alarm)
     except Exception as err:
         show_error(err)
         st.stop()
-    beyond = int((ranked["score"] > nattrs["train_q99"]).sum())
-    st.caption(f"{beyond:,} of {len(ranked):,} {what} are more unusual than 99% of the train split; "
-               f"the reference is {nattrs['groups']} {nattrs['source']}.")
+    flagged = int(ranked["review"].sum())
+    st.caption(f"**{flagged:,} of {len(ranked):,} {what} to review**: their score is above what only "
+               f"{nattrs['false_alarm']:.1%} of the {nattrs['reference_items']:,} {reference} items reach "
+               f"(threshold {nattrs['threshold']:.2f}); work down the list. The percentile column says how many "
+               f"{reference} items score lower; the reference is {nattrs['groups']} {nattrs['source']}.")
+    if reference == "train":
+        st.caption(":material/warning: Calibrated against the train split, which the model fits best: expect too many "
+                   "items above the threshold. Calibrate against a split of ordinary items the model has not seen.")
     return ranked
 
 
@@ -191,7 +211,8 @@ if what == UPLOAD:
         ranked = show_ranked("uploaded items", f"Encoding the upload with model {model} and scoring it…",
                              lambda: archive.upload_novelty(store, dataset, model, pairs, upload_limit_bytes()))
         show_items(ranked.rename(columns={"nearest": "nearest tag"}), limit=top,
-                   extra_first=["item_id", "split", "score", "recon", "distance", "nearest tag"], key="explore_novel_up_table")
+                   extra_first=["item_id", "split", "review", "percentile", "score", "recon", "distance", "nearest tag"],
+                   key="explore_novel_up_table")
 else:
     n1, n2 = st.columns([1, 1])
     nsplit = n1.selectbox("Rank the items of", novel_splits, index=novel_splits.index("ood") if "ood" in novel_splits else 0,
@@ -205,6 +226,7 @@ else:
         head = ranked.head(top)
         details = item_details(catalog, head["item_id"].tolist()).drop(columns=["split"], errors="ignore")
         shown = head.rename(columns={"nearest": "nearest tag"}).merge(details, on="item_id", how="left")
-        show_items(shown, limit=top, extra_first=["item_id", "score", "recon", "distance", "nearest tag"], key="explore_novel_table")
+        show_items(shown, limit=top, extra_first=["item_id", "review", "percentile", "score", "recon", "distance", "nearest tag"],
+                   key="explore_novel_table")
         if need_curator(ctx):
             tag_items_form(ctx, head["item_id"].astype(str).tolist(), key="explore_novel_tag", what=f"top {len(head)} novel items")

@@ -92,8 +92,12 @@ st.caption(f"Latest proposals of model '{model}': k = {attrs['k']} on the {attrs
            f"made {pd.Timestamp(attrs['created_at']):%Y-%m-%d %H:%M} UTC.")
 
 # The page was one long scroll: review, rename/merge, the modality check and the audit trail are tabs.
-t_review, t_rename, t_conflicts, t_trail = st.tabs([":material/fact_check: Review proposals", ":material/edit: Rename or merge",
-                                                   ":material/call_split: Modalities disagree", ":material/history: Audit trail"])
+# A key keeps the open tab across reruns: without one, a decision's flash message above shifted the tabs,
+# and the browser reopened the first tab after a rename (seen in Chromium).
+t_review, t_rename, t_conflicts, t_trail = st.tabs(
+    [":material/fact_check: Review proposals", ":material/edit: Rename or merge",
+     ":material/call_split: Modalities disagree", ":material/history: Audit trail"],
+    key="tags_tab")
 with t_review:
     # -- undo and the batch decision -----------------------------------------------------------------
     history = store.history(dataset)

@@ -79,17 +79,36 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
     return cfg, chosen
 
 
+def start_job(manager, dataset: str, cfg: TrainConfig | None, model_name: str | None) -> None:
+    """``on_click``: runs before the page, so the rerun that follows already draws the button disabled
+    (a second click of a double click lands on a disabled button; the manager refuses a duplicate too)."""
+    if cfg is None:
+        return
+    started = run_action(lambda: manager.start_training(dataset, cfg, model_name), where=_Flash())
+    if started:
+        running = [j for j in manager.active() if j.id != started.value]
+        wait = " It waits for the running job to finish first." if running else ""
+        state.flash(f"Training job {started.value} started; it keeps running if you switch pages or close the tab.{wait}")
+
+
+class _Flash:
+    """A ``run_action`` target that keeps its error for the next run (a callback cannot draw)."""
+
+    @staticmethod
+    def error(message: str) -> None:
+        state.flash(message, "error")
+
+
 with st.container(border=True):
     st.markdown(f"**New model on {dataset}**")
     cfg, model_name = config_form(dataset)
     missing_slot = st.container()  # filled last: the dataset summary may need a full read once per start
-    if st.button("Start training", type="primary", disabled=cfg is None, icon=":material/play_arrow:"):
-        started = run_action(lambda: manager.start_training(dataset, cfg, model_name))
-        if started:
-            running = [j for j in manager.active() if j.id != started.value]
-            wait = " It waits for the running job to finish first." if running else ""
-            state.flash(f"Training job {started.value} started; it keeps running if you switch pages or close the tab.{wait}")
-            st.rerun()
+    busy = manager.active(dataset)
+    if busy:
+        st.caption(f"Training job {busy[0].id} on {dataset} is {busy[0].status}; Start is available again when it ends "
+                   "(or cancel it below).")
+    st.button("Start training", type="primary", disabled=cfg is None or bool(busy), icon=":material/play_arrow:",
+              key="train_start", on_click=start_job, args=(manager, dataset, cfg, model_name))
 
 
 # -- live progress ---------------------------------------------------------------------------------

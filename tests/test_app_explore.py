@@ -197,11 +197,19 @@ def test_new_and_unusual_ranks_the_ood_split_most_novel_first(demo):
     assert not at.exception
     assert at.selectbox(key="explore_novel_split").value == "ood"
     table = next(d.value for d in at.dataframe if "score" in d.value.columns)
-    assert list(table.columns[:5]) == ["item_id", "score", "recon", "distance", "nearest tag"]
+    assert list(table.columns[:7]) == ["item_id", "review", "percentile", "score", "recon", "distance", "nearest tag"]
     assert len(table) == 50 and table["score"].is_monotonic_decreasing
     assert table["item_id"].str.contains("-ood-").all()
-    # the OOD split of the demo is noisier than test: its top items beat the train split's 99th percentile
-    assert "more unusual than 99% of the train split" in captions(at)
+    # calibrated against the test split (ordinary items the model has not seen), at a 5% false-alarm rate
+    assert at.selectbox(key="explore_novel_ref").value == "test"
+    assert "to review" in captions(at) and "5.0% of the 150 test items" in captions(at)
+    assert table["percentile"].is_monotonic_decreasing and table["review"].iloc[0]
+    # a review threshold flags about 5% of the test split itself (the false-alarm rate, not "all of them")
+    from ui.archive import calibrated, novelty
+
+    ranked, attrs = novelty(demo, DATASET, MODEL, ["test"])
+    own, a = calibrated(demo, DATASET, MODEL, ranked, attrs, "test", 0.05)
+    assert own["review"].mean() <= 0.05 and a["threshold"] > attrs["train_q50"]
 
 
 def _zip(arrays: dict[str, np.ndarray | bytes]) -> bytes:
@@ -231,10 +239,10 @@ def test_new_and_unusual_ranks_an_upload_without_importing_it(demo):
     at.file_uploader(key="explore_novel_upload").set_value(("new.zip", good, "application/zip")).run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "score" in d.value.columns)
-    assert list(table.columns[:6]) == ["item_id", "split", "score", "recon", "distance", "nearest tag"]
+    assert list(table.columns[:8]) == ["item_id", "split", "review", "percentile", "score", "recon", "distance", "nearest tag"]
     assert len(table) == 50 and table["score"].is_monotonic_decreasing and table["item_id"].str.startswith("new-").all()
     assert (table["title"] == "new clip " + table["item_id"].str.removeprefix("new-")).all()  # the upload's own metadata
-    assert "uploaded items are more unusual than 99% of the train split" in captions(at)
+    assert "uploaded items to review" in captions(at)
     assert demo.checksum() == before  # scored, not imported
 
     bad = _zip({"ood/image.npy": np.zeros((3, ood.features["image"].shape[1] + 2), dtype=np.float32)})

@@ -85,3 +85,35 @@ def test_a_store_that_cannot_open_is_one_sentence(tmp_path, monkeypatch, app):
     at = app()
     assert not at.exception
     assert len(at.error) == 1 and "is a folder" in at.error[0].value
+
+
+def test_dataset_model_and_curator_survive_a_reload_through_the_url(demo_store, app):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import APP, APP_TIMEOUT
+    from tests.test_app_train import small_set
+
+    store = demo_store.store()
+    store.add_dataset(small_set("second", {"image": 5, "text": 3}))
+    at = app("data")
+    at.sidebar.selectbox[0].set_value("second").run()
+    at.sidebar.text_input[0].input("Ann Curator").run()
+    assert at.query_params["dataset"] == "second" and at.query_params["curator"] == "Ann Curator"
+    assert "model" not in at.query_params  # 'second' has no model yet
+    at.sidebar.selectbox[0].set_value("demo").run()
+    assert at.query_params["model"] == demo_store.model
+    at.sidebar.selectbox[0].set_value("second").run()
+    # a reload (or the link in a new tab) is a new session that starts from the URL alone
+    reload = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT)
+    for k, v in at.query_params.items():
+        reload.query_params[k] = v
+    reload.run()
+    no_bug(reload)
+    assert reload.session_state["dataset"] == "second" and reload.sidebar.selectbox[0].value == "second"
+    assert reload.session_state["curator"] == "Ann Curator" and reload.sidebar.text_input[0].value == "Ann Curator"
+    # a link to a dataset that is gone falls back to the first one, in the page and in the URL
+    stale = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT)
+    stale.query_params["dataset"] = "deleted-since"
+    stale.run()
+    no_bug(stale)
+    assert stale.session_state["dataset"] == "demo" and stale.query_params["dataset"] == "demo"

@@ -178,3 +178,26 @@ def test_training_on_gappy_data_says_partial_items_are_completed(demo_store, app
     assert any("completed fused latent (fitted on 90 complete train items)" in c.value for c in at.caption)
     registry = at.dataframe[-1].value
     assert registry["completion fitted on"].tolist() == [90]
+
+
+def test_one_click_one_job_start_is_disabled_while_the_job_runs(demo_store, app):
+    at = app("train")
+    at.number_input(key="train_paper_epochs").set_value(400).run()
+    at.text_input(key="train_paper_name").input("once").run()
+    by_label(at.button, "Start training").click().run()
+    no_bug(at)
+    store = demo_store.store()
+    mgr = manager_for(store)
+    job_id = newest_job(store)["id"]
+    try:
+        assert by_label(at.button, "Start training").disabled  # the rerun after the click draws it disabled
+        assert any(f"Training job {job_id} on demo is" in c.value for c in at.caption)
+        assert by_label(app("train").button, "Start training").disabled  # another tab too
+        with_the_same = mgr.duplicate_of("demo", "train", store.job(job_id)["config"])
+        assert with_the_same is not None and with_the_same.id == job_id
+        assert len(store.jobs("demo", statuses=("queued", "running"))) == 1
+    finally:
+        mgr.cancel(job_id)
+        mgr.wait(job_id, timeout=60)
+    at.run()
+    assert not by_label(at.button, "Start training").disabled

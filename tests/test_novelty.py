@@ -188,3 +188,21 @@ def test_cli_novelty_ranks_new_material_from_a_path_as_if_it_were_stored(toy_db:
     out, errs = capsys.readouterr()
     assert out == "" and errs.count("\n") == 1 and "dimension 9" in errs and "expects 8" in errs
     assert Store(db).checksum() == before
+
+
+def test_calibration_against_a_reference_split_flags_about_the_chosen_share_of_ordinary_items():
+    from mmae_core.novelty import calibrate, percentile, review_threshold, triage
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=2000)  # ordinary items the model has not seen
+    fresh_ordinary = rng.normal(size=4000)
+    novel = rng.normal(loc=3.0, size=200)
+    cal = calibrate(reference, "test")
+    t = review_threshold(cal, 0.05)
+    assert abs((fresh_ordinary > t).mean() - 0.05) < 0.015  # the false-alarm rate holds on new ordinary items
+    assert (novel > t).mean() > 0.8
+    out = triage(np.concatenate([fresh_ordinary[:3], [10.0]]), cal, 0.05)
+    assert list(out.columns) == ["percentile", "review"] and out["percentile"].iloc[-1] == 100.0 and out["review"].iloc[-1]
+    assert np.isclose(percentile(cal, np.array([np.median(reference)]))[0], 50.0, atol=0.1)
+    with pytest.raises(ConfigError, match="false-alarm rate"):
+        review_threshold(cal, 0)

@@ -67,6 +67,20 @@ def conflicts(store: Store, dataset: str, model: str, split: str) -> tuple[pd.Da
     return _conflicts(store, str(store.path), dataset, model, split, tag_state(store, dataset, model))
 
 
+def calibrated(store: Store, dataset: str, model: str, ranked: pd.DataFrame, attrs: dict, reference: str,
+               false_alarm: float) -> tuple[pd.DataFrame, dict]:
+    """``ranked`` with ``percentile`` (against the ``reference`` split's own scores) and ``review``
+    (above the threshold that flags a share ``false_alarm`` of the reference items); ``attrs`` gains
+    ``threshold``, ``reference`` and ``false_alarm`` (``mmae_core.novelty.triage``)."""
+    from mmae_core.novelty import calibrate, review_threshold, triage
+
+    ref_table, _ = novelty(store, dataset, model, [reference])
+    cal = calibrate(ref_table["score"].to_numpy(), reference)
+    out = pd.concat([ranked.reset_index(drop=True), triage(ranked["score"].to_numpy(), cal, false_alarm)], axis=1)
+    return out, {**attrs, "threshold": review_threshold(cal, false_alarm), "reference": reference,
+                 "reference_items": cal.n, "false_alarm": float(false_alarm)}
+
+
 def novelty_colours(ids: np.ndarray, table: pd.DataFrame, attrs: dict) -> np.ndarray:
     """The novelty band of every map row (by item id), for colouring the map."""
     score = pd.Series(table["score"].to_numpy(), index=table["item_id"].astype(str))
@@ -75,4 +89,4 @@ def novelty_colours(ids: np.ndarray, table: pd.DataFrame, attrs: dict) -> np.nda
     return np.array([b if b is not None else NO_SCORE for b in bands], dtype=object)
 
 
-__all__ = ["NOVELTY_BANDS", "NO_SCORE", "conflicts", "novelty", "novelty_colours", "tag_state"]
+__all__ = ["NOVELTY_BANDS", "NO_SCORE", "calibrated", "conflicts", "novelty", "novelty_colours", "tag_state"]

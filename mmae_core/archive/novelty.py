@@ -203,3 +203,54 @@ def auroc(normal: np.ndarray, novel: np.ndarray) -> float:
     ranks = pd.Series(allv).rank(method="average").to_numpy()
     rb = ranks[len(a):].sum()
     return float((rb - len(b) * (len(b) + 1) / 2) / (len(a) * len(b)))
+
+
+# -- calibration: from a score to a review decision ---------------------------------------------------
+DEFAULT_FALSE_ALARM = 0.05
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The scores of a reference split of *known* items, sorted, that other scores are read against.
+
+    Why not the train split: the model was fitted on it, so it reconstructs every train item better
+    than any new one, and on a real upload "240 of 240 ood items are more unusual than 99% of the
+    train split" ranked nothing. A split of known items the model has not seen (test) has the
+    distribution a new ordinary item comes from, so "beyond its 95th percentile" is wrong for about
+    5% of ordinary items: a false-alarm rate a curator can choose.
+    """
+
+    split: str
+    scores: np.ndarray  # sorted, finite
+
+    @property
+    def n(self) -> int:
+        return int(len(self.scores))
+
+
+def calibrate(reference_scores: np.ndarray, split: str) -> Calibration:
+    v = np.asarray(reference_scores, dtype=np.float64)
+    v = np.sort(v[np.isfinite(v)])
+    if len(v) < 2:
+        raise ConfigError(f"the {split} split has {len(v)} scored items; calibrate against a split with at least two.")
+    return Calibration(split, v)
+
+
+def percentile(cal: Calibration, scores: np.ndarray) -> np.ndarray:
+    """Per score, the percentage of reference items scoring at or below it (0-100; NaN stays NaN)."""
+    return 100.0 * _percentile(cal.scores, np.asarray(scores, dtype=np.float64))
+
+
+def review_threshold(cal: Calibration, false_alarm: float = DEFAULT_FALSE_ALARM) -> float:
+    """The score above which an item is put up for review, so that a share ``false_alarm`` of
+    ordinary items (as the reference split has them) would be flagged too."""
+    fa = float(false_alarm)
+    if not 0.0 < fa < 1.0:
+        raise ConfigError(f"the false-alarm rate must be between 0 and 1 (got {false_alarm}); 0.05 flags 5% of ordinary items.")
+    return float(np.quantile(cal.scores, 1.0 - fa, method="higher"))
+
+
+def triage(scores: np.ndarray, cal: Calibration, false_alarm: float = DEFAULT_FALSE_ALARM) -> pd.DataFrame:
+    """``percentile`` against the reference and ``review`` (above the threshold) for every score."""
+    s = np.asarray(scores, dtype=np.float64)
+    return pd.DataFrame({"percentile": percentile(cal, s), "review": s > review_threshold(cal, false_alarm)})

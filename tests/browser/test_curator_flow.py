@@ -84,14 +84,18 @@ def metric(page: Any, label: str) -> Any:
 
 
 def test_curator_flow(studio_server: Server, chromium_page: Any) -> None:
+    run_flow(_flow, studio_server, chromium_page)
+
+
+def run_flow(flow: Any, studio_server: Server, page: Any) -> None:
+    """``flow(page, url, store)``; on failure print the server log and what the page showed."""
     from store import Store
 
-    page = chromium_page
     def store() -> Store:
         return Store(studio_server.db, lock_timeout=60.0, linger=0.0)
 
     try:
-        _flow(page, studio_server.url, store)
+        flow(page, studio_server.url, store)
     except BaseException:
         print("---- streamlit log ----\n" + studio_server.log_tail(80))
         try:  # what the curator would have seen: the next failure should say more than "timeout"
@@ -173,6 +177,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     cat = store().catalog("demo")
     assert set(cat.loc[cat["tag"].notna(), "tag"]) == {names[0], names[1]}
 
+    main(page).get_by_role("tab", name=re.compile("Rename or merge")).click()  # the page is in tabs
     choose(page, main(page), "Tag to rename", names[0])
     fill(page, main(page), "New name", "checked by ada")  # Enter only commits the text
     main(page).get_by_role("button", name="Rename", exact=True).click()
@@ -180,6 +185,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     wait_idle(page)
     assert "checked by ada" in set(store().catalog("demo")["tag"].dropna())
 
+    main(page).get_by_role("tab", name=re.compile("Review proposals")).click()
     main(page).get_by_role("button", name="Undo", exact=True).click()
     wait_idle(page)
     expect(metric(page, "Accepted")).to_have_text("2")
