@@ -191,7 +191,7 @@ def test_cli_novelty_ranks_new_material_from_a_path_as_if_it_were_stored(toy_db:
 
 
 def test_calibration_against_a_reference_split_flags_about_the_chosen_share_of_ordinary_items():
-    from mmae_core.novelty import calibrate, percentile, review_threshold, triage
+    from mmae_core.archive.novelty import calibrate, percentile, review_threshold, triage
 
     rng = np.random.default_rng(0)
     reference = rng.normal(size=2000)  # ordinary items the model has not seen

@@ -71,8 +71,8 @@ def calibrated(store: Store, dataset: str, model: str, ranked: pd.DataFrame, att
                false_alarm: float) -> tuple[pd.DataFrame, dict]:
     """``ranked`` with ``percentile`` (against the ``reference`` split's own scores) and ``review``
     (above the threshold that flags a share ``false_alarm`` of the reference items); ``attrs`` gains
-    ``threshold``, ``reference`` and ``false_alarm`` (``mmae_core.novelty.triage``)."""
-    from mmae_core.novelty import calibrate, review_threshold, triage
+    ``threshold``, ``reference`` and ``false_alarm`` (``mmae_core.archive.novelty.triage``)."""
+    from mmae_core.archive.novelty import calibrate, review_threshold, triage
 
     ref_table, _ = novelty(store, dataset, model, [reference])
     cal = calibrate(ref_table["score"].to_numpy(), reference)
