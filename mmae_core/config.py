@@ -117,7 +117,7 @@ def preset(name: str, **overrides: object) -> TrainConfig:
 class EvalConfig:
     """Baselines and metrics over a k grid."""
 
-    k_grid: tuple[int, ...] = DEFAULT_K_GRID
+    k_grid: tuple[int | str, ...] = DEFAULT_K_GRID  # a k may be "auto": found by the clustering
     split: str = "test"
     seed: int = 42
     n_init: int = 4
@@ -134,6 +134,8 @@ class EvalConfig:
         if not self.k_grid:
             raise ConfigError("the k grid is empty; give at least one k, e.g. --k 30,40,50.")
         for k in self.k_grid:
+            if k == "auto":  # found by the method; its own checks refuse one cluster or more than the items
+                continue
             if k < 2:
                 raise ConfigError(f"k must be at least 2 (got {k}).")
             if k > n_items:

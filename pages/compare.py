@@ -134,7 +134,7 @@ model_choice = c[0].selectbox("Model", choices, index=choices.index(current) if 
 splits = list(summary.splits)
 split = c[1].selectbox("Split", splits, key=state.keep("compare_split", "test" if "test" in splits else splits[0], dataset))
 suggestion = k_suggestion(summary, split)
-k_text = c[2].text_input("k grid", key=state.keep("compare_k", ", ".join(map(str, suggestion.grid)), (dataset, split)),
+k_text = c[2].text_input("k grid", key=state.keep("compare_k", suggestion.grid_text, (dataset, split)),
                          help="Whole numbers separated by commas; each at most the number of items in the split. "
                               f"The default is {suggestion.reason}.")
 seed = c[3].number_input("KMeans seed", 0, 2**31 - 1, key=state.keep("compare_seed", 42))

@@ -14,6 +14,7 @@ from studio import pipeline
 from mmae_core.errors import StudioError
 from store.tags import MANUAL_CHOICES
 from ui import archive, maps, state
+from mmae_core.clustering.graph import AUTO, parse_k_value
 from ui.widgets import dataset_summary, k_suggestion
 from ui.tagging import (
     existing_tags, item_details, need_curator, page_context, picked_existing, picked_tag, representative_titles, run_decision,
@@ -49,21 +50,26 @@ def propose_form(first: bool) -> None:
     suggestion = k_suggestion(summary, default_split)
     with st.form("tags_propose"):
         c1, c2, c3 = st.columns(3)
-        k = c1.number_input("Number of proposed tags (k)", min_value=2, max_value=10_000, step=1,
-                            key=state.keep("tags_k", suggestion.k, dataset),
-                            help=f"The default is {suggestion.reason}; the Compare page shows how each k scores.")
+        k_text = c1.text_input("Number of proposed tags (k)", key=state.keep("tags_k", suggestion.k_text, dataset),
+                               help="auto: the number is found from the data (Leiden on the latents' neighbour graph; "
+                                    "items in no group form one 'unassigned' proposal). Or a number, clustered by KMeans "
+                                    f"as in the paper ({suggestion.reason}: {suggestion.k}). The Compare page shows how each k scores.")
         split = c2.selectbox("Split", splits, index=splits.index(default_split))
-        seed = c3.number_input("KMeans seed", min_value=0, max_value=2**31 - 1, value=42, step=1)
+        seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1)
         go = st.form_submit_button("Propose tags" if first else "Propose again (replaces the list below)",
                                    type="primary" if first else "secondary")
     if go:
         try:
-            with st.spinner(f"Clustering the {split} items of {dataset} into {int(k)} proposed tags…"):
-                table = pipeline.propose_tags(store, dataset, model, int(k), split, int(seed))
+            k = parse_k_value(k_text)
+            how = "a number of tags found from the data" if k == AUTO else f"{k} proposed tags"
+            with st.spinner(f"Clustering the {split} items of {dataset} into {how}…"):
+                table = pipeline.propose_tags(store, dataset, model, k, split, int(seed))
         except StudioError as err:
             st.error(str(err))
             return
-        state.flash(f"Proposed {len(table)} tags on the {split} split; review them below.")
+        a = table.attrs
+        found = f" (k = {a['k']} found by Leiden)" if a.get("k_found_by") == "leiden" else ""
+        state.flash(f"Proposed {len(table)} tags on the {split} split{found}; review them below.")
         st.rerun()
 
 

@@ -140,7 +140,7 @@ def test_defaults_are_sized_from_the_data_and_kept_across_visits(demo_store, app
     store.add_dataset(ten_class_set())
     at = app("compare", dataset="digits10")
     no_bug(at)
-    assert at.text_input(key="compare_k").value == "5, 8, 10, 15, 20"  # around the 10 labels, not the paper's 30-60
+    assert at.text_input(key="compare_k").value == "auto"  # k found by the method, not the paper's 30-60
     at.selectbox(key="compare_model").set_value("(baselines only, no MMAE)").run()
     by_label(at.button, "Evaluate").click().run()
     no_bug(at)

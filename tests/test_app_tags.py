@@ -98,7 +98,7 @@ def test_propose_from_the_page_stores_proposals(demo):
     at.run()
     assert not at.exception
     assert any("no proposed tags yet" in m for m in messages(at, "info"))
-    at.number_input[0].set_value(K)
+    at.text_input(key="tags_k").input(str(K))
     button(at, "Propose tags").click()
     at.run()
     assert not at.exception
@@ -122,7 +122,7 @@ def test_k_larger_than_the_items_is_one_sentence_and_nothing_is_stored(demo):
     before = demo.checksum()
     at = page_test("tags")
     at.run()
-    at.number_input[0].set_value(151)
+    at.text_input(key="tags_k").input("151")
     button(at, "Propose tags").click()
     at.run()
     assert not at.exception

@@ -35,6 +35,21 @@ def small_set(name: str, modalities: dict[str, int], n: int = 40, missing: int =
     return FeatureSet(name, dict(modalities), splits)
 
 
+def choose_paper(at) -> None:
+    """These tests are about the paper preset's settings (the page opens on the default preset)."""
+    if at.selectbox(key="train_preset").value != "paper":
+        at.selectbox(key="train_preset").set_value("paper").run()
+
+
+def test_the_page_opens_on_the_default_preset(demo_store, app):
+    from mmae_core.config import DEFAULT_PRESET
+
+    at = app("train")
+    no_bug(at)
+    assert at.selectbox(key="train_preset").value == DEFAULT_PRESET != "paper"
+    assert at.number_input(key=f"train_{DEFAULT_PRESET}_epochs")
+
+
 def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):
     at = app("train")
     no_bug(at)
@@ -43,6 +58,7 @@ def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):
 
 def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     at = app("train")
+    choose_paper(at)
     no_bug(at)
     at.number_input(key="train_paper_epochs").set_value(2).run()
     at.text_input(key="train_paper_name").input("ui-e2").run()
@@ -75,6 +91,7 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
 
 def test_a_second_tab_sees_the_running_job_and_cancels_it(demo_store, app):
     at = app("train")
+    choose_paper(at)
     at.number_input(key="train_paper_epochs").set_value(400).run()
     at.text_input(key="train_paper_name").input("too-long").run()
     by_label(at.button, "Start training").click().run()
@@ -102,6 +119,7 @@ def test_a_failing_job_shows_failed_with_its_reason(demo_store, app):
     store = demo_store.store()
     store.add_dataset(small_set("solo", {"image": 5}))
     at = app("train", dataset="solo")
+    choose_paper(at)
     no_bug(at)
     at.number_input(key="train_paper_epochs").set_value(1).run()
     by_label(at.button, "Start training").click().run()
@@ -117,6 +135,8 @@ def test_missing_modalities_recommend_the_aligned_preset(demo_store, app):
     demo_store.store().add_dataset(small_set("gappy", {"image": 5, "text": 3}, missing=4))
     at = app("train", dataset="gappy")
     no_bug(at)
+    assert not any("'aligned' preset" in w.value for w in at.warning)  # the default trains with modality dropout
+    choose_paper(at)
     assert any("'aligned' preset" in w.value for w in at.warning)
     at.selectbox(key="train_preset").set_value("aligned").run()
     assert not any("'aligned' preset" in w.value for w in at.warning)
@@ -126,6 +146,7 @@ def test_bad_settings_are_one_sentence_and_start_nothing(demo_store, app):
     store = demo_store.store()
     before = store.checksum()
     at = app("train")
+    choose_paper(at)
     at.text_input(key="train_paper_name").input(demo_store.model).run()
     assert any("already exists" in e.value for e in at.error)
     assert by_label(at.button, "Start training").disabled
@@ -140,6 +161,7 @@ def test_load_a_checkpoint(demo_store, app):
     store = demo_store.store()
     data = store.model_checkpoint("demo", demo_store.model)
     at = app("train")
+    choose_paper(at)
     at.file_uploader(key="train_ckpt").set_value(("garbage.pt", b"not a checkpoint", "application/octet-stream")).run()
     before = store.checksum()
     by_label(at.button, "Register the checkpoint").click().run()
@@ -182,6 +204,7 @@ def test_training_on_gappy_data_says_partial_items_are_completed(demo_store, app
 
 def test_one_click_one_job_start_is_disabled_while_the_job_runs(demo_store, app):
     at = app("train")
+    choose_paper(at)
     at.number_input(key="train_paper_epochs").set_value(400).run()
     at.text_input(key="train_paper_name").input("once").run()
     by_label(at.button, "Start training").click().run()

@@ -1,4 +1,5 @@
-"""Default k and k grid sized from the data (until graph clustering picks k by itself)."""
+"""Default k and k grid: found by the method (auto), the paper's grid for LUMA-shaped data, and a
+sized k and grid to offer when auto is turned off."""
 from __future__ import annotations
 
 from mmae_core.config import DEFAULT_K_GRID
@@ -20,3 +21,12 @@ def test_luma_shaped_data_keeps_the_papers_grid():
     s = suggest_k(3000, 50, {"image", "audio", "text"})
     assert s.luma_shaped and s.k == 50 and s.grid == DEFAULT_K_GRID
     assert not suggest_k(3000, 50, {"image", "text"}).luma_shaped
+
+
+def test_auto_is_the_default_except_for_the_papers_grid_on_luma_shaped_data():
+    s = suggest_k(1797, 10, {"image", "audio", "text"})
+    assert s.mode == "auto" and s.k_text == "auto" and s.grid_text == "auto"
+    luma = suggest_k(3000, 50, {"image", "audio", "text"})
+    assert luma.k_text == "auto" and luma.grid_text == "30, 40, 42, 50, 60"
+    sized = suggest_k(1797, 10, mode="sized")
+    assert sized.k_text == "10" and sized.grid_text == "5, 8, 10, 15, 20"

@@ -4,9 +4,10 @@ Why: the defaults used to be the paper's (k = 50, grid 30-60), which fit LUMA's 
 nothing else; on a real 10-class set of 1,797 items the grid sat far from the data and Tags proposed
 50 tags. Until graph clustering that finds k by itself (``--k auto``) is the default, k is sized
 from what is known: the number of labels where the data has them, else ``sqrt(n / 2)``, the classic
-rule of thumb for an unlabelled set (30 for 1,797 items). The paper's grid stays the default for
-LUMA-shaped data, where its reference rows are comparable. Pages and the CLI ask ``suggest_k``;
-switching the default to auto later changes ``DEFAULT_MODE`` and this module only.
+rule of thumb for an unlabelled set (30 for 1,797 items). That sized k and grid are what a page
+offers when a curator turns "auto" off. The default is ``auto``: k found by Leiden on the latents'
+neighbour graph (``clustering.graph``), because curators do not know k; the paper's grid stays the
+default for LUMA-shaped data, where its reference rows are comparable. Pages ask ``suggest_k``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from mmae_core.config import DEFAULT_K_GRID
 
 SIZED, AUTO = "sized", "auto"
-DEFAULT_MODE = SIZED  # becomes AUTO once graph clustering that picks k is in the core
+DEFAULT_MODE = AUTO  # k found by the method; SIZED offers the sized k and grid instead
 LUMA_CLASSES = 50
 LUMA_MODALITIES = frozenset({"image", "audio", "text"})
 GRID_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)  # around the centre: under- and over-splitting both show
@@ -34,6 +35,17 @@ class KSuggestion:
     luma_shaped: bool
     mode: str
     reason: str
+
+    @property
+    def k_text(self) -> str:
+        """What a page's k field starts with: ``auto``, or the sized k."""
+        return AUTO if self.mode == AUTO else str(self.k)
+
+    @property
+    def grid_text(self) -> str:
+        """What Compare's k grid starts with: the paper's grid for LUMA-shaped data, else ``auto`` (or
+        the sized grid)."""
+        return AUTO if self.mode == AUTO and not self.luma_shaped else ", ".join(map(str, self.grid))
 
 
 def luma_shaped(n_labels: int | None, modalities: set[str] | frozenset[str] | None = None) -> bool:

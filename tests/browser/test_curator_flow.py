@@ -18,6 +18,10 @@ import pytest
 
 from .conftest import CHROMIUM, ROOT, Server, pick_option, wait_idle
 
+from mmae_core.config import DEFAULT_PRESET
+
+MODEL = f"{DEFAULT_PRESET}-e2-s42"  # what two epochs of the page's default preset are named
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install -y chromium)"),
@@ -137,8 +141,8 @@ def _flow(page: Any, url: str, store: Any) -> None:
     expect(registry).to_have_count(1, timeout=15_000)
     expect(registry).to_be_visible()
     models = store().list_models("demo")
-    assert list(models["name"]) == ["paper-e2-s42"], models
-    expect(sidebar(page).get_by_role("combobox", name="Model")).to_have_value("paper-e2-s42")
+    assert list(models["name"]) == [MODEL], models
+    expect(sidebar(page).get_by_role("combobox", name="Model")).to_have_value(MODEL)
     shoot(page, "train")
 
     # -- Compare: a small k grid ----------------------------------------------------------------------
@@ -150,7 +154,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     expect(main(page).locator('[data-testid="stDataFrame"]').first).to_be_visible()
     wait_idle(page)
     runs = store().runs("demo")
-    assert len(runs) == 1 and runs["model"].iloc[0] == "paper-e2-s42", runs
+    assert len(runs) == 1 and runs["model"].iloc[0] == MODEL, runs
     metrics = store().run_metrics(int(runs["id"].iloc[0]))
     assert {"mmae"} <= set(metrics["method"]) and set(metrics["k"].dropna().astype(int)) == {5, 10}
     shoot(page, "compare")
@@ -163,7 +167,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     form.get_by_role("button", name="Propose tags").click()
     expect(main(page).get_by_text("Proposed 6 tags on the test split")).to_be_visible(timeout=60_000)
     wait_idle(page)
-    table, _ = store().proposals("demo", "paper-e2-s42")
+    table, _ = store().proposals("demo", MODEL)
     assert len(table) == 6 and set(table["status"]) == {"proposed"}
     names = table.set_index("cluster")["name"].to_dict()
 

@@ -12,6 +12,10 @@ import pytest
 from .conftest import CHROMIUM, Server, wait_idle
 from .test_curator_flow import expect, fill, go, main, metric, run_flow, sidebar
 
+from mmae_core.config import DEFAULT_PRESET
+
+MODEL = f"{DEFAULT_PRESET}-e2-s42"  # what two epochs of the page's default preset are named
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install -y chromium)"),
@@ -56,16 +60,16 @@ def _flow(page: Any, url: str, store: Any) -> None:
     wait_idle(page)
     jobs = store().jobs("demo")
     assert len(jobs) == 1, jobs  # one click, one job
-    assert list(store().list_models("demo")["name"]) == ["paper-e2-s42"]
+    assert list(store().list_models("demo")["name"]) == [MODEL]
 
     # -- 3. a reload and a new tab keep the dataset, the model and the curator --------------------------
     expect(page).to_have_url(re.compile(r"dataset=demo"))
-    expect(page).to_have_url(re.compile(r"model=paper-e2-s42"))
+    expect(page).to_have_url(re.compile(rf"model={MODEL}"))
     expect(page).to_have_url(re.compile(r"curator=Grace"))
     page.reload()
     wait_idle(page)
     expect(sidebar(page).get_by_label("Curator", exact=True)).to_have_value(CURATOR)
-    expect(sidebar(page).get_by_role("combobox", name="Model")).to_have_value("paper-e2-s42")
+    expect(sidebar(page).get_by_role("combobox", name="Model")).to_have_value(MODEL)
     expect(main(page).get_by_text(re.compile(r"Job \d+: train on demo finished in"))).to_be_visible()  # the job is not gone
     tab = page.context.new_page()
     tab.goto(page.url)
@@ -81,7 +85,7 @@ def _flow(page: Any, url: str, store: Any) -> None:
     form.get_by_role("button", name="Propose tags").click()
     expect(main(page).get_by_text("Proposed 6 tags on the test split")).to_be_visible(timeout=60_000)
     wait_idle(page)
-    table, assign = store().proposals("demo", "paper-e2-s42")
+    table, assign = store().proposals("demo", MODEL)
     members = sorted(assign.loc[assign["cluster"] == 0, "item_id"].astype(str))
     store().set_items("demo", members[:2], "hand-made", "bob")  # another curator, by hand
     go(page, "Tags")
