@@ -40,13 +40,14 @@ split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in sp
                      format_func=maps.split_label, key="explore_split")
 kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_kind",
                     help="The overlay maps z of every modality together, as in the paper's figure.")
+method_key = keep("explore_method", list(METHODS)[0], (dataset, model))  # kept across page visits
 if not st.session_state.get("explore_method_chosen"):  # open on UMAP once it is stored, until the curator picks
-    st.session_state["explore_method"] = maps.opening_method(store, dataset, model, split, kind,
-                                                             int(st.session_state.get("explore_seed", 42)))
-method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key="explore_method",
+    st.session_state[method_key] = maps.opening_method(store, dataset, model, split, kind,
+                                                       int(st.session_state.get("explore_seed", 42)))
+method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key=method_key,
                       on_change=lambda: st.session_state.update(explore_method_chosen=True))
 seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key="explore_seed"))
-by = c5.selectbox("Colour by", list(maps.COLOUR_BY), index=1, key="explore_colour",
+by = c5.selectbox("Colour by", list(maps.COLOUR_BY), key=keep("explore_colour", list(maps.COLOUR_BY)[1]),
                   help="Cluster: the latest proposed tags of this model. Modality: use it with the overlay. "
                        "Novelty: how unusual an item is against the train split (bands at its 50/90/99% quantiles).")
 

@@ -313,3 +313,14 @@ def test_the_page_opens_on_the_background_umap_once_it_is_stored(demo):
     xy = demo.projection(DATASET, MODEL, "test", "fused", "umap", 42)
     data = chart_data(again)
     np.testing.assert_array_equal(data["x"].to_numpy(), xy[data["i"].to_numpy(), 0])
+
+
+def test_the_map_and_colour_chosen_are_kept_across_page_visits(demo_store, app):
+    at = app("explore")
+    assert not at.exception
+    at.selectbox(key="explore_method").set_value("tsne").run()
+    at.selectbox(key="explore_colour").set_value("label").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    assert at.selectbox(key="explore_method").value == "tsne" and at.selectbox(key="explore_colour").value == "label"
