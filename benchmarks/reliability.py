@@ -4,7 +4,7 @@ Every case runs the code path a user takes: ``python -m mmae_core`` in a subproc
 Data page under Streamlit's AppTest (``page``), or the store / job manager as the server calls them
 (``store``, ``job``). For each: the sentence the user saw, whether a checksum over every table is the
 one taken before ("store unchanged"), how many committed rows are gone, and whether the store still
-serves afterwards. The case builders are shared with the tests (``tests/reliability_cases.py``).
+serves afterwards. The case builders are shared with the tests (``testkit.faults``).
 
 Load: ``--threads`` curators x ``--decisions`` decisions (accept, rename, move an item, undo) in
 threads through the Store API, checked against the audit trail and a serial replay of it; tag
@@ -26,11 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from testkit import faults as rc
+from testkit.faults import address_limit, bad_checkpoints, run_oom_server
 
-from tests import reliability_cases as rc  # noqa: E402 - after the path fix
-from tests.test_reliability_models import bad_checkpoints, run_oom_server, address_limit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 Outcome = rc.Outcome
 
@@ -101,7 +100,7 @@ def exports(work: Path) -> list[Outcome]:
 
     import pandas as pd
 
-    from tests.test_reliability_store import FORMULAS
+    from testkit.faults import FORMULAS
 
     db = work / "formulas.duckdb"
     folder = work / "formulas"
@@ -194,7 +193,7 @@ def crashes(template: Path, work: Path) -> list[Outcome]:
                             + ("; no file under the final name" if point == "export" and not partial else ""),
                             None, same, lost, rc.cli_works(db, subprocess_check=True)))
     # the server during a training job
-    from tests.test_reliability_crash import SERVER
+    from testkit.faults import CRASH_SERVER as SERVER
     import subprocess
 
     db = rc.copy_store(template, work / "crash-job.duckdb")
@@ -228,7 +227,7 @@ def limits_and_jobs(template: Path, work: Path) -> list[Outcome]:
 
     import numpy as np
 
-    from tests.test_reliability_models import checksum_without_jobs
+    from testkit.faults import checksum_without_jobs
 
     db = rc.copy_store(template, work / "limits.duckdb")
     big = rc._npy(np.random.default_rng(0).normal(size=(40_000, 10)).astype(np.float32))

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser.conftest import (  # noqa: E402 - after the path fix
+from testkit.browser import (  # noqa: E402
     CHROMIUM, IDLE_SELECTOR, STATUS_WIDGET, launch_chromium, pick_option, start_server, stop_server, wait_idle,
 )
 

@@ -136,7 +136,7 @@ def app() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reliability matrix's small trained store, built once per session; tests copy it (``db``)."""
-    from . import reliability_cases as rc
+    from testkit import faults as rc
 
     return rc.build_template(tmp_path_factory.mktemp("reliability-template"))
 
@@ -144,6 +144,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def db(template: Path, tmp_path: Path) -> Path:
     """A private copy of ``template`` (tests/test_cli.py and test_search_cli.py have their own ``db``)."""
-    from . import reliability_cases as rc
+    from testkit import faults as rc
 
     return rc.copy_store(template, tmp_path / "studio.duckdb")

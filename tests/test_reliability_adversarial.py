@@ -4,7 +4,7 @@ and damaged store files, npz bombs, formulas behind blanks, and the smaller inco
 mistyped ``--db``, a read-only mount, reserved names, control characters in ids, JSON infinities,
 where a ``--replace`` backup went). Each through the path a user takes (the Data page for links, the
 CLI for the rest): one sentence naming the problem, the store (or the file) unchanged, nothing lost.
-The inputs and checks are built in ``reliability_cases``; the benchmark prints the same rows."""
+The inputs and checks are built in ``testkit.faults``; the benchmark prints the same rows."""
 from __future__ import annotations
 
 import re
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from . import reliability_cases as rc
+from testkit import faults as rc
 
 
 def check(rows: rc.Expect) -> None:

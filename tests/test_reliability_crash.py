@@ -25,7 +25,8 @@ from store import Store
 from store import datasets as store_datasets
 from store import feature_files
 
-from . import reliability_cases as rc
+from testkit import faults as rc
+from testkit.faults import CRASH_SERVER as SERVER  # noqa: F401
 
 
 def after_crash(db: Path, snap: rc.Snapshot) -> tuple[bool, int]:
@@ -76,21 +77,6 @@ def first_item(db: Path) -> str:
     return str(Store(db).catalog(rc.DATASET)["item_id"].iloc[0])
 
 
-SERVER = textwrap.dedent("""
-    import sys, time
-    from store import Store
-from store import datasets as store_datasets
-from store import feature_files
-    from mmae_core.config import preset
-    from studio.jobs import JobManager
-    store = Store(sys.argv[1])
-    mgr = JobManager(store, throttle_s=0.1)
-    job = mgr.start_training("demo", preset("paper", epochs=500, latent=16), "endless")
-    while mgr.get(job).progress.get("epoch", 0) < 2:
-        time.sleep(0.1)
-    print(job, flush=True)
-    time.sleep(600)
-""")
 
 
 def test_kill_9_of_the_server_during_training_shows_the_job_interrupted(db: Path, tmp_path: Path) -> None:

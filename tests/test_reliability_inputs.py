@@ -1,6 +1,6 @@
 """Matrix cases 1-8 and 18: bad files through the store, the CLI (``python -m mmae_core import``) and
 the Data page. Each: one sentence naming the problem, the store's checksum unchanged, and the store (or
-the page's session) still working afterwards. The inputs are built in ``reliability_cases``."""
+the page's session) still working afterwards. The inputs are built in ``testkit.faults``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 
 from mmae_core.data.features import load_files, load_path
 
-from . import reliability_cases as rc
+from testkit import faults as rc
 
 # what the sentence must mention, per bad input
 EXPECTED = {

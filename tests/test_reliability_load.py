@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from . import reliability_cases as rc
+from testkit import faults as rc
 
 
 def test_eight_curators_lose_nothing_and_equal_a_serial_replay(template: Path, tmp_path: Path) -> None:

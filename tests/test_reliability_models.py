@@ -19,46 +19,13 @@ from mmae_core.config import preset
 from studio.jobs import JobManager
 from store import Store
 
-from . import reliability_cases as rc
-from .test_store_helpers import make_featureset
+from testkit import faults as rc
+from testkit.faults import CodePayload, bad_checkpoints, checksum_without_jobs, OOM_SERVER as SERVER, run_oom_server, address_limit  # noqa: F401
+from testkit.data import make_featureset
 
 
-class CodePayload:
-    """Unpickling this runs ``touch marker`` (the classic pickle attack)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {self.marker}",))
 
 
-def bad_checkpoints(db: Path, folder: Path, marker: Path) -> dict[str, tuple[str, Path, str]]:
-    """{key: (case label, file, what the sentence must name)}."""
-    import pickle
-
-    from mmae_core.model.train import train
-
-    good = Store(db).model_checkpoint(rc.DATASET, rc.MODEL)
-    out = {}
-    other = train(make_featureset("toy", n_train=40), preset("paper", epochs=1, latent=16))
-    (folder / "other-dataset.pt").write_bytes(save_checkpoint(other))
-    out["dataset"] = ("9 checkpoint of another dataset", folder / "other-dataset.pt", "dataset")
-    payload = torch.load(io.BytesIO(good), weights_only=True)
-    payload["config"]["latent"] = 32  # the weights were trained with 16
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    (folder / "other-arch.pt").write_bytes(buf.getvalue())
-    out["arch"] = ("9 checkpoint of another architecture", folder / "other-arch.pt", "latent 32")
-    payload = torch.load(io.BytesIO(good), weights_only=True)
-    payload["history"] = [CodePayload(marker)]
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    (folder / "payload.pt").write_bytes(buf.getvalue())
-    out["payload"] = ("10 checkpoint carrying a code pickle", folder / "payload.pt", "code")
-    (folder / "bare.pt").write_bytes(pickle.dumps(CodePayload(marker)))
-    out["bare"] = ("10 bare pickle as a checkpoint", folder / "bare.pt", "checkpoint")
-    return out
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -119,19 +86,6 @@ def test_impossible_k_and_splits_cli_and_page(db: Path, tmp_path: Path) -> None:
         assert rc.page_works(at, "compare")
 
 
-def checksum_without_jobs(db: Path) -> str:
-    """Every table but ``jobs``: a failed job leaves its own record, and nothing else."""
-    import hashlib
-
-    from store.schema import table_names
-
-    h = hashlib.sha256()
-    with Store(db).reader() as con:
-        for t in table_names(con):
-            if t != "jobs":
-                n, s = con.execute(f'SELECT count(*), coalesce(sum(hash(_r)::HUGEINT), 0) FROM "{t}" AS _r').fetchall()[0]
-                h.update(f"{t}:{n}:{s};".encode())
-    return h.hexdigest()
 
 
 def test_a_diverging_job_stops_and_the_train_page_says_why(db: Path, tmp_path: Path) -> None:
@@ -152,44 +106,8 @@ def test_a_diverging_job_stops_and_the_train_page_says_why(db: Path, tmp_path: P
     assert mgr.wait(again, timeout=300).status == "done"  # the manager keeps serving
 
 
-SERVER = textwrap.dedent("""
-    import json, resource, sys, threading, time
-    from store import Store
-    from mmae_core.config import preset
-    from studio.jobs import JobManager
-    store = Store(sys.argv[1])
-    mgr = JobManager(store, throttle_s=0.2)
-    import mmae_core.model.train  # as the dashboard does after its first page (torch loaded before the limit)
-    vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
-    limit = vm + int(float(sys.argv[2]) * 2**30)  # headroom for the small job, threads and the other session
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    reads, stop = [], threading.Event()
-
-    def other_session():  # another curator's page keeps reading the catalog meanwhile
-        while not stop.is_set():
-            t = time.perf_counter()
-            store.catalog("demo")
-            reads.append(time.perf_counter() - t)
-            time.sleep(0.05)
-
-    th = threading.Thread(target=other_session)
-    th.start()
-    huge = mgr.wait(mgr.start_training("demo", preset("paper", epochs=1, latent=20_000_000), "huge"), 600)
-    after = mgr.wait(mgr.start_training("demo", preset("paper", epochs=1, latent=16), "after-oom"), 600)
-    stop.set()
-    th.join()
-    print(json.dumps({"huge": [huge.status, huge.message], "after": [after.status, after.message],
-                      "reads": len(reads), "max_read_s": max(reads)}))
-""")
 
 
-def run_oom_server(db: Path, limit_gb: float = 2.0) -> dict:
-    """A process running the job manager as the server does, with ``limit_gb`` of address space left
-    (a model of latent 20,000,000 needs 10 GB for one layer, so it cannot fit)."""
-    proc = subprocess.run([sys.executable, "-c", SERVER, str(db), str(limit_gb)], env=rc.cli_env(db),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_out_of_memory_in_a_job_is_a_sentence_and_the_server_keeps_serving(db: Path, tmp_path: Path) -> None:
@@ -214,11 +132,3 @@ def test_out_of_memory_in_a_job_is_a_sentence_and_the_server_keeps_serving(db: P
     assert before != checksum_without_jobs(db)  # (the model after-oom was added above)
 
 
-def address_limit(gb: float):
-    import resource
-
-    def apply() -> None:
-        limit = int(gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply

@@ -20,7 +20,8 @@ import pytest
 from store import Store
 from store.schema import MIGRATIONS
 
-from . import reliability_cases as rc
+from testkit import faults as rc
+from testkit.faults import FORMULAS  # noqa: F401
 
 
 HOSTILE = ["O'Brien \"quoted\"; DROP TABLE tags; --", "../../etc/passwd", "名前 🎵"]
@@ -55,7 +56,6 @@ def test_hostile_names_are_plain_data_or_refused(db: Path, tmp_path: Path) -> No
         assert not at.exception and not rc.page_errors(at)
 
 
-FORMULAS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "\nLF", "plain", "a=b"]
 
 
 def test_exported_formulas_are_inert_and_the_data_reads_back_intact(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from mmae_core.errors import DataError
 from store import NotFoundError, Store, StoreError
 from store import datasets as store_datasets
 
-from .test_store_helpers import make_featureset, make_latents, one_sentence, table_rows
+from testkit.data import make_featureset, make_latents, one_sentence, table_rows
 
 
 def assert_same_featureset(a: FeatureSet, b: FeatureSet) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from store import StoreError, export_catalog, to_bytes
 
-from .test_store_helpers import store_with_proposals
+from testkit.data import store_with_proposals
 
 DANGEROUS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tTAB", "\rCR", "=HYPERLINK(\"http://x\",\"y\")"]
 

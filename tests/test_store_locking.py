@@ -12,7 +12,7 @@ import pytest
 
 from store import Store, StoreError
 
-from .test_store_helpers import make_featureset, one_sentence, store_with_proposals, table_rows
+from testkit.data import make_featureset, one_sentence, store_with_proposals, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 from mmae_core.data.dataset import FeatureSet, Split
 from store import NotFoundError, Store, StoreError
 
-from .test_store_helpers import make_featureset, make_latents, one_sentence
+from testkit.data import make_featureset, make_latents, one_sentence
 
 
 def test_latents_are_fixed_size_float_arrays_and_round_trip(tmp_path):

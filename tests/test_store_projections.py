@@ -7,7 +7,7 @@ import pytest
 
 from store import NotFoundError, Store, StoreError
 
-from .test_store_helpers import make_featureset, make_latents, one_sentence
+from testkit.data import make_featureset, make_latents, one_sentence
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from store import NotFoundError, Store, StoreError
 
-from .test_store_helpers import make_featureset, make_latents, proposal_table, store_with_proposals
+from testkit.data import make_featureset, make_latents, proposal_table, store_with_proposals
 
 
 def test_runs_keep_metrics_nulls_and_extra_columns(tmp_path):

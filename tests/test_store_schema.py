@@ -7,7 +7,7 @@ import pytest
 from store import SCHEMA_VERSION, Store, StoreError
 from store.schema import MIGRATIONS
 
-from .test_store_helpers import make_featureset, one_sentence, table_rows
+from testkit.data import make_featureset, one_sentence, table_rows
 
 
 def test_new_store_has_the_current_version_and_reopens(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from store import NotFoundError, StoreError
 
-from .test_store_helpers import one_sentence, store_with_proposals, table_rows
+from testkit.data import one_sentence, store_with_proposals, table_rows
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from store import NotFoundError, StoreError
 
-from .test_store_helpers import proposal_table, store_with_proposals, table_rows
+from testkit.data import proposal_table, store_with_proposals, table_rows
 
 K = 3
 

@@ -1,4 +1,4 @@
-"""Small, hand-made data for the store tests (no test functions here, only builders).
+"""Small, hand-made data for the store tests and the fault cases (builders only, no tests).
 
 Built directly with ``FeatureSet``/``Split`` so the store's tests do not depend on the loaders or the
 demo generator.
