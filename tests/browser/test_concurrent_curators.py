@@ -227,6 +227,8 @@ async def run_sessions(url: str) -> dict[str, Any]:
             await expect(main(page).get_by_text("status accepted")).to_be_visible(timeout=TIMEOUT_MS)
             accepted = await metric(page, "Accepted").inner_text()
             pending = await metric(page, "Pending").inner_text()
+            await main(page).get_by_role("tab", name=re.compile("Audit trail")).click()  # the curator filter's tab
+            await wait_idle(page)
             who = await options_of(page, main(page).get_by_role("combobox", name="Curator", exact=True))
             return {"accepted": accepted, "pending": pending, "curators": who}
         finally:
