@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py [--epochs 100] [--runs 3]          # the paper preset on the demo
     python benchmarks/train_speed.py --part batches [--batch-sizes 512,2048]
     python benchmarks/train_speed.py --part adam                         # fused vs foreach Adam
+    python benchmarks/train_speed.py --part threads                      # 1 vs 2 threads, spinning vs sleeping, one core busy
     python benchmarks/train_speed.py --device cuda                        # skipped without a GPU
 
 The paper preset (batch 128, 100 epochs) is trained on the demo-shaped set (21,000 train items,
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -185,6 +187,46 @@ def adam_kinds(steps: int = 300) -> None:
         print(f"{kind:>8}  {(time.perf_counter() - t) / (len(batches) - 20) * 100:>13.3f}", flush=True)
 
 
+STEP_TIMER = """
+import sys, time, mmae_core, torch
+from mmae_core.model.batches import ArrayRows, BatchSource, scan
+from mmae_core.data.demo import make_demo
+from mmae_core.model.mmae import MMAE
+torch.set_num_threads(int(sys.argv[1]))
+fs = make_demo(seed=42, scale=0.1)
+rows = ArrayRows(fs.splits["train"].features); names = list(fs.modalities)
+present, std = scan(rows, names)
+batches = list(BatchSource(rows, names, std, present, 128).epoch(torch.Generator().manual_seed(0)))[:20]
+torch.manual_seed(0); model = MMAE(fs.modalities).train()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+for i, b in enumerate(batches):
+    if i == 5: t = time.perf_counter()
+    out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count); opt.zero_grad(set_to_none=False); out.loss.backward(); opt.step()
+print((time.perf_counter() - t) / (len(batches) - 5) * 1000)
+"""
+
+
+def threads_and_waiting() -> None:
+    """Milliseconds per batch-128 step with 1 or 2 intra-op threads, OpenMP's idle threads spinning
+    (ACTIVE) or sleeping (PASSIVE), alone and while another process keeps one core busy. Each setting
+    runs in a fresh process, because OpenMP reads its wait policy when torch loads."""
+    print(f"{'threads':>7}  {'OpenMP wait':>11}  {'alone ms':>8}  {'one core busy ms':>16}")
+    for threads, policy in ((1, "PASSIVE"), (2, "ACTIVE"), (2, "PASSIVE")):
+        env = {**os.environ, "OMP_WAIT_POLICY": policy}
+        times = []
+        for busy in (False, True):
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+            try:
+                out = subprocess.run([sys.executable, "-c", STEP_TIMER, str(threads)], env=env, capture_output=True,
+                                     text=True, timeout=1800)
+                times.append(float(out.stdout.strip().splitlines()[-1]))
+            finally:
+                if hog is not None:
+                    hog.kill()
+                    hog.wait()
+        print(f"{threads:>7}  {policy:>11}  {times[0]:>8.1f}  {times[1]:>16.1f}", flush=True)
+
+
 def on_cuda(epochs: int) -> None:
     if not torch.cuda.is_available():
         print("--device cuda: skipped, this machine has no CUDA device")
@@ -200,7 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--part", choices=("floor", "batches", "adam"), default="floor",
+    ap.add_argument("--part", choices=("floor", "batches", "adam", "threads"), default="floor",
                     help="floor: the paper preset against the matmul floor; batches: seconds per epoch at --batch-sizes; "
                          "adam: fused against foreach Adam")
     ap.add_argument("--batch-sizes", default="512,2048")
@@ -214,6 +256,9 @@ def main() -> None:
         return
     if args.part == "adam":
         adam_kinds()
+        return
+    if args.part == "threads":
+        threads_and_waiting()
         return
 
     fs, source = demo_set()
