@@ -10,7 +10,7 @@ from functools import partial
 
 import streamlit as st
 
-from store.export import FORMATS, to_bytes
+from store.export import FORMATS, json_loss, to_bytes
 from ui.tagging import filter_catalog, page_context, show_flash
 from ui.widgets import download_button
 
@@ -54,5 +54,8 @@ cols = st.columns(len(FORMATS))
 for col, fmt in zip(cols, FORMATS):
     download_button(LABELS[fmt], partial(to_bytes, shown, fmt), container=col, file_name=f"{dataset}-catalog.{fmt}",
                     mime=MIME[fmt], key=f"catalog_download_{fmt}", icon=":material/download:", disabled=not len(shown))
+loss = json_loss(shown, "json")  # JSON has no infinity: say so before the download, as the CLI does
+if loss:
+    st.caption(f"The JSON download: {loss}")
 st.caption(f"Without filters these are exactly the files `python -m mmae_core export --dataset {dataset} "
            "--format csv|parquet|json --out FILE` writes.")

@@ -141,3 +141,22 @@ def test_the_page_runs_inside_the_app_frame(tagged, app, deferred):
     assert not at.exception
     assert [t.value for t in at.title][-1] == "Catalog"
     assert downloads(deferred)["parquet"] == to_bytes(tagged.catalog(DATASET), "parquet")
+
+
+def test_the_json_download_says_when_infinite_values_become_null(demo_store):
+    """JSON has no infinity: the page says so before the download, as the CLI's export does."""
+    import numpy as np
+
+    from testkit.data import make_featureset
+
+    fs = make_featureset("inf")
+    fs.splits["train"].meta.loc[2, "score"] = np.inf
+    demo_store.store().add_dataset(fs)
+    at = page_test("catalog")
+    at.session_state["dataset"] = "inf"
+    at.run()
+    assert not at.exception
+    assert any("JSON download" in c.value and "infinite" in c.value for c in at.caption)
+    at = page_test("catalog")
+    at.run()  # the demo has no infinite value: no such note
+    assert not any("infinite" in c.value for c in at.caption)
