@@ -71,3 +71,30 @@ def test_hostile_data_exports_and_names(template: Path, tmp_path: Path) -> None:
     check(rows)
     saw = {o.case: o.saw for o, _ in rows}
     assert "memory" not in saw["30 .npy header overstating its size"]
+
+
+def test_train_out_on_a_full_disk_says_the_model_is_registered_and_where_to_get_it(template: Path, tmp_path: Path) -> None:
+    """The checkpoint file is written after the model is registered: when the disk under ``--out`` is
+    full, the sentence says the model is in the store (it is) and how to get its checkpoint. A 16 KiB tmpfs in a private mount namespace is the full disk."""
+    import shutil
+    import subprocess
+    import sys
+
+    from store import Store
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    db = rc.copy_store(template, tmp_path / "studio.duckdb")
+    full = tmp_path / "full"
+    full.mkdir()
+    script = (f"mount -t tmpfs -o size=16k tmpfs {full} && exec {sys.executable} -m mmae_core train --dataset {rc.DATASET} "
+              f"--preset paper --epochs 1 --latent 16 --model-name on-full-disk --out {full / 'model.pt'} --db {db}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=rc.cli_env(db), capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0 and "error:" not in proc.stderr:
+        pytest.skip(f"no private tmpfs mount here: {proc.stderr.strip()[-200:]}")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "was trained and registered, but its checkpoint file was not written" in errors[0]
+    assert "download it from the Train page" in errors[0]
+    assert "on-full-disk" in set(Store(db).list_models(rc.DATASET)["name"])
