@@ -119,7 +119,8 @@ def want_path(path: Path) -> Path:
     return path.with_name(path.name + ".want")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one that exists but is not ours counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -141,7 +142,7 @@ def other_waiter(path: Path) -> int | None:
         pid = int(text or 0)
     except ValueError:
         return None
-    if pid <= 0 or pid == os.getpid() or age > STALE_WANT_S or not _pid_alive(pid):
+    if pid <= 0 or pid == os.getpid() or age > STALE_WANT_S or not pid_alive(pid):
         return None
     return pid
 

@@ -32,6 +32,8 @@ import numpy as np
 from mmae_core.data.lazy import NpyAppender, row_windows
 from mmae_core.errors import StoreError
 
+from .db import pid_alive
+
 SUFFIX = ".features"
 TMP = ".tmp-"
 WRITE_BYTES = 32 * 2**20  # rows appended per write call (bounds memory; large writes keep the disk busy)
@@ -40,16 +42,6 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 def root(store_path: Path) -> Path:
     return Path(str(store_path) + SUFFIX)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def disk_full(store_path: Path, err: OSError) -> StoreError:
@@ -154,7 +146,7 @@ def collect(store_path: Path, referenced: set[str]) -> list[str]:
                 pid = int(name[len(TMP):].split("-", 1)[0])
             except ValueError:
                 pid = -1
-            if pid > 0 and _pid_alive(pid):
+            if pid > 0 and pid_alive(pid):
                 continue
         elif name in referenced:
             continue
