@@ -11,11 +11,13 @@ Why the loop looks the way it does (measured by benchmarks/train_speed.py on a 2
 * Losses are summed on the device and read back once per epoch (one host sync per epoch).
 * Adam is ``torch.optim``'s fused kernel where the build has it (one kernel for every parameter),
   else its multi-tensor (foreach) path; the fused one measured faster here.
-* Every core on each op (torch's default intra-op threads), with OpenMP's idle threads sleeping
-  instead of spinning (``mmae_core/__init__.py`` sets ``OMP_WAIT_POLICY=PASSIVE``): spinning threads
-  made a batch-128 step 67x slower when another program held a core (983 ms against 14.7 ms; one
-  thread took 29 ms). The thread count is fixed per machine, never chosen by load, because it
-  changes how sums are rounded and a seed must give the same model on the same machine.
+* One intra-op thread on a CPU (``STEP_THREADS``), with OpenMP's idle threads sleeping
+  (``mmae_core/__init__.py``). Measured by ``benchmarks/train_speed.py --part threads`` on the 2-core
+  machine, ms per batch-128 step, alone / beside a busy core: one thread 8.4 / 15.9-19.3; two
+  sleeping threads 11.4-19.1 / 10.7-11.3; two spinning threads (OpenMP's default) 30-63 / 12-30,
+  and 983 ms under a heavier load. The ops are too short for a second thread to pay on a quiet
+  machine, and one thread never waits for a core another program holds. The count is fixed, not
+  chosen by load, because it changes how sums are rounded and a seed must give the same model.
 * ``torch.compile`` was measured and rejected: tens of seconds of compilation for a small model
   whose step it shortens by about a tenth.
 
@@ -41,6 +43,8 @@ from mmae_core.model.device import resolve_device
 from mmae_core.errors import CancelledError, ConfigError, DataError
 from mmae_core.model.mmae import AUX, MMAE
 from mmae_core.model.standardize import Standardizer
+
+STEP_THREADS = 1  # intra-op threads of a training step on a CPU (see the module docstring)
 
 __all__ = ["Progress", "TrainedModel", "train", "train_rows", "encode", "reconstruction_error", "dropout_mask"]
 
@@ -76,6 +80,19 @@ class TrainedModel:
 
 
 # ------------------------------------------------------------------------------------------ training
+
+
+@contextmanager
+def _step_threads(device: torch.device) -> Iterator[int]:
+    """The intra-op thread count for training on ``device``, restored afterwards (it is per thread,
+    so a dashboard's other sessions keep theirs)."""
+    prev = torch.get_num_threads()
+    n = STEP_THREADS if device.type == "cpu" else prev
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(prev)
 
 
 @contextmanager
@@ -172,8 +189,7 @@ def train_rows(
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     present, std = scan(source, names)  # one streaming pass: presence mask and statistics
-    threads = torch.get_num_threads()
-    with _reproducible(cfg.seed):
+    with _reproducible(cfg.seed), _step_threads(device) as threads:
         gen = torch.Generator().manual_seed(cfg.seed)  # validation split, shuffling, modality dropout
         model = MMAE(source.dims, cfg.latent, cfg.hidden, cfg.fusion).to(device)  # weights from the seeded global RNG
         opt, opt_name = make_optimizer(list(model.parameters()), cfg.lr, cfg.weight_decay)
