@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 K = 10
-# Generous: the lead runs other tests on the same 2 cores, and the first page run of a fresh server
+# Generous: other test files run on the same 2 cores, and the first page run of a fresh server
 # imports torch.
 TIMEOUT_MS = 120_000
 BARRIER_TIMEOUT_S = 180.0
