@@ -13,15 +13,13 @@ dropout). The permutation, the dropout draws and the standardization depend only
 row count and the statistics, never on the backing, so the same seed gives the same batches, bit for
 bit, from memory and from disk.
 
-Why disk rows are read through a short-lived memory map per call, not one map of the whole file:
-the kernel counts every touched page of a mapping in the process's resident memory until the map
-is dropped, so a map held over an epoch grows to the size of the file. Mapping, gathering the
-sorted rows and unmapping per batch keeps resident memory at about one batch, while the page cache
-still serves repeated reads.
+Disk rows are read through ``data.lazy.NpyWindows``, which maps a file for one read only, so resident
+memory stays at about one batch (its docstring says why a map held over an epoch would not).
 """
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmae_core.data.lazy import NpyAppender, NpyWindows
 from mmae_core.errors import DataError
 from mmae_core.model.mmae import Rows
 from mmae_core.model.standardize import CHUNK_ROWS, Standardizer
@@ -78,7 +77,8 @@ class _FileStamp:
 
 
 class NpyRows:
-    """Rows on disk: one 2-D float32 ``.npy`` file per modality, all with the same row count.
+    """Rows on disk: one 2-D float32 ``.npy`` file per modality, all with the same row count, each
+    read through ``data.lazy.NpyWindows`` (a memory map held for one read only).
 
     Each file's size, modification time and inode are noted when the source is opened and checked
     before every read: features that change under a running training would make it train on a mix
@@ -87,14 +87,12 @@ class NpyRows:
 
     def __init__(self, paths: dict[str, Path | str]):
         self.paths = {m: Path(p) for m, p in paths.items()}
-        self.dims: dict[str, int] = {}
-        ns: dict[str, int] = {}
-        for m, p in self.paths.items():
-            x = self._map(p)
-            if x.ndim != 2 or x.dtype != np.float32:
-                raise DataError(f"{p.name} must hold a 2-D float32 array (it holds {x.ndim}-D {x.dtype}); write the features as float32 rows.")
-            ns[m], self.dims[m] = int(x.shape[0]), int(x.shape[1])
-            del x
+        self.files = {m: NpyWindows(p, p.name) for m, p in self.paths.items()}
+        for f in self.files.values():
+            if f.file_dtype != np.float32:
+                raise DataError(f"{f.path.name} must hold a 2-D float32 array (it holds 2-D {f.file_dtype}); write the features as float32 rows.")
+        self.dims = {m: f.shape[1] for m, f in self.files.items()}
+        ns = {m: f.shape[0] for m, f in self.files.items()}
         if len(set(ns.values())) > 1:
             raise DataError("the feature files have different row counts (" + ", ".join(f"{m}: {k}" for m, k in ns.items()) + "); align them by item.")
         self.n = next(iter(ns.values())) if ns else 0
@@ -105,16 +103,7 @@ class NpyRows:
         """``<folder>/<modality>.npy`` for each name."""
         return cls({m: Path(folder) / f"{m}.npy" for m in names})
 
-    @staticmethod
-    def _map(path: Path) -> np.ndarray:
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"the feature file {path} is gone; import the dataset again.") from None
-        except ValueError as exc:
-            raise DataError(f"the feature file {path} is not a readable .npy file ({exc}); import the dataset again.") from None
-
-    def _checked(self, m: str) -> np.ndarray:
+    def _checked(self, m: str) -> NpyWindows:
         p = self.paths[m]
         try:
             same = _FileStamp.of(p) == self._stamps[m]
@@ -122,37 +111,30 @@ class NpyRows:
             same = False
         if not same:
             raise DataError(f"the {m} features in {p} changed on disk after training started; nothing was trained on them, import the dataset again and retrain.")
-        return self._map(p)
+        return self.files[m]
 
     def take(self, m: str, idx: np.ndarray) -> np.ndarray:
-        x = self._checked(m)
+        f = self._checked(m)
         order = np.argsort(idx, kind="stable")
-        out = np.empty((len(idx), x.shape[1]), dtype=np.float32)
-        out[order] = x[idx[order]]  # sorted reads walk the file forward
-        del x  # unmap: see the module docstring
+        out = np.empty((len(idx), f.shape[1]), dtype=np.float32)
+        out[order] = f[idx[order]]  # sorted reads walk the file forward
         return out
 
     def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         for s in range(0, self.n, rows):
-            out = {}
-            for m in self.paths:
-                x = self._checked(m)
-                out[m] = np.array(x[s : s + rows])
-                del x
-            yield s, out
+            yield s, {m: self._checked(m)[s : s + rows] for m in self.paths}
 
 
 def write_npy_rows(source: RowSource, folder: Path | str, rows: int = CHUNK_ROWS) -> NpyRows:
-    """Copy a row source into ``<folder>/<modality>.npy`` chunk by chunk (never whole in memory)."""
+    """Copy a row source into ``<folder>/<modality>.npy`` chunk by chunk, through plain appends
+    (``data.lazy.NpyAppender``), so neither side is ever whole in memory."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    outs = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float32, shape=(source.n, d)) for m, d in source.dims.items()}
-    for s, chunk in source.chunks(rows):
-        for m, x in chunk.items():
-            outs[m][s : s + len(x)] = x
-    for m in list(outs):
-        outs[m].flush()
-        del outs[m]
+    with ExitStack() as stack:  # each file is closed (and checked complete) on the way out
+        outs = {m: stack.enter_context(NpyAppender(folder / f"{m}.npy", source.n, d)) for m, d in source.dims.items()}
+        for _, chunk in source.chunks(rows):
+            for m, x in chunk.items():
+                outs[m].append(x)
     return NpyRows.folder(folder, list(source.dims))
 
 
