@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from mmae_core.config import EvalConfig, TrainConfig
@@ -75,17 +74,6 @@ def missing_summary(fs: FeatureSet) -> dict[str, int]:
         for m, c in sp.missing_counts().items():
             out[m] += c
     return out
-
-
-def encode_all_splits(tm: object, fs: FeatureSet) -> dict[str, dict[str, np.ndarray]]:
-    """Fused and per-modality latents of every split, in the layout ``Store.add_model`` takes."""
-    from mmae_core.model.train import encode
-
-    latents: dict[str, dict[str, np.ndarray]] = {}
-    for sname, sp in fs.splits.items():
-        fused, per = encode(tm, sp.features)
-        latents[sname] = {"fused": fused, **per}
-    return latents
 
 
 LARGE_TRAIN = 100_000  # train items from which a dataset counts as large: bigger batches, a sample budget

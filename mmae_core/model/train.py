@@ -159,16 +159,10 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainedModel:
     """Train an MMAE on ``fs``'s train split (in memory); raise CancelledError if ``should_stop()``
-    turns true."""
-    if len(fs.modalities) < 2:
-        raise ConfigError(
-            f"{fs.name} has only the modality {', '.join(fs.modalities) or 'none'}; an MMAE needs at least two, use the unimodal baseline instead."
-        )
+    turns true. ``train_rows`` checks the modalities and the item count."""
     if "train" not in fs.splits:
         raise DataError(f"{fs.name} has no train split; a model needs one to be fitted on.")
     split = fs.splits["train"]
-    if split.n < 2:
-        raise DataError(f"the train split of {fs.name} has {split.n} item; training needs at least two.")
     return train_rows(ArrayRows({m: split.features[m] for m in fs.modalities}), cfg, fs.name, on_progress, should_stop)
 
 
