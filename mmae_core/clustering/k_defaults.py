@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mmae_core.clustering.graph import AUTO
 from mmae_core.config import DEFAULT_K_GRID
 
-SIZED, AUTO = "sized", "auto"
+SIZED = "sized"  # the sized k and grid; AUTO (clustering.graph): k found by the method
 DEFAULT_MODE = AUTO  # k found by the method; SIZED offers the sized k and grid instead
 LUMA_CLASSES = 50
 LUMA_MODALITIES = frozenset({"image", "audio", "text"})
