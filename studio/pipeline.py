@@ -19,7 +19,6 @@ from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, check_resolutio
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.log import Log, silent
 from store.common import check_name
-from mmae_core.model.standardize import Standardizer
 
 
 def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
@@ -278,9 +277,8 @@ def evaluate_model(
     cfg = cfg if cfg is not None else EvalConfig(k_grid=(AUTO,))
     cfg = replace(cfg, k_grid=tuple(parse_k_value(k) for k in cfg.k_grid))
     cluster = cluster or ("leiden" if set(cfg.k_grid) == {AUTO} else "kmeans")
-    fs = store.load_dataset(dataset)
+    fs = store.load_dataset(dataset, lazy=True)  # the features stay on disk; the evaluation reads its rows
     sp = _split(fs, cfg.split)
-    std = Standardizer.fit(fs.splits["train"].features)
     latents = None
     if model is not None:
         ids, latents = store.latents(dataset, model, cfg.split, "fused")
@@ -288,8 +286,8 @@ def evaluate_model(
             raise StudioError(f"model {model} has {len(ids)} latents for {cfg.split} but the split has {sp.n} items; retrain it.")
     t0 = time.perf_counter()
     table = evaluate_grid(
-        std.transform(fs.splits["train"].features), std.transform(sp.features), sp.labels, latents, cfg, on_progress=log,
-        cluster=cluster, resolution=resolution, sample_size=sample_size,
+        fs.splits["train"].features, sp.features, sp.labels, latents, cfg, on_progress=log,
+        cluster=cluster, resolution=resolution, sample_size=sample_size, raw=True,
     )
     log(f"evaluated in {time.perf_counter() - t0:.1f} s")
     if save:

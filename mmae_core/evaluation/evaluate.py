@@ -57,6 +57,7 @@ from mmae_core.clustering.graph import (
     spectral_from_embedding,
 )
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
+from mmae_core.model.standardize import Standardizer
 from mmae_core.log import Log, silent
 from mmae_core.evaluation.mcca import MCCA
 from mmae_core.evaluation.metrics import (
@@ -189,6 +190,20 @@ def stratified_sample(codes: np.ndarray | None, n: int, size: int, seed: int) ->
     return np.sort(np.concatenate(out))
 
 
+# The most train rows the baselines are fitted on when the features are given as stored (``raw``): a
+# million-item archive's train split is 7 GB, and PCA/MCCA moments of 1,842 dimensions are settled
+# long before 50,000 rows (a d x d covariance from 27 rows per dimension). Below it, every row.
+FIT_SAMPLE = 50_000
+
+
+def fit_rows(n: int, seed: int) -> slice | np.ndarray:
+    """Every train row, or ``FIT_SAMPLE`` of them drawn with ``seed`` (sorted, so a file on disk is
+    read front to back)."""
+    if n <= FIT_SAMPLE:
+        return slice(0, n)
+    return np.sort(np.random.RandomState(seed).permutation(n)[:FIT_SAMPLE])
+
+
 def _check_inputs(
     train: dict[str, np.ndarray], evalx: dict[str, np.ndarray], labels: np.ndarray | None, latents: np.ndarray | None
 ) -> int:
@@ -197,7 +212,7 @@ def _check_inputs(
     missing = [m for m in train if m not in evalx]
     if missing:
         raise ConfigError(f"the evaluated split lacks {', '.join(missing)}; every split needs the train split's modalities.")
-    n = int(np.asarray(evalx[next(iter(train))]).shape[0])
+    n = int(evalx[next(iter(train))].shape[0])
     for m in train:
         if evalx[m].shape[0] != n:
             raise ConfigError(f"{m} has {evalx[m].shape[0]} rows in the evaluated split but the others have {n}; align them.")
@@ -242,11 +257,15 @@ def evaluate_grid(
     cluster: str = "kmeans",
     resolution: float = DEFAULT_RESOLUTION,
     sample_size: int | None = EVAL_SAMPLE,
+    raw: bool = False,
 ) -> pd.DataFrame:
     """Metrics for every method and k as one tidy table (columns ``COLUMNS``).
 
     ``train`` and ``evalx`` are modality -> array dicts standardized with the train statistics (an
-    all-NaN row is a missing modality); ``labels`` are the evaluated split's labels or None;
+    all-NaN row is a missing modality). With ``raw`` they are the features as stored, in memory or
+    as ``NpyWindows`` on disk: only the rows the evaluation uses are read (the train rows the
+    baselines are fitted on, at most ``FIT_SAMPLE``, and the evaluated sample), and they are
+    standardized with statistics fitted on those train rows; ``labels`` are the evaluated split's labels or None;
     ``mmae_latents`` the MMAE's fused latents of the evaluated split, or None to leave the MMAE out.
     Methods: each modality's name (unimodal PCA), ``fused_pca`` and ``mcca`` (with two or more
     modalities), ``spectral_pca`` (with two or more: spectral clustering on a 10-NN graph of the z-scored
@@ -279,10 +298,15 @@ def evaluate_grid(
             raise ConfigError(f"the evaluation sample of {sample_size} items is smaller than k; give a larger sample size.")
         pick = stratified_sample(codes, n, sample_size, cfg.seed)
         log(f"evaluating a stratified sample of {sample_size:,} of the {n:,} {cfg.split} items")
-        evalx = {m: np.asarray(v)[pick] for m, v in evalx.items()}
+        evalx = {m: v[pick] for m, v in evalx.items()}  # only these rows are read from a file on disk
         codes = None if codes is None else codes[pick]
         mmae_latents = None if mmae_latents is None else np.asarray(mmae_latents)[pick]
         sampled = n = len(pick)
+    if raw:
+        fit = fit_rows(len(next(iter(train.values()))), cfg.seed)
+        train = {m: x[fit] for m, x in train.items()}
+        std = Standardizer.fit(train)
+        train, evalx = std.transform(train), std.transform({m: np.asarray(v) for m, v in evalx.items()})
     global_note = NO_LABELS_NOTE if codes is None else ""
     names = list(train)
 
