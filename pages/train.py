@@ -19,7 +19,7 @@ from mmae_core.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
 from mmae_core.errors import ConfigError
 from studio.jobs import JobView
 from store.common import check_name
-from studio.pipeline import register_checkpoint
+from studio.pipeline import LARGE_BATCH, LARGE_SAMPLES, LARGE_TRAIN, budgeted, register_checkpoint
 from ui import state
 from ui.widgets import dataset_summary, download_button, fmt_seconds, need_dataset, run_action
 
@@ -47,9 +47,17 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
     base = PRESETS[name]
     st.caption(PRESET_HELP.get(name, ""))
     k = f"train_{name}_"  # a preset's own defaults when the preset changes
+    n_train = store.split_sizes(dataset).get("train", 0)
+    large = n_train >= LARGE_TRAIN
     c = st.columns(4)
-    epochs = c[0].number_input("Epochs", 1, 10_000, base.epochs, key=k + "epochs")
-    batch = c[1].number_input("Batch size", 2, 65_536, base.batch_size, key=k + "batch")
+    if large:  # a budget in items drawn: the preset's epochs of a large archive would take hours
+        samples = c[0].number_input("Budget (items drawn)", 1, 10**10, LARGE_SAMPLES, step=100_000, key=k + "samples",
+                                    help=f"Rounded up to whole passes over the {n_train:,} train items.")
+        epochs = budgeted(base, n_train, int(samples)).epochs
+    else:
+        epochs = c[0].number_input("Epochs", 1, 10_000, base.epochs, key=k + "epochs")
+    batch = c[1].number_input("Batch size", 2, 65_536, max(base.batch_size, LARGE_BATCH) if large else base.batch_size,
+                              key=k + "batch")
     lr = c[2].number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.0e", step=1e-4, key=k + "lr")
     seed = c[3].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed")
     c = st.columns(4)
@@ -66,6 +74,10 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         decay = a[2].number_input("Weight decay", 0.0, 9.99, base.weight_decay, step=0.05, key=k + "decay",
                                   help="AdamW's decoupled weight decay; 0 = the paper's plain Adam.")
         patience = a[3].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
+    if large:
+        st.caption(f"A large train split ({n_train:,} items): {int(epochs)} epoch{'s' if epochs > 1 else ''} "
+                   f"({int(epochs) * n_train:,} items drawn) at batch {int(batch):,}, instead of the preset's "
+                   f"{base.epochs} epochs at batch {base.batch_size}.")
     try:
         cfg = preset(name, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), latent=int(latent),
                      device=device, modality_dropout=float(dropout), align_weight=float(align),

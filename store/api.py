@@ -136,6 +136,10 @@ class Store:
     def list_datasets(self, backups: bool = False) -> pd.DataFrame:
         return self._db.read(lambda con: _datasets.listing(con, backups))
 
+    def split_sizes(self, name: str) -> dict[str, int]:
+        """Items per split, without reading a feature."""
+        return self._db.read(lambda con: _datasets.split_sizes(con, name))
+
     def load_dataset(self, name: str, lazy: bool = False) -> FeatureSet:
         """The dataset with its features in memory; ``lazy``: features stay on disk as
         ``NpyWindows`` (ids, labels and metadata are still read whole)."""

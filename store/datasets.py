@@ -214,6 +214,12 @@ def names(con: duckdb.DuckDBPyConnection, backups: bool) -> list[str]:
     return [r[0] for r in rows]
 
 
+def split_sizes(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, int]:
+    """Items per split, in the dataset's split order (a count: no feature is read)."""
+    rows = con.execute("SELECT split, n_items FROM splits WHERE dataset_id = ? ORDER BY position", [dataset_id(con, name)]).fetchall()
+    return {str(sp): int(n) for sp, n in rows}
+
+
 def listing(con: duckdb.DuckDBPyConnection, backups: bool) -> pd.DataFrame:
     rows = con.execute(
         """SELECT d.name, string_agg(s.split, ', ' ORDER BY s.position) AS splits,

@@ -205,7 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         err(message)
 
     out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=log,
-                             samples=args.samples, batch_given=args.batch_size is not None)
+                             samples=args.samples, batch_given=args.batch_size is not None,
+                             epochs_given=args.epochs is not None)
     if args.out:
         try:
             written = write_file(store.model_checkpoint(args.dataset, out.model_name), args.out, "checkpoint")
@@ -385,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--samples", type=int, metavar="N",
                    help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "
-                        "e.g. 2000000 on a 1M-item archive is 2 epochs)")
+                        "e.g. 2000000 on a 1M-item archive is 2 epochs). Default: the preset's epochs, or "
+                        "2000000 when the train split has 100,000 items or more and no --epochs is given")
     s.add_argument("--batch-size", type=int,
                    help="items per step (preset default; 2048 when the train split has 100,000 items or more)")
     s.add_argument("--lr", type=float)

@@ -77,8 +77,21 @@ def missing_summary(fs: FeatureSet) -> dict[str, int]:
 
 LARGE_TRAIN = 100_000  # train items from which a dataset counts as large: bigger batches, a sample budget
 LARGE_BATCH = 2048  # batch size for a large dataset when none is asked (why: docs/scale.md, train_speed)
+# Items drawn when a large dataset is trained with neither epochs nor a budget asked. The preset's 100
+# epochs of a million-item archive are 95 million items, over an hour of steps here; at the measured
+# ~19,700 items/s (batch 2,048, docs/results.md) two million are under two minutes, and on the
+# synthetic archive the loss has flattened by then (benchmarks/scale.py).
+LARGE_SAMPLES = 2_000_000
 ENCODE_ROWS = 12 * 4096  # items encoded and written at a time (4 latent kinds x 128 dims = 100 MB); a multiple
 # of encode's batch, so batches fall where they would in one pass and the latents are the same bits
+
+
+def default_samples(n_train: int, samples: int | None, epochs_given: bool) -> int | None:
+    """The sample budget to train with: the one asked, else ``LARGE_SAMPLES`` for a large train split
+    (``LARGE_TRAIN`` items or more) when no epochs were asked either, else None (the preset's epochs)."""
+    if samples is None and not epochs_given and n_train >= LARGE_TRAIN:
+        return LARGE_SAMPLES
+    return samples
 
 
 def budgeted(cfg: TrainConfig, n_train: int, samples: int | None = None, batch_given: bool = True) -> TrainConfig:
@@ -143,10 +156,12 @@ def train_and_register(
     log: Log = silent,
     samples: int | None = None,
     batch_given: bool = True,
+    epochs_given: bool = True,
 ) -> TrainOutcome:
     """Train an MMAE on a stored dataset from its feature files (``Store.feature_rows``: read in
     batches, never whole), encode every split in chunks to temp files, then register checkpoint and
-    all latents in one action. ``samples``/``batch_given``: the budget (``budgeted``). ``cfg`` None is
+    all latents in one action. ``samples``/``batch_given``/``epochs_given``: the budget (``default_samples``,
+    ``budgeted``). ``cfg`` None is
     the default preset (``config.DEFAULT_PRESET``)."""
     import tempfile
 
@@ -159,6 +174,8 @@ def train_and_register(
     listed = store.list_models(dataset)
     taken = list(listed["name"]) if len(listed) else []
     rows = store.feature_rows(dataset, "train")
+    asked = samples
+    samples = default_samples(rows.n, samples, epochs_given)
     cfg = budgeted(cfg, rows.n, samples, batch_given)
     name = check_name(model_name, "model name") if model_name else default_model_name(cfg, taken)
     if name in taken:
@@ -171,6 +188,9 @@ def train_and_register(
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
     budget = f", {samples:,} samples" if samples is not None else ""
+    if samples is not None and asked is None:
+        budget += (f" (the budget for a train split of {LARGE_TRAIN:,} items or more when no epochs are asked; "
+                   "--epochs or --samples sets another)")
     log(f"training {name} on {dataset} ({rows.n} train items, preset {cfg.preset}, {cfg.epochs} epochs{budget}, batch {cfg.batch_size})")
     watch = SlowdownWatch()
 

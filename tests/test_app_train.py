@@ -224,3 +224,22 @@ def test_one_click_one_job_start_is_disabled_while_the_job_runs(demo_store, app)
         mgr.wait(job_id, timeout=60)
     at.run()
     assert not by_label(at.button, "Start training").disabled
+
+
+def test_a_large_train_split_is_offered_a_budget_in_items_and_a_larger_batch(demo_store, app):
+    from studio.pipeline import LARGE_BATCH, LARGE_SAMPLES, LARGE_TRAIN
+
+    demo_store.store().add_dataset(small_set("big", {"image": 2, "text": 2}, n=LARGE_TRAIN))
+    at = app("train", dataset="big")
+    no_bug(at)
+    choose_paper(at)
+    budget = at.number_input(key="train_paper_samples")
+    assert budget.value == LARGE_SAMPLES
+    assert not any(n.key == "train_paper_epochs" for n in at.number_input)
+    assert at.number_input(key="train_paper_batch").value == LARGE_BATCH
+    assert any("20 epochs (2,000,000 items drawn) at batch 2,048" in c.value for c in at.caption)
+    budget.set_value(250_000).run()  # rounded up to whole passes over the 100,000 train items
+    assert any("3 epochs (300,000 items drawn)" in c.value for c in at.caption)
+    at = app("train", dataset="demo")  # the demo's 850 train items keep the preset's epochs
+    choose_paper(at)
+    assert at.number_input(key="train_paper_epochs").value == 100

@@ -65,3 +65,12 @@ def test_budget_rounds_samples_up_to_whole_epochs_and_widens_the_batch_only_when
     assert budgeted(cfg, 29_000, None, batch_given=False) == cfg  # the demo trains as before
     with pytest.raises(ConfigError):
         budgeted(cfg, 10, 0)
+
+
+def test_a_large_split_with_no_epochs_asked_gets_the_sample_budget():
+    from studio.pipeline import LARGE_SAMPLES, LARGE_TRAIN, default_samples
+
+    assert default_samples(LARGE_TRAIN, None, epochs_given=False) == LARGE_SAMPLES
+    assert default_samples(LARGE_TRAIN - 1, None, epochs_given=False) is None  # the demo: the preset's epochs
+    assert default_samples(950_000, None, epochs_given=True) is None  # --epochs is obeyed
+    assert default_samples(950_000, 500_000, epochs_given=False) == 500_000
