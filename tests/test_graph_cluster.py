@@ -150,3 +150,26 @@ def test_grid_on_a_large_split_scores_a_stated_stratified_sample() -> None:
     assert (t["n_items"] == 60).all() and (t["sample_size"] == 60).all() and t.attrs["sample_size"] == 60
     full = evaluate_grid(data["train"], data["eval"], data["labels"], None, cfg)
     assert (full["n_items"] == 180).all() and full["sample_size"].isna().all()
+
+
+def test_a_large_set_is_clustered_on_a_sample_and_every_item_placed_by_its_sample_neighbours(monkeypatch) -> None:
+    from mmae_core.clustering.kmeans import kmeans_any
+
+    x, y = blobs(k=6, n_per=200, d=8)
+    monkeypatch.setattr(gc, "GRAPH_SAMPLE_MAX", 300)  # 1,200 items: a sample of a quarter
+    for method in ("leiden", "spectral", "kmeans"):
+        res = gc.graph_labels(x, method, "auto", seed=3, kmeans=kmeans_any)
+        assert res.k == 6 and res.k_found_by == "leiden" and len(res.labels) == len(x)
+        assert res.n_unassigned == int((res.labels == gc.UNASSIGNED).sum()) == 0
+        assert adjusted_rand_score(y, res.labels) == 1.0
+    again = gc.graph_labels(x, "leiden", "auto", seed=3)
+    assert np.array_equal(again.labels, gc.graph_labels(x, "leiden", "auto", seed=3).labels)  # seeded
+
+
+def test_extend_keeps_the_sample_labels_votes_by_neighbours_and_leaves_unvoted_items_unassigned() -> None:
+    x = np.array([[0.0], [0.1], [10.0], [10.1], [0.05], [10.02], [50.0]], dtype=np.float32)
+    sample = np.array([0, 1, 2, 3])
+    out = gc.extend(x, sample, np.array([0, 0, 1, gc.UNASSIGNED]), n_neighbors=1)
+    assert out[:4].tolist() == [0, 0, 1, gc.UNASSIGNED]
+    assert out[4] == 0 and out[5] == 1
+    assert out[6] == gc.UNASSIGNED  # its one nearest sample item (10.1) has no tag to give

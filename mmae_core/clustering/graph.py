@@ -20,6 +20,10 @@ Choices:
 * Spectral: scikit-learn's algorithm on the precomputed sparse affinity (``spectral_embedding``
   says why the eigenvectors are found our way), seeded.
 * A setting that gives one cluster, or more clusters than items, is refused with one sentence.
+* Above ``GRAPH_SAMPLE_MAX`` items the graph methods cluster a seeded sample of that size and every
+  other item takes the majority label of its ``N_NEIGHBORS`` nearest sample items (``extend``), as
+  single-cell tools place new cells onto a reference: Leiden on the whole 1M-item graph took 44
+  minutes and 3.8 GB here (benchmarks/kmeans_scale.py), the sample and the vote take minutes.
 """
 from __future__ import annotations
 
@@ -49,6 +53,10 @@ TAU = 0.1
 # Up to this many items the kNN search is exact (faiss flat index, n^2 d work: 50k x 128 takes
 # ~10 s on 2 cores); above, an IVF index whose cost grows as n^1.5 (benchmarks/kmeans_scale.py).
 EXACT_MAX = 50_000
+# The most items a graph method clusters directly; above, a sample of this size is clustered and the
+# rest placed by their nearest sample items (``graph_labels``). 100,000 keeps the kNN graph at about
+# 1.5 million edges and Leiden at seconds; a tag of 0.1% of an archive still has ~100 sample items.
+GRAPH_SAMPLE_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -117,19 +125,11 @@ def check_resolution(resolution: float) -> float:
     return float(resolution)
 
 
-def knn(x: np.ndarray, n_neighbors: int, seed: int = 0) -> np.ndarray:
-    """Indices (n, n_neighbors) of each item's nearest other items (euclidean), with faiss.
-
-    Exact (``IndexFlatL2``) up to ``EXACT_MAX`` items. Above, ``IndexIVFFlat`` with about sqrt(n)
-    lists trained on a seeded sample of 64 points per list, probing 8 lists per query: each query
-    scans ~8 sqrt(n) items instead of n, which at 1M x 128 is minutes instead of hours on 2 cores,
-    and a neighbour graph for clustering tolerates the few missed neighbours an IVF search has.
-    """
+def _index(x: np.ndarray, seed: int) -> "object":
+    """A faiss index holding ``x``: exact up to ``EXACT_MAX`` rows, else IVF (see ``knn``)."""
     import faiss
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
-    kk = min(n_neighbors + 1, n)
     if n <= EXACT_MAX:
         index = faiss.IndexFlatL2(d)
     else:
@@ -139,12 +139,60 @@ def knn(x: np.ndarray, n_neighbors: int, seed: int = 0) -> np.ndarray:
         index.cp.seed = seed
         sample = np.random.RandomState(seed).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(x[np.sort(sample)])
-        index.nprobe = 8
+        index.nprobe = 8  # (faiss's wrapper keeps the quantizer alive with the index)
     index.add(x)
-    out = np.empty((n, kk), dtype=np.int64)
+    return index
+
+
+def _search(index: "object", q: np.ndarray, kk: int) -> np.ndarray:
+    out = np.empty((q.shape[0], kk), dtype=np.int64)
     step = 65_536
-    for a in range(0, n, step):
-        _, out[a:a + step] = index.search(x[a:a + step], kk)
+    for a in range(0, q.shape[0], step):
+        _, out[a:a + step] = index.search(np.ascontiguousarray(q[a:a + step], dtype=np.float32), kk)
+    return out
+
+
+def extend(x: np.ndarray, sample: np.ndarray, sample_labels: np.ndarray, n_neighbors: int = N_NEIGHBORS,
+           seed: int = 0) -> np.ndarray:
+    """Labels for every row of ``x``: the sample rows keep ``sample_labels``, every other row takes
+    the most common label among its ``n_neighbors`` nearest sample rows (ties: the nearer label;
+    ``UNASSIGNED`` neighbours do not vote, and a row with only such neighbours stays unassigned)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.full(x.shape[0], UNASSIGNED, dtype=np.int64)
+    out[sample] = sample_labels
+    rest = np.setdiff1d(np.arange(x.shape[0]), sample)
+    if len(rest) == 0:
+        return out
+    index = _index(x[sample], seed)
+    kk = min(n_neighbors, len(sample))
+    k = int(sample_labels.max()) + 1 if (sample_labels >= 0).any() else 0
+    step = 65_536
+    for a in range(0, len(rest), step):
+        rows = rest[a:a + step]
+        nb = _search(index, x[rows], kk)
+        lab = np.where(nb >= 0, sample_labels[np.clip(nb, 0, None)], UNASSIGNED)
+        votes = np.zeros((len(rows), k + 1), dtype=np.float32)  # last column: no vote
+        weight = 1.0 + 1e-3 * (kk - np.arange(kk, dtype=np.float32))  # a tie goes to the nearer neighbour
+        np.add.at(votes, (np.repeat(np.arange(len(rows)), kk), np.where(lab >= 0, lab, k).ravel()),
+                  np.tile(weight, len(rows)))
+        votes[:, k] = 0
+        best = votes.argmax(axis=1)
+        out[rows] = np.where(votes.max(axis=1) > 0, best, UNASSIGNED)
+    return out
+
+
+def knn(x: np.ndarray, n_neighbors: int, seed: int = 0) -> np.ndarray:
+    """Indices (n, n_neighbors) of each item's nearest other items (euclidean), with faiss.
+
+    Exact (``IndexFlatL2``) up to ``EXACT_MAX`` items. Above, ``IndexIVFFlat`` with about sqrt(n)
+    lists trained on a seeded sample of 64 points per list, probing 8 lists per query: each query
+    scans ~8 sqrt(n) items instead of n, which at 1M x 128 is minutes instead of hours on 2 cores,
+    and a neighbour graph for clustering tolerates the few missed neighbours an IVF search has.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[0]
+    kk = min(n_neighbors + 1, n)
+    out = _search(_index(x, seed), x, kk)
     rows = np.arange(n)[:, None]
     # drop the item itself (first hit, unless a duplicate came first); else drop the farthest hit
     is_self = out == rows
@@ -265,12 +313,24 @@ def graph_labels(x: np.ndarray, method: str, k: int | str, resolution: float = D
     """Cluster the rows of ``x`` by ``method`` at ``k`` (a number, or ``"auto"``: found by Leiden).
 
     ``kmeans(x, k, seed) -> labels`` is the caller's KMeans (the evaluation grid's, or the scalable
-    one on a large archive); ``graph`` a kNN graph already built for ``x``.
+    one on a large archive); ``graph`` a kNN graph already built for ``x``. Above
+    ``GRAPH_SAMPLE_MAX`` rows a graph method clusters a seeded sample and ``extend``s its labels.
     """
     method, k = check_setting(method, k)
     n = x.shape[0]
     if k != AUTO:
         check_k(int(k), n)
+    if graph is None and n > GRAPH_SAMPLE_MAX and (method != "kmeans" or k == AUTO):
+        sample = np.sort(np.random.RandomState(seed).permutation(n)[:GRAPH_SAMPLE_MAX])
+        if method == "kmeans":  # k found on the sample; every item is then cut by the caller's KMeans
+            found = graph_labels(x[sample], "leiden", AUTO, resolution, seed, n_neighbors)
+            if kmeans is None:
+                raise ConfigError("no KMeans given for the kmeans clustering.")
+            return GraphClusters(np.asarray(kmeans(x, found.k, seed), dtype=np.int64), found.k, found.k_found_by,
+                                 found.resolution, 0)
+        found = graph_labels(x[sample], method, k, resolution, seed, n_neighbors, kmeans)
+        labels = extend(x, sample, found.labels, n_neighbors, seed)
+        return GraphClusters(labels, found.k, found.k_found_by, found.resolution, int((labels == UNASSIGNED).sum()))
     need_graph = method != "kmeans" or k == AUTO
     if need_graph and graph is None:
         graph = knn_graph(x, n_neighbors, seed)
