@@ -111,7 +111,9 @@ class ParquetRows:
         if ref.path.stat().st_size == 0:
             raise empty_error(ref.shown)
         try:
-            self._pf = pq.ParquetFile(ref.path)
+            # No pre-buffering, and a buffered reader: measured on a 100k-row, 1,025-column file, peak
+            # RSS of reading it in batches fell from 1,121 MB to 623 MB (benchmarks/parquet_archive.py).
+            self._pf = pq.ParquetFile(ref.path, pre_buffer=False, buffer_size=8 * 2**20)
             schema = self._pf.schema_arrow
         except TABLE_ERRORS as exc:
             raise self._corrupt() from exc
