@@ -11,8 +11,9 @@ import altair as alt
 import streamlit as st
 
 from mmae_core.errors import StoreError
-from mmae_core.data.features import load_files, load_path
+from mmae_core.data.features import import_bytes, load_files, load_path
 from store.common import check_dataset_name
+from studio.pipeline import ImportShare
 from ui import state
 from ui.widgets import (
     dataset_summary,
@@ -103,7 +104,7 @@ if source == "Upload files":
     if pairs:
         proposed = default_name(pairs)
 
-        def loader(name: str, pairs=pairs):  # bound now, called on click
+        def loader(name: str, stage: Path, pairs=pairs):  # bound now, called on click
             return load_files(pairs, name, max_upload_bytes=upload_limit_bytes())
 else:
     st.caption(f"Data root on the server: `{root}` (set by the operator with MMAE_STUDIO_DATA_ROOT).")
@@ -116,8 +117,10 @@ else:
     if typed.strip():
         proposed = Path(typed.strip().rstrip("/")).stem or proposed
 
-        def loader(name: str, typed=typed):
-            return load_path(resolve_server_path(typed, root), name, root=root)
+        def loader(name: str, stage: Path, typed=typed):
+            path = resolve_server_path(typed, root)
+            store.check_space(import_bytes(path))  # an archive too large for the disk: refused before reading
+            return load_path(path, name, root=root, stream=True, stage=stage)
 
 names = store.dataset_names()
 name = st.text_input("Dataset name", value=proposed, key=f"data_name_{proposed}")
@@ -128,22 +131,31 @@ replace = st.checkbox(
 )
 attempt_key = (source, str(st.session_state.get("data_path", "")), repr(files_key), name.strip(), replace)
 if st.button("Import", type="primary", disabled=loader is None, icon=":material/upload:"):
-    with st.spinner("Reading and checking the files…"):
-        # Every refusal at once: the name and the files are checked independently, nothing is written.
-        as_named = attempt(lambda: check_dataset_name(name)).value or "upload"  # a bad name is the first step's refusal
-        (target, fs), problems = refusals(lambda: check_target(name, replace), lambda: loader(as_named))
-    st.session_state[PROBLEMS] = (attempt_key, problems)
-    if not problems:
-        with st.spinner(f"Saving {sum(sp.n for sp in fs.splits.values()):,} items to the store…"):
-            done = run_action(lambda: store.add_dataset(fs, replace=replace))
-        if done:
-            res = done.value
-            st.session_state[REPORT] = remember_summary(store, fs)
-            st.session_state.pop(PROBLEMS, None)
-            state.choose_dataset(res["name"])
-            extra = f" The previous one is kept as '{res['replaced']}'." if res.get("replaced") else ""
-            state.flash(f"Imported dataset '{res['name']}' ({res['items']:,} items).{extra} Next: train a model on the Train page.")
-            st.rerun()
+    # A folder on the server is streamed: Parquet and zip members are converted into this folder beside
+    # the store, and the loaded set reads them until it is stored and summarised.
+    with store.staging() as stage:
+        with st.spinner("Reading and checking the files…"):
+            # Every refusal at once: the name and the files are checked independently, nothing is written.
+            as_named = attempt(lambda: check_dataset_name(name)).value or "upload"  # a bad name is the first step's refusal
+            (target, fs), problems = refusals(lambda: check_target(name, replace), lambda: loader(as_named, stage))
+        st.session_state[PROBLEMS] = (attempt_key, problems)
+        if not problems:
+            items = sum(sp.n for sp in fs.splits.values())
+            bar = st.progress(0.0, text=f"Saving {items:,} items to the store…")
+            share = ImportShare(fs)
+
+            def written(split: str, modality: str, rows: int) -> None:
+                bar.progress(share(split, modality, rows), text=f"Saved {split}/{modality} ({rows:,} rows)")
+
+            done = run_action(lambda: store.add_dataset(fs, replace=replace, on_written=written))
+            if done:
+                res = done.value
+                st.session_state[REPORT] = remember_summary(store, fs)
+                st.session_state.pop(PROBLEMS, None)
+                state.choose_dataset(res["name"])
+                extra = f" The previous one is kept as '{res['replaced']}'." if res.get("replaced") else ""
+                state.flash(f"Imported dataset '{res['name']}' ({res['items']:,} items).{extra} Next: train a model on the Train page.")
+                st.rerun()
 
 shown_key, problems = st.session_state.get(PROBLEMS, (None, []))
 if problems and shown_key == attempt_key:  # until the files, the name or the choice change

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -120,7 +120,7 @@ class Store:
         memory. An import that cannot fit on the disk is refused before anything is written.
         ``on_written(split, modality, rows)`` is told after each feature file (progress)."""
         fs.validate()
-        needed = sum(sp.n * int(d) * 4 for sp in fs.splits.values() for d in fs.modalities.values())
+        needed = sum(_feature_files.copy_bytes(x) for sp in fs.splits.values() for x in sp.features.values())
         _feature_files.check_space(self.path, needed)
         tmp = _feature_files.write_temp(self.path, ((s, sp.features) for s, sp in fs.splits.items()), on_written)
         try:
@@ -128,6 +128,16 @@ class Store:
         finally:
             if tmp.exists():  # the transaction failed before the rename
                 _feature_files.remove(self.path, tmp.name)
+
+    def check_space(self, needed: int) -> None:
+        """Refuse, in one sentence with the space needed and free, an import of ``needed`` feature
+        bytes that cannot fit on the store's disk (call it before reading the files)."""
+        _feature_files.check_space(self.path, needed)
+
+    def staging(self) -> AbstractContextManager[Path]:
+        """A folder beside the store for a streamed import (``load_path(stage=...)``); keep the
+        loaded set inside the ``with`` until it is stored and summarised, since its features live there."""
+        return _feature_files.staging(self.path)
 
     def dataset_names(self, backups: bool = False) -> list[str]:
         """Dataset names; backups left by ``replace`` only when ``backups`` is true."""

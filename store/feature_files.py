@@ -20,12 +20,13 @@ renamed to their final name inside the store transaction just before COMMIT. So:
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -65,6 +66,42 @@ def check_space(store_path: Path, needed: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def staging(store_path: Path) -> Iterator[Path]:
+    """A folder beside the store where a streamed import converts its Parquet and zip members
+    (``mmae_core.data.stream``) before they are stored; removed on exit, whatever happened.
+
+    It is a temp folder like ``write_temp``'s (``.tmp-<pid>-...``), on the features folder's disk,
+    so ``write_temp`` links its files instead of copying them, and a ``kill -9`` leaves garbage that
+    ``collect`` removes. A full disk while converting becomes the same one sentence as while storing."""
+    base = root(store_path)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except OSError as err:
+        if err.errno in _FULL:
+            raise disk_full(store_path, err) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """Hard-link a staged file into the temp folder (same disk, same bytes: no second copy)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        return False
+    return True
+
+
+def copy_bytes(x: object) -> int:
+    """The bytes ``write_temp`` will copy for ``x`` (a staged file is linked, so 0)."""
+    return 0 if getattr(x, "staged", False) else len(x) * int(x.shape[1]) * 4  # type: ignore[arg-type, attr-defined]
+
+
 def _append_npy(path: Path, x: object, dim: int) -> None:
     """Write ``x`` (an array or ``NpyWindows``) as a float32 ``.npy`` through ordinary appends, never
     a writable map of the whole file (which would count the file in resident memory)."""
@@ -86,7 +123,9 @@ def write_temp(store_path: Path, splits: Iterable[tuple[str, dict[str, object]]]
         for split, feats in splits:
             (tmp / split).mkdir()
             for m, x in feats.items():
-                _append_npy(tmp / split / f"{m}.npy", x, int(x.shape[1]))
+                target = tmp / split / f"{m}.npy"
+                if not (getattr(x, "staged", False) and _link(x.path, target)):
+                    _append_npy(target, x, int(x.shape[1]))
                 if on_written is not None:
                     on_written(split, m, len(x))
         _fsync_dir(tmp)

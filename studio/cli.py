@@ -137,7 +137,7 @@ def _print_summary(fs: "object", fmt: str, summary: object = None) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from mmae_core.data.features import load_path
+    from mmae_core.data.features import import_bytes, load_path
     from store.common import check_dataset_name
 
     name = check_dataset_name(args.name)
@@ -146,18 +146,20 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"a dataset named '{name}' is already in the store; pass --replace to replace it "
                           "(the old one is kept as a backup) or choose another --name.")
     err(f"reading {args.path}")
-    fs = load_path(args.path, name, stream=True)
-    for f in fs.attrs.get("ignored", []):
-        err(f"ignored {f}: not a feature, label, id or items file")
-    summary = store.add_dataset(fs, replace=args.replace, on_written=ImportPrinter(fs))
-    err(f"registered dataset {name}")
-    if summary.get("replaced"):
-        err(f"the previous '{name}' is kept as the dataset '{summary['replaced']}' (datasets --backups lists it)")
-    missing = {m: c for m, c in _missing(fs).items() if c}
-    if missing:
-        err("items missing a modality: " + ", ".join(f"{m} {c}" for m, c in missing.items())
-            + "; train with --preset aligned, which is built for that.")
-    _print_summary(fs, args.format, summary)
+    store.check_space(import_bytes(args.path))  # before a byte is converted or copied
+    with store.staging() as stage:  # Parquet and zip members are converted here; fs reads them until the end
+        fs = load_path(args.path, name, stream=True, stage=stage)
+        for f in fs.attrs.get("ignored", []):
+            err(f"ignored {f}: not a feature, label, id or items file")
+        summary = store.add_dataset(fs, replace=args.replace, on_written=ImportPrinter(fs))
+        err(f"registered dataset {name}")
+        if summary.get("replaced"):
+            err(f"the previous '{name}' is kept as the dataset '{summary['replaced']}' (datasets --backups lists it)")
+        missing = {m: c for m, c in _missing(fs).items() if c}
+        if missing:
+            err("items missing a modality: " + ", ".join(f"{m} {c}" for m, c in missing.items())
+                + "; train with --preset aligned, which is built for that.")
+        _print_summary(fs, args.format, summary)
     return 0
 
 
@@ -165,12 +167,13 @@ class ImportPrinter:
     """Import progress on stderr: one line per feature file written, with the share of all bytes."""
 
     def __init__(self, fs: "object") -> None:
-        self.total = sum(sp.n * d for sp in fs.splits.values() for d in fs.modalities.values()) or 1
-        self.dims, self.done, self.t0 = dict(fs.modalities), 0, time.perf_counter()
+        from studio.pipeline import ImportShare
+
+        self.share, self.t0 = ImportShare(fs), time.perf_counter()  # type: ignore[arg-type]
 
     def __call__(self, split: str, modality: str, rows: int) -> None:
-        self.done += rows * self.dims[modality]
-        err(f"stored {split}/{modality}: {rows:,} rows ({100 * self.done / self.total:.0f}% of the features, "
+        done = self.share(split, modality, rows)
+        err(f"stored {split}/{modality}: {rows:,} rows ({100 * done:.0f}% of the features, "
             f"{time.perf_counter() - self.t0:.0f} s)")
 
 

@@ -75,6 +75,19 @@ def missing_summary(fs: FeatureSet) -> dict[str, int]:
     return out
 
 
+class ImportShare:
+    """The share of an import's feature bytes stored so far, fed by ``Store.add_dataset``'s
+    ``on_written(split, modality, rows)``: what the CLI prints on stderr and the Data page's bar shows."""
+
+    def __init__(self, fs: FeatureSet) -> None:
+        self.total = sum(sp.n * d for sp in fs.splits.values() for d in fs.modalities.values()) or 1
+        self.dims, self.done = dict(fs.modalities), 0
+
+    def __call__(self, split: str, modality: str, rows: int) -> float:
+        self.done += rows * self.dims[modality]
+        return min(1.0, self.done / self.total)
+
+
 LARGE_TRAIN = 100_000  # train items from which a dataset counts as large: bigger batches, a sample budget
 LARGE_BATCH = 2048  # batch size for a large dataset when none is asked (why: docs/scale.md, train_speed)
 # Items drawn when a large dataset is trained with neither epochs nor a budget asked. The preset's 100

@@ -8,6 +8,7 @@ one kind, since position and id cannot both be the key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from mmae_core.data.checks import as_features, check_feature_shape, as_strings, 
 from mmae_core.data.layout import SplitFiles
 from mmae_core.data.lazy import NpyWindows
 from mmae_core.data.npy import open_windows, read_npy, read_npz
+from mmae_core.data.stream import Staged, reorder, stage_npy_member, stage_table
 from mmae_core.data.tables import read_feature_table, read_items_table
 
 
@@ -101,18 +103,25 @@ def _meta(items: pd.DataFrame | None) -> pd.DataFrame | None:
     return items[rest].reset_index(drop=True) if rest else None
 
 
-def _npy_features(ref: "object", stream: bool) -> "np.ndarray | NpyWindows":
-    """A modality's ``.npy``: read whole, or with ``stream`` left on disk to be read in windows."""
-    lazy = open_windows(ref) if stream else None
+def _npy_features(ref: "object", stream: bool, stage: Path | None = None) -> "np.ndarray | NpyWindows":
+    """A modality's ``.npy``: read whole, or with ``stream`` left on disk to be read in windows (a
+    zip member, given a ``stage`` folder, decompressed there window by window first)."""
+    lazy = None
+    if stream and stage is not None and ref.member is not None:
+        lazy = stage_npy_member(ref, stage)
+    elif stream:
+        lazy = open_windows(ref)
     if lazy is None:
         return as_features(read_npy(ref), ref.shown)
     check_feature_shape(lazy, ref.shown)
     return lazy
 
 
-def load_split(sf: SplitFiles, max_uncompressed: int, stream: bool = False) -> Loaded:
+def load_split(sf: SplitFiles, max_uncompressed: int, stream: bool = False, stage: Path | None = None) -> Loaded:
     """``stream``: plain ``.npy`` feature files stay on disk (``lazy.NpyWindows``) and are checked
-    window by window, so an archive larger than memory can be imported."""
+    window by window, so an archive larger than memory can be imported. ``stage`` (a folder the
+    caller owns and removes): Parquet tables and ``.npy`` zip members are converted there piece by
+    piece (``stream``) and read in windows too, instead of whole."""
     arrays: dict[str, tuple[np.ndarray, str]] = {}  # modality -> (float32 features, where)
     ids_c: list[_Column] = []
     labels_c: list[_Column] = []
@@ -131,7 +140,7 @@ def load_split(sf: SplitFiles, max_uncompressed: int, stream: bool = False) -> L
     for m, ref in sf.arrays.items():
         if m in arrays:
             raise DataError(f"{ref.shown} and {sf.npz.shown if sf.npz else ''} both give the {sf.split} modality '{m}'; keep only one of them.")
-        arrays[m] = (_npy_features(ref, stream), ref.shown)
+        arrays[m] = (_npy_features(ref, stream, stage), ref.shown)
     if sf.ids is not None:
         ids_c.append(_Column(unique_ids(as_strings(read_npy(sf.ids), sf.ids.shown, "ids"), sf.ids.shown), sf.ids.shown))
     if sf.labels is not None:
@@ -147,7 +156,7 @@ def load_split(sf: SplitFiles, max_uncompressed: int, stream: bool = False) -> L
     items = _items(sf)
     if arrays:
         return _by_position(sf, arrays, ids_c, labels_c, items)
-    return _by_item_id(sf, ids_c, labels_c, items)
+    return _by_item_id(sf, ids_c, labels_c, items, stage if stream else None)
 
 
 def _items_columns(sf: SplitFiles, items: pd.DataFrame | None, ids_c: list[_Column], labels_c: list[_Column]) -> None:
@@ -190,10 +199,14 @@ def _by_position(
     return _finish(sf, feats, where, ids, labels, _meta(items), n)
 
 
-def _by_item_id(sf: SplitFiles, ids_c: list[_Column], labels_c: list[_Column], items: pd.DataFrame | None) -> Loaded:
-    tables: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+def _by_item_id(sf: SplitFiles, ids_c: list[_Column], labels_c: list[_Column], items: pd.DataFrame | None,
+                stage: Path | None = None) -> Loaded:
+    tables: dict[str, tuple[np.ndarray, "np.ndarray | Staged", str]] = {}
     for m, ref in sf.tables.items():
-        raw, x = read_feature_table(ref)
+        if stage is not None and ref.path.suffix.lower() == ".parquet":
+            raw, x = stage_table(ref, stage)
+        else:
+            raw, x = read_feature_table(ref)
         tid = unique_ids(as_strings(raw, f"the item_id column of {ref.shown}", "item ids"), ref.shown)
         tables[m] = (tid, x, ref.shown)
     # The order of the split: ids.npy, else the items table, else first appearance across the tables.
@@ -219,6 +232,8 @@ def _by_item_id(sf: SplitFiles, ids_c: list[_Column], labels_c: list[_Column], i
             )
         if len(pos) == n and (pos == np.arange(n)).all():
             feats[m] = x
+        elif isinstance(x, Staged):
+            feats[m] = reorder(x, pos, n, stage)  # type: ignore[arg-type]
         else:
             full = np.full((n, x.shape[1]), np.nan, dtype=np.float32)
             full[pos] = x

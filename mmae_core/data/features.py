@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import numpy as np
+
 from mmae_core.data.dataset import FeatureSet, Split
 from mmae_core.errors import DataError
 from mmae_core.data.assemble import Loaded, load_split
@@ -22,7 +24,7 @@ from mmae_core.data.zips import extract, open_checked, safe_relpath
 
 DEFAULT_MAX_UNCOMPRESSED = 4 * 2**30
 
-__all__ = ["load_path", "load_files", "check_upload_size", "DEFAULT_MAX_UNCOMPRESSED"]
+__all__ = ["load_path", "load_files", "check_upload_size", "import_bytes", "DEFAULT_MAX_UNCOMPRESSED"]
 
 
 F = TypeVar("F", bound=Callable[..., FeatureSet])
@@ -48,7 +50,8 @@ def _capitalised(fn: F) -> F:
 
 @_capitalised
 def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
-              require_train: bool = True, root: str | Path | None = None, stream: bool = False) -> FeatureSet:
+              require_train: bool = True, root: str | Path | None = None, stream: bool = False,
+              stage: Path | None = None) -> FeatureSet:
     """Load a folder, a ``.zip``, an ``.npz`` (train unless named ``{split}.npz``) or one ``.npy``/``.parquet``/``.csv``.
 
     ``require_train=False`` is for items that are only scored, never trained on (a new upload ranked
@@ -56,7 +59,11 @@ def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MA
 
     ``stream``: the ``.npy`` feature files of a folder stay on disk and are read in windows
     (``lazy.NpyWindows``): the set must be stored (``Store.add_dataset`` copies it window by window)
-    before those files change. Zips and tables are read whole as before.
+    before those files change. With ``stage`` too (a folder the caller owns, and removes after
+    storing the set), Parquet feature tables are converted there row group by row group, and a
+    ``.zip`` member by member (``.npy`` members decompressed window by window, a Parquet member
+    extracted there only while it is read), so memory stays near one window whatever the archive's
+    size (``stream`` module). CSV tables and ``.npz`` files are read whole as before.
 
     ``root`` (the dashboard's data root): every file that will be read must resolve inside it, so a
     symbolic link in the folder cannot bring in a file from elsewhere on the server."""
@@ -71,10 +78,10 @@ def load_path(path: str | Path, name: str, *, max_uncompressed: int = DEFAULT_MA
         if root is not None:
             for ref in layout.used():
                 _check_inside(ref.path, ref.shown, Path(root))
-        return _build(layout, name, shown, max_uncompressed, require_train, stream)
+        return _build(layout, name, shown, max_uncompressed, require_train, stream, stage)
     if root is not None:
         _check_inside(p, shown, Path(root))
-    return _load_file(p, shown, name, max_uncompressed, require_train)
+    return _load_file(p, shown, name, max_uncompressed, require_train, stage if stream else None)
 
 
 def _check_inside(path: Path, shown: str, root: Path) -> None:
@@ -148,9 +155,10 @@ def _walk(root: Path, max_depth: int = 6) -> list[str]:
     return sorted(out)
 
 
-def _load_file(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
+def _load_file(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True,
+               stage: Path | None = None) -> FeatureSet:
     if p.suffix.lower() == ".zip":
-        return _load_zip(p, shown, name, max_uncompressed, require_train)
+        return _load_zip(p, shown, name, max_uncompressed, require_train, stage)
     entry = classify_single(p.name, shown)
     sf = SplitFiles(entry.split)
     ref = FileRef(p, shown)
@@ -160,14 +168,20 @@ def _load_file(p: Path, shown: str, name: str, max_uncompressed: int, require_tr
         sf.arrays[entry.name] = ref
     else:
         sf.tables[entry.name] = ref
-    return _build(Layout({entry.split: sf}, []), name, shown, max_uncompressed, require_train)
+    return _build(Layout({entry.split: sf}, []), name, shown, max_uncompressed, require_train,
+                  stage is not None, stage)
 
 
-def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True) -> FeatureSet:
+def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int, require_train: bool = True,
+              stage: Path | None = None) -> FeatureSet:
     """Vet the whole archive, plan from member names, then read ``.npy`` members in place and
-    extract only the other members the plan uses (npz and Parquet need a seekable file)."""
+    extract only the other members the plan uses (npz and Parquet need a seekable file).
+
+    With ``stage``: everything happens in that folder (beside the store, not in the system's temp),
+    and the feature members are streamed one at a time (``load_path``)."""
     zf, members = open_checked(p, shown, max_uncompressed)
-    with zf, tempfile.TemporaryDirectory(prefix="mmae-zip-") as tmp:
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="mmae-zip-", dir=stage)
+    with zf, tmp_ctx as tmp:
         dest = Path(tmp)
         by_shown: dict[str, str] = {}
 
@@ -178,16 +192,21 @@ def _load_zip(p: Path, shown: str, name: str, max_uncompressed: int, require_tra
             return FileRef(dest / rel, shown_rel, direct)
 
         layout = plan(list(members), ref, shown)
+        if stage is not None:  # Parquet feature members: extracted one at a time while they are read
+            for sf in layout.splits.values():
+                for m, r in sf.tables.items():
+                    if r.path.suffix.lower() == ".parquet":
+                        sf.tables[m] = FileRef(r.path, r.shown, (zf, members[by_shown[r.shown]]))
         if "train" in layout.splits or not require_train:
             for r in layout.used():
                 if r.member is None:
                     rel = by_shown[r.shown]
                     extract(zf, members[rel], rel, dest, shown)
-        return _build(layout, name, shown, max_uncompressed, require_train)
+        return _build(layout, name, shown, max_uncompressed, require_train, stage is not None, stage)
 
 
 def _build(layout: Layout, name: str, source: str, max_uncompressed: int, require_train: bool = True,
-           stream: bool = False) -> FeatureSet:
+           stream: bool = False, stage: Path | None = None) -> FeatureSet:
     if require_train and "train" not in layout.splits:
         found = ", ".join(r.shown for r in layout.used()[:4])
         raise DataError(
@@ -196,7 +215,7 @@ def _build(layout: Layout, name: str, source: str, max_uncompressed: int, requir
         )
     loaded: dict[str, Loaded] = {}
     for s, sf in layout.splits.items():
-        loaded[s] = load_split(sf, max_uncompressed, stream)
+        loaded[s] = load_split(sf, max_uncompressed, stream, stage)
     modalities = _check_splits(layout, loaded)
     _check_unique_ids(loaded)
     splits: dict[str, Split] = {s: ld.split for s, ld in loaded.items()}
@@ -263,3 +282,50 @@ def _check_unique_ids(loaded: dict[str, Loaded]) -> None:
             )
         seen.update(dict.fromkeys(ids, ld.ids_where))
 
+
+
+def import_bytes(path: str | Path, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> int:
+    """The disk a streamed import of ``path`` needs beside the store, from headers, Parquet footers
+    and zip directories alone (nothing is read whole): the features as float32, plus, for a zip,
+    its largest non-``.npy`` member, which is extracted there while it is read. An unreadable file
+    counts as its size; loading it says what is wrong with it."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path} does not exist; check the path.")
+    if p.is_dir():
+        layout = plan(_walk(p), lambda rel: FileRef(p / rel, rel), str(path))
+        return sum(_ref_bytes(r) for sf in layout.splits.values() for r in _feature_refs(sf))
+    if p.suffix.lower() != ".zip":
+        return _ref_bytes(FileRef(p, str(path)))
+    zf, members = open_checked(p, str(path), max_uncompressed)
+    with zf:
+        layout = plan(list(members), lambda rel: FileRef(Path(rel), rel, (zf, members[rel])), str(path))
+        refs = [r for sf in layout.splits.values() for r in _feature_refs(sf)]
+        extracted = [r.member[1].file_size for r in refs if r.member and not r.path.suffix.lower() == ".npy"]
+        return sum(_ref_bytes(r) for r in refs) + max(extracted, default=0)
+
+
+def _feature_refs(sf: SplitFiles) -> list[FileRef]:
+    return [r for r in [sf.npz, *sf.arrays.values(), *sf.tables.values()] if r is not None]
+
+
+def _ref_bytes(ref: FileRef) -> int:
+    """One feature file's float32 size: from a ``.npy`` header or a Parquet footer, else its size."""
+    import pyarrow.parquet as pq
+
+    from mmae_core.data.npy import READ_ERRORS, _header
+    from mmae_core.data.tables import TABLE_ERRORS
+
+    suffix = ref.path.suffix.lower()
+    size = ref.member[1].file_size if ref.member else ref.path.stat().st_size
+    try:
+        if suffix == ".npy":
+            with (ref.member[0].open(ref.member[1]) if ref.member else open(ref.path, "rb")) as fp:
+                shape, _, _ = _header(fp, ref.shown)
+            return 4 * int(np.prod([int(k) for k in shape], dtype=np.int64))
+        if suffix == ".parquet" and ref.member is None:
+            meta = pq.ParquetFile(ref.path).metadata
+            return 4 * meta.num_rows * max(1, meta.num_columns - 1)
+    except (DataError, *READ_ERRORS, *TABLE_ERRORS):
+        pass
+    return size

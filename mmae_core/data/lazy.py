@@ -100,6 +100,7 @@ class NpyAppender:
             np.lib.format.write_array_header_1_0(self._fh, header)
         else:
             np.lib.format.write_array_header_2_0(self._fh, header)
+        self.data_offset = self._fh.tell()  # where row 0 starts (a scattered write seeks from here)
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=np.float32)

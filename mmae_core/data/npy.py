@@ -48,7 +48,8 @@ def empty_error(shown: str) -> DataError:
     return DataError(f"{shown} is empty (0 bytes); export it again or remove it.")
 
 
-def _header(fp: IO[bytes], shown: str) -> tuple[tuple[int, ...], np.dtype]:
+def _header(fp: IO[bytes], shown: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, fortran_order) of a .npy stream, its position left at the first data byte."""
     head = fp.read(8)
     if head[:6] != NPY_MAGIC:
         if head[:1] == b"\x80":  # pickle protocol 2+ opcode: a pickled object saved under a .npy name
@@ -59,14 +60,14 @@ def _header(fp: IO[bytes], shown: str) -> tuple[tuple[int, ...], np.dtype]:
     major = head[6]
     try:
         if major == 1:
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
         elif major in (2, 3):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
         else:
             raise DataError(f"{shown} uses .npy format version {major}, which this NumPy cannot read; save it again with numpy.save.")
     except READ_ERRORS as exc:
         raise truncated_error(shown, "a .npy array") from exc
-    return shape, dtype
+    return shape, dtype, bool(fortran)
 
 
 def read_npy_stream(fp: IO[bytes], shown: str, size: int | None = None) -> np.ndarray:
@@ -75,7 +76,7 @@ def read_npy_stream(fp: IO[bytes], shown: str, size: int | None = None) -> np.nd
 
     A header that declares more data than the file holds is a truncated file: checked here, since
     numpy would first try to allocate the declared size and fail with a memory error."""
-    shape, dtype = _header(fp, shown)
+    shape, dtype, _ = _header(fp, shown)
     if dtype.hasobject:
         raise objects_error(shown)
     if size is not None and size - fp.tell() < math.prod(int(n) for n in shape) * dtype.itemsize:
@@ -116,7 +117,7 @@ def open_windows(ref: FileRef) -> "NpyWindows | None":
     if size == 0:
         raise empty_error(ref.shown)
     with open(ref.path, "rb") as fp:
-        shape, dtype = _header(fp, ref.shown)
+        shape, dtype, _ = _header(fp, ref.shown)
         if dtype.hasobject:
             raise objects_error(ref.shown)
         if size - fp.tell() < math.prod(int(n) for n in shape) * dtype.itemsize:

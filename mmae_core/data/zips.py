@@ -84,11 +84,18 @@ def extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: str, dest: Path, sh
     if root not in target.parents:
         raise DataError(f"{shown} contains the entry '{info.filename}', which points outside its folder; rebuild it with relative paths only.")
     target.parent.mkdir(parents=True, exist_ok=True)
+    return extract_to(zf, info, target, f"{rel} in {shown}")
+
+
+def extract_to(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, shown: str) -> Path:
+    """Copy one vetted member to ``target``, a file name we chose; ``shown`` names the member."""
     try:
         with zf.open(info) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 4 * 2**20)
     except NotImplementedError as exc:
-        raise DataError(f"{rel} in {shown} uses a compression method Python cannot read; zip it with deflate.") from exc
+        raise DataError(f"{shown} uses a compression method Python cannot read; zip it with deflate.") from exc
     except ZIP_ERRORS as exc:
-        raise DataError(f"{rel} in {shown} could not be extracted (the archive looks truncated or corrupt); create it again.") from exc
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the disk, not the archive (a full disk becomes its own sentence further up)
+        raise DataError(f"{shown} could not be extracted (the archive looks truncated or corrupt); create it again.") from exc
     return target
