@@ -74,7 +74,7 @@ if not len(listing):
 dataset = state.current_dataset() or listing["name"].iloc[0]
 models = store.list_models(dataset)
 runs = store.runs(dataset)
-props, _ = store.proposals(dataset)
+props = store.proposal_table(dataset)
 tags = store.tag_counts(dataset)
 row = listing[listing["name"] == dataset]
 synthetic = bool(row["synthetic"].iloc[0]) if len(row) else False

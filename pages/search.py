@@ -6,17 +6,16 @@ Query, index and metrics are ``studio.search`` (the CLI's ``search``/``search-ev
 only arranges them."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mmae_core.errors import StudioError
+from mmae_core.errors import DataError, StudioError
 from mmae_core.search.retrieval import METRICS
 from studio.search import SPACES, Query, query_latent, search_eval, search_items, with_details, worst_pairs
-from store import Store
+from store import CatalogFilter, Store
 from ui import maps
 from ui.tagging import (
-    filter_catalog, item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form,
+    need_curator, page_context, show_error, show_flash, show_items, tag_items_form,
 )
 
 MODES = {"item": "An item of the dataset", "vector": "An uploaded feature vector (.npy)"}
@@ -72,32 +71,30 @@ space = c6.selectbox("Compare in", list(SPACES), format_func=SPACE_LABELS.get, k
                           "weighted by how strongly (a CCA fitted on the train split); it finds an item's class "
                           "across modalities far more often. Raw latents: the latents as stored.")
 
-catalog = store.catalog(dataset)
 query: Query | None = None
 query_item: str | None = None
 try:
     if mode == "item":
-        ids_q, zq = store.latents(dataset, model, split, source)
-        in_split = item_details(catalog, ids_q)
+        # The choices come from DuckDB, filtered and cut to MAX_CHOICES there: neither the catalog nor
+        # the split's latents are read whole (at 1M items that was seconds and 512 MB per rerun).
         text = st.text_input("Find the query item (id, title, label…)", key="search_find", placeholder="e.g. violin")
-        matches = filter_catalog(in_split, text=text) if text else in_split
-        if not len(matches):
+        matches, n_matches = store.catalog_page(dataset, CatalogFilter(splits=(split,), text=text or ""), 0, MAX_CHOICES)
+        if not n_matches:
             st.warning("No item of this split matches that text; try another word.")
         else:
             title_col = next((c for c in ("title", "caption") if c in matches.columns), None)
             titles = dict(zip(matches["item_id"], matches[title_col])) if title_col else {}
-            choices = matches["item_id"].astype(str).tolist()[:MAX_CHOICES]
+            choices = matches["item_id"].astype(str).tolist()
             query_item = st.selectbox(
-                f"Query item ({len(matches):,} match{'es' if len(matches) != 1 else ''}"
-                + (f", first {MAX_CHOICES} listed" if len(matches) > MAX_CHOICES else "") + ")",
+                f"Query item ({n_matches:,} match{'es' if n_matches != 1 else ''}"
+                + (f", first {MAX_CHOICES} listed" if n_matches > MAX_CHOICES else "") + ")",
                 choices, key="search_item",
                 format_func=lambda i: f"{i} — {titles[i]}" if isinstance(titles.get(i), str) else i,
             )
-            row = int(np.flatnonzero(ids_q.astype(str) == query_item)[0])
-            if not np.isfinite(zq[row]).all():
-                st.warning(f"Item '{query_item}' has no {source} features; pick another query modality or item.")
-            else:
+            try:
                 query = query_latent(store, dataset, model, source, item=query_item, split=split)
+            except DataError:  # the item lacks this modality: a hint, not an error
+                st.warning(f"Item '{query_item}' has no {source} features; pick another query modality or item.")
     else:
         dim = _dims(store, dataset).get(source)
         up = st.file_uploader(f"A {source} feature vector ({dim} values, .npy)", type=["npy"], key="search_upload",
@@ -113,8 +110,8 @@ except StudioError as err:
 if query is not None:
     try:
         with st.spinner("Searching (a model's first search fits its search space and builds the index)…"):
-            found = with_details(search_items(store, dataset, model, query, target, top=top, metric=metric, space=space),
-                                 catalog)
+            hits = search_items(store, dataset, model, query, target, top=top, metric=metric, space=space)
+            found = with_details(hits, store.catalog_rows(dataset, hits["item_id"].tolist()))
     except StudioError as err:
         show_error(err)
         found = None

@@ -22,6 +22,7 @@ from ui.tagging import (
 )
 
 ANYONE = "(anyone)"
+MEMBERS_SHOWN = 500  # a proposal's members listed at once: a 10,000-item cluster is read a page, not whole
 MANUAL_LABELS = {"keep": "keep their tag", "replace": "replace it with the proposal's"}
 
 
@@ -74,7 +75,7 @@ def propose_form(first: bool) -> None:
 
 
 try:
-    table, assign = store.proposals(dataset, model)
+    table = store.proposal_table(dataset, model)  # k rows; members are read a page at a time below
 except StudioError as err:
     show_error(err)
     st.stop()
@@ -144,12 +145,12 @@ with t_review:
     st.subheader("Proposed tags")
     cluster = st.session_state.get("tags_cluster")
     cluster = int(cluster) if cluster in set(table["cluster"].astype(int)) else int(table["cluster"].iloc[0])
-    members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
+    members = store.proposal_members(dataset, model, cluster, limit=MEMBERS_SHOWN)
     # Only the items this page shows (three representatives per proposal, the reviewed proposal's
     # representatives and members), not the whole catalog: it keeps a decision's rerun short.
     shown_ids = [str(i) for reps in table["representatives"] for i in list(reps)[:3]]
     shown_ids += [str(i) for i in table.set_index("cluster").loc[cluster, "representatives"]] + members
-    catalog = store.catalog(dataset, shown_ids)
+    catalog = store.catalog_rows(dataset, shown_ids)
     view = table[["cluster", "name", "status", "tag", "size", "cohesion", "purity", "majority_label"]].copy()
     view.attrs = {}
     view["representative items"] = representative_titles(catalog, table["representatives"])
@@ -185,8 +186,8 @@ with t_review:
                           key="tags_cluster")
     if picked != cluster:  # cannot happen with Streamlit's widget state; kept so the page never shows the wrong items
         cluster = int(picked)
-        members = assign.loc[assign["cluster"] == cluster, "item_id"].astype(str).tolist()
-        catalog = store.catalog(dataset, [str(i) for i in by_cluster.loc[cluster, "representatives"]] + members)
+        members = store.proposal_members(dataset, model, cluster, limit=MEMBERS_SHOWN)
+        catalog = store.catalog_rows(dataset, [str(i) for i in by_cluster.loc[cluster, "representatives"]] + members)
     row = by_cluster.loc[cluster]
     with st.container(border=True):
         a, b, c, d = st.columns(4)
@@ -198,8 +199,11 @@ with t_review:
                     + (f" · tag **{row['tag']}**" if isinstance(row["tag"], str) else ""))
         st.markdown("**Most representative items** (nearest the cluster's centre)")
         show_items(item_details(catalog, list(row["representatives"])), key=f"tags_reps_{cluster}")
-        with st.expander(f"All {len(members)} items of this proposal"):
-            show_items(item_details(catalog, members), key=f"tags_members_{cluster}")
+        with st.expander(f"All {int(row['size']):,} items of this proposal"):
+            show_items(item_details(catalog, members), limit=MEMBERS_SHOWN, key=f"tags_members_{cluster}")
+            if int(row["size"]) > len(members):
+                st.caption(f"Showing the first {len(members):,} of {int(row['size']):,} items (by id); the Catalog page "
+                           "has them all.")
 
         def accept_one() -> None:
             c = int(st.session_state["tags_cluster"])  # the proposal shown when the button was pressed
@@ -303,7 +307,7 @@ with t_conflicts:
         if len(flagged):
             head = flagged.head(c_top)
             mods = [c for c in head.columns if c not in ("item_id", "score", "flagged")]
-            details = item_details(store.catalog(dataset, head["item_id"].tolist()), head["item_id"].tolist())
+            details = item_details(store.catalog_rows(dataset, head["item_id"].tolist()), head["item_id"].tolist())
             shown = head.drop(columns=["flagged"]).rename(columns={m: f"{m} → tag" for m in mods}).merge(
                 details.drop(columns=["split"], errors="ignore"), on="item_id", how="left")
             show_items(shown, limit=c_top, extra_first=["item_id", "score", *[f"{m} → tag" for m in mods]],

@@ -3,11 +3,13 @@ DuckDB file. Use ``Store``; ``export`` writes the tagged catalog as CSV/Parquet/
 from mmae_core.errors import NotFoundError, StoreError
 
 from .api import DEFAULT_FILE, Store, default_path
+from .catalog import CatalogFilter
 from .feature_files import copy_store
 from .export import FORMATS, export_catalog, to_bytes
 from .schema import SCHEMA_VERSION
 
 __all__ = [
+    "CatalogFilter",
     "DEFAULT_FILE",
     "FORMATS",
     "NotFoundError",

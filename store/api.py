@@ -239,6 +239,14 @@ class Store:
         """
         return self._db.read(lambda con: _proposals.get(con, dataset, model))
 
+    def proposal_table(self, dataset: str, model: str | None = None) -> pd.DataFrame:
+        """The latest proposal set's table alone (``proposals`` without the per-item assignments)."""
+        return self._db.read(lambda con: _proposals.table(con, dataset, model))
+
+    def proposal_members(self, dataset: str, model: str, cluster: int, offset: int = 0, limit: int = 500) -> list[str]:
+        """One page of a proposal's item ids (the model's latest set), in id order."""
+        return self._db.read(lambda con: _proposals.members(con, dataset, model, cluster, offset, limit))
+
     def accept(self, dataset: str, model: str, cluster: int, curator: str, name: str | None = None, *,
                manual: str = "keep") -> dict:
         """Tag the cluster's items; items tagged by hand keep their tag unless ``manual='replace'``."""
@@ -273,6 +281,26 @@ class Store:
     def catalog(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
         """The tagged catalog, or only the items ``ids`` in that order (see ``store/catalog.py``)."""
         return self._db.read(lambda con: _catalog.catalog(con, dataset, ids))
+
+    def catalog_page(self, dataset: str, flt: "_catalog.CatalogFilter | None" = None, offset: int = 0,
+                     limit: int = 100) -> tuple[pd.DataFrame, int]:
+        """(one page of the filtered catalog, how many items match): filters, count and page in DuckDB."""
+        return self._db.read(lambda con: _catalog.catalog_page(con, dataset, flt or _catalog.CatalogFilter(), offset, limit))
+
+    def catalog_ids(self, dataset: str, flt: "_catalog.CatalogFilter") -> list[str]:
+        return self._db.read(lambda con: _catalog.catalog_ids(con, dataset, flt))
+
+    def catalog_rows(self, dataset: str, ids: Sequence[str]) -> pd.DataFrame:
+        """Catalog rows of ``ids`` in that order, for display (metadata from each item's JSON)."""
+        return self._db.read(lambda con: _catalog.catalog_rows(con, dataset, ids))
+
+    def float_meta(self, dataset: str) -> pd.DataFrame:
+        """Only the float metadata columns of the whole catalog (for ``export.json_loss``)."""
+        return self._db.read(lambda con: _catalog.float_meta(con, dataset))
+
+    def catalog_choices(self, dataset: str) -> dict:
+        """items, tagged, and the tags, curators, splits and statuses the catalog's filters offer."""
+        return self._db.read(lambda con: _catalog.catalog_choices(con, dataset))
 
     # -- Explore / Tags / Search pages: 2-D maps (store/projections.py), batch decisions (store/tag_batch.py)
     def projection(self, dataset: str, model: str, split: str, kind: str, method: str, seed: int) -> np.ndarray | None:

@@ -110,20 +110,43 @@ def require_latest_set(con: duckdb.DuckDBPyConnection, dataset: str, model: str)
     return ds_id, mid, int(row[0])
 
 
-def get(con: duckdb.DuckDBPyConnection, dataset: str, model: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def table(con: duckdb.DuckDBPyConnection, dataset: str, model: str | None) -> pd.DataFrame:
+    """The latest proposal set's table alone (one row per cluster; ``attrs``: set_id, model, split, k,
+    created_at), empty when there is none.
+
+    Why apart from ``get``: the assignments are one row per item, a million at archive size (about a
+    second and 100 MB in pandas); the Tags and Home pages need only the k rows of the table and read a
+    proposal's members page by page (``members``)."""
     ds_id = dataset_id(con, dataset)
     mid = None if model is None else model_row(con, ds_id, dataset, model)[0]
     row = latest_set(con, ds_id, mid)
     if row is None:
-        return pd.DataFrame(columns=list(OUT_COLUMNS)), pd.DataFrame(columns=["item_id", "cluster"])
+        return pd.DataFrame(columns=list(OUT_COLUMNS))
     set_id, set_model, split, k, created = row
-    table = con.execute(
+    out = con.execute(
         f"SELECT {', '.join(OUT_COLUMNS)} FROM proposals WHERE set_id = ? ORDER BY cluster", [set_id]
     ).df()
-    table["representatives"] = [loads(r, []) for r in table["representatives"]]
-    assign = con.execute("SELECT item_id, cluster FROM assignments WHERE set_id = ? ORDER BY cluster, item_id", [set_id]).df()
+    out["representatives"] = [loads(r, []) for r in out["representatives"]]
     model_name = one(con, "SELECT name FROM models WHERE id = ?", [set_model])[0]
-    attrs = {"set_id": int(set_id), "model": model_name, "split": split, "k": int(k), "created_at": created}
-    table.attrs.update(attrs)
-    assign.attrs.update(attrs)
-    return table, assign
+    out.attrs.update({"set_id": int(set_id), "model": model_name, "split": split, "k": int(k), "created_at": created})
+    return out
+
+
+def get(con: duckdb.DuckDBPyConnection, dataset: str, model: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    out = table(con, dataset, model)
+    if not len(out) and "set_id" not in out.attrs:
+        return out, pd.DataFrame(columns=["item_id", "cluster"])
+    assign = con.execute("SELECT item_id, cluster FROM assignments WHERE set_id = ? ORDER BY cluster, item_id",
+                         [out.attrs["set_id"]]).df()
+    assign.attrs.update(out.attrs)
+    return out, assign
+
+
+def members(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluster: int, offset: int = 0,
+            limit: int = 500) -> list[str]:
+    """One page of a proposal's item ids (the model's latest set), in id order."""
+    _, _, set_id = require_latest_set(con, dataset, model)
+    return [r[0] for r in con.execute(
+        "SELECT item_id FROM assignments WHERE set_id = ? AND cluster = ? ORDER BY item_id LIMIT ? OFFSET ?",
+        [set_id, int(cluster), max(0, int(limit)), max(0, int(offset))],
+    ).fetchall()]

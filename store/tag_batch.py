@@ -103,12 +103,13 @@ def hand_tagged_in(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clu
         chosen = _chosen(con, set_id, model, clusters, min_purity)
     except StoreError:
         return {"items": 0, "tags": []}
-    keys = [r[0] for r in con.execute(
-        "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster)", [set_id, chosen],
-    ).fetchall()]
-    with registered(con, "_keys", _tags.keys_block(keys)):
-        rows = [r for r in _tags.tag_rows(con, ds_id) if r["source"] == "manual"]
-    return {"items": len(rows), "tags": sorted({r["tag"] for r in rows})}
+    # counted in DuckDB: the page asks on every rerun, and "every proposal above a purity" can be most
+    # of a million-item archive
+    n, tags = one(con,
+        "SELECT count(*), list_sort(list_distinct(list(t.tag))) FROM assignments a JOIN tags t "
+        "ON t.dataset_id = ? AND t.item_id = a.item_id AND t.source = 'manual' "
+        "WHERE a.set_id = ? AND list_contains(?::INTEGER[], a.cluster)", [ds_id, set_id, chosen])
+    return {"items": int(n), "tags": list(tags or [])}
 
 
 def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, clusters: Iterable[int] | None,
@@ -127,11 +128,7 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
         "SELECT coalesce(tag, name) FROM proposals WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY cluster",
         [set_id, chosen],
     ).fetchall()]
-    every = [r[0] for r in con.execute(
-        "SELECT item_id FROM assignments WHERE set_id = ? AND list_contains(?::INTEGER[], cluster) ORDER BY item_id",
-        [set_id, chosen],
-    ).fetchall()]
-    keys, kept = _tags.accept_keys(con, ds_id, every, manual)
+    keys, kept = _tags.accept_keys(con, ds_id, set_id, chosen, manual)
     before = {"keys": keys, "proposals": _tags.proposal_state(con, [(set_id, c) for c in chosen])}
     with registered(con, "_keys", _tags.keys_block(keys)):
         before["tags"] = _tags.tag_rows(con, ds_id)
@@ -149,10 +146,10 @@ def accept_many(con: duckdb.DuckDBPyConnection, dataset: str, model: str, cluste
     )
     rule = f" with purity of at least {float(min_purity):.2f}" if clusters is None else ""
     summary = (f"accepted {len(chosen)} proposal{'s' if len(chosen) != 1 else ''} of model '{model}'{rule} "
-               f"({len(keys)} items{_tags.manual_note(manual, len(kept), replaced)}): {_shown(names)}")
+               f"({len(keys)} items{_tags.manual_note(manual, kept, replaced)}): {_shown(names)}")
     payload = {"summary": summary, "tags": list(dict.fromkeys(names)), "model": model, "set_id": set_id,
                "clusters": chosen, "items": len(keys), "min_purity": min_purity, "manual": manual,
-               "kept_manual": len(kept), "replaced_manual": replaced}
+               "kept_manual": kept, "replaced_manual": replaced}
     eid = _tags.event(con, ds_id, "accept", curator, payload, before)
     return {"event": eid, "accepted": len(chosen), "clusters": chosen, "tags": names, "items": len(keys),
-            "summary": summary, "manual": manual, "kept_manual": len(kept), "replaced_manual": replaced}
+            "summary": summary, "manual": manual, "kept_manual": kept, "replaced_manual": replaced}

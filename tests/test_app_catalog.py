@@ -7,7 +7,6 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 
 from studio import pipeline
 from store import Store, to_bytes
-from ui.tagging import filter_catalog
 
 from .test_app_tags import DATASET, MODEL, messages, page_test
 
@@ -68,7 +67,7 @@ def test_unfiltered_downloads_are_the_cli_export_bytes(tagged, deferred, tmp_pat
     at.run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert len(table) == 850 + 150 + 154
+    assert len(table) == 100 and any("**1,154** of 1,154 items" in m.value for m in at.markdown)
     files = downloads(deferred)
     assert files == expected(tagged.catalog(DATASET))
     # A click must not rerun the page: the rerun would clear the queue holding the built file's answer.
@@ -92,7 +91,7 @@ def test_filters_narrow_the_table_and_the_downloads(tagged, deferred):
     full = tagged.catalog(DATASET)
     assert set(shown["tag"]) == {"beta", "gamma"} and len(shown) == int(full["tag"].isin(["beta", "gamma"]).sum())
     files = downloads(deferred)
-    assert files == expected(filter_catalog(full, tags=["beta", "gamma"]))
+    assert files == expected(full[full["tag"].isin(["beta", "gamma"])])
     assert b"beta" in files["csv"] and b"=cmd" not in files["csv"]
 
     at.multiselect(key="catalog_curators").set_value(["ann"])
@@ -113,6 +112,7 @@ def test_text_filter_searches_ids_labels_and_metadata(tagged):
     at = page_test("catalog")
     at.run()
     at.text_input(key="catalog_text").set_value(word.upper())
+    at.selectbox(key="catalog_page_size").set_value(500)
     at.run()
     assert not at.exception
     shown = at.dataframe[0].value
@@ -133,7 +133,31 @@ def test_untagged_filter(tagged):
     at.multiselect(key="catalog_tags").set_value(["(untagged)"])
     at.run()
     shown = at.dataframe[0].value
-    assert shown["tag"].isna().all() and len(shown) == int(tagged.catalog(DATASET)["tag"].isna().sum())
+    n = int(tagged.catalog(DATASET)["tag"].isna().sum())
+    assert shown["tag"].isna().all() and len(shown) == 100
+    assert any(f"**{n:,}** of 1,154 items" in m.value for m in at.markdown)
+
+
+def test_the_catalog_is_shown_a_page_at_a_time(tagged):
+    """Only one page of rows comes into the page, with the count of all; moving pages shows the next
+    rows in catalog order, and the last page holds the rest."""
+    full = tagged.catalog(DATASET)
+    at = page_test("catalog")
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["item_id"]) == list(full["item_id"][:100])
+    assert any("of 12)" in n.label for n in at.number_input)
+    at.number_input(key="catalog_page").set_value(2)
+    at.run()
+    assert list(at.dataframe[0].value["item_id"]) == list(full["item_id"][100:200])
+    assert any("rows 101–200" in m.value for m in at.markdown)
+    at.number_input(key="catalog_page").set_value(12)
+    at.run()
+    assert list(at.dataframe[0].value["item_id"]) == list(full["item_id"][1100:])
+    # a filter that leaves fewer rows than the page asked for shows its last page, not an empty table
+    at.multiselect(key="catalog_tags").set_value(["beta"])
+    at.run()
+    assert not at.exception and set(at.dataframe[0].value["tag"]) == {"beta"}
 
 
 def test_the_page_runs_inside_the_app_frame(tagged, app, deferred):

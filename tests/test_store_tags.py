@@ -234,3 +234,23 @@ def test_catalog_of_chosen_items_equals_those_rows_of_the_whole_catalog(setup):
     expected = whole.loc[["te002", "tr004", "tr000"]].reset_index()
     pd.testing.assert_frame_equal(part, expected, check_dtype=False)
     assert len(store.catalog("toy", [])) == 0
+
+
+def test_accepting_a_cluster_changes_exactly_its_items(tmp_path):
+    """One set-based decision: every item of the cluster is tagged, a hand-set tag in it is kept, and no
+    item outside it changes; the Tags page lists the cluster's members a page at a time."""
+    from testkit.data import store_with_proposals
+
+    store, fs = store_with_proposals(tmp_path / "s.duckdb", k=3)
+    ids = [str(i) for i in fs.splits["train"].item_ids]
+    store.set_item("toy", ids[4], "by-hand", "ann")  # item 4 is in cluster 1
+    before = store.catalog("toy").set_index("item_id")
+    out = store.accept("toy", "m1", 1, "bob")
+    after = store.catalog("toy").set_index("item_id")
+    members = {i for n, i in enumerate(ids) if n % 3 == 1}
+    assert out["items"] == len(members) - 1 and out["kept_manual"] == 1
+    changed = {i for i in after.index if not after.loc[i, ["tag", "status"]].equals(before.loc[i, ["tag", "status"]])}
+    assert changed == members - {ids[4]}
+    assert set(after.loc[sorted(changed), "tag"]) == {"proposed-1"} and after.loc[ids[4], "tag"] == "by-hand"
+    assert store.proposal_members("toy", "m1", 1, limit=4) == sorted(members)[:4]
+    assert store.proposal_members("toy", "m1", 1, offset=4, limit=100) == sorted(members)[4:]

@@ -22,7 +22,7 @@ NO_SCORE = "(no score)"
 
 def tag_state(store: Store, dataset: str, model: str) -> tuple[int, int | None]:
     """What the reference groups depend on: the audit trail's length and the latest proposal set."""
-    table, _ = store.proposals(dataset, model)
+    table = store.proposal_table(dataset, model)
     return len(store.history(dataset)), table.attrs.get("set_id") if len(table) else None
 
 

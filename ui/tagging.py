@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from mmae_core.errors import StudioError
-from store import Store
+from store import CatalogFilter, Store, to_bytes
 from ui import state
 from ui.widgets import internal_error_sentence, need_dataset, need_model
 
@@ -152,38 +152,15 @@ def tag_items_form(ctx: PageContext, ids: list[str], key: str, what: str = "sele
 
 
 # -- the catalog ----------------------------------------------------------------------------------
-TEXT_COLUMNS_SKIP = ("tagged_at",)
-
-
-def filter_catalog(df: pd.DataFrame, tags: list[str] | None = None, statuses: list[str] | None = None,
-                   curators: list[str] | None = None, splits: list[str] | None = None, text: str = "",
-                   untagged: bool = False) -> pd.DataFrame:
-    """Rows matching every given filter (an empty filter matches all); ``text`` is a case-insensitive
-    substring of the id, label, tag or any metadata column. Columns and dtypes are left as they are,
-    so an unfiltered table exports to exactly the CLI's bytes."""
-    mask = np.ones(len(df), dtype=bool)
-    if tags or untagged:
-        m = df["tag"].isin(tags or []).to_numpy(dtype=bool, copy=True)
-        if untagged:
-            m |= df["tag"].isna().to_numpy()
-        mask &= m
-    if statuses:
-        mask &= df["status"].isin(statuses).to_numpy()
-    if curators:
-        mask &= df["curator"].isin(curators).to_numpy()
-    if splits:
-        mask &= df["split"].isin(splits).to_numpy()
-    needle = (text or "").strip().lower()
-    if needle:
-        hit = np.zeros(len(df), dtype=bool)
-        for col in df.columns:
-            if col in TEXT_COLUMNS_SKIP:
-                continue
-            s = df[col]
-            if s.dtype == object or isinstance(s.dtype, pd.StringDtype) or isinstance(s.dtype, pd.CategoricalDtype):
-                hit |= s.astype("string").str.lower().str.contains(needle, regex=False, na=False).to_numpy(dtype=bool)
-        mask &= hit
-    return df[mask]
+def catalog_download(store: Store, dataset: str, flt: CatalogFilter | None, fmt: str) -> Callable[[], bytes]:
+    """What a Catalog download button builds when clicked: the CLI's export bytes of the whole catalog,
+    or of the rows the filter matches (chosen in DuckDB, in catalog order)."""
+    def build() -> bytes:
+        full = store.catalog(dataset)
+        if flt is not None:
+            full = full[full["item_id"].isin(store.catalog_ids(dataset, flt))]
+        return to_bytes(full, fmt)
+    return build
 
 
 def item_details(catalog: pd.DataFrame, ids: list[str] | np.ndarray) -> pd.DataFrame:
