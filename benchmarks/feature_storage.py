@@ -136,11 +136,12 @@ def batches(form: str, work: Path, items: int, dims: dict[str, int], n_batches: 
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(work / "features.parquet")
+        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
         for idx in picks:
-            groups = idx // GROUP_ROWS
+            groups = np.searchsorted(starts, idx, side="right") - 1
             for g in np.unique(groups):
                 t = pf.read_row_group(int(g), columns=list(dims))
-                local = idx[groups == g] - g * GROUP_ROWS
+                local = idx[groups == g] - starts[g]
                 for m, d in dims.items():
                     x = t.column(m).combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, d)[local]
                     total += float(x[:, 0].sum())
