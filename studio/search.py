@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.errors import ConfigError, DataError, NotFoundError
 from mmae_core.log import Log, silent
 from mmae_core.search.retrieval import METRICS, encode_query, load_query_vector, mean_of_present, retrieval_metrics
@@ -75,6 +76,12 @@ def instance_pairs(attrs: dict | None) -> bool:
     return bool((attrs or {}).get("instance_pairs", True))
 
 
+# A split above this many items is measured on a stratified sample of this size (queries and targets
+# alike), as the evaluation grid does: every query is ranked against every target, so the work grows as
+# n^2 (a 50,000-item test split is 2.5 billion distances per pair and metric).
+SAMPLE_SEED = 42
+
+
 def search_eval(store: "object", dataset: str, model: str, split: str = "test", metric: str = "best",
                 k: int = K, baseline: str | Sequence[str] | None = None, space: str = DEFAULT_SPACE,
                 log: Log = silent) -> pd.DataFrame:
@@ -92,7 +99,9 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     says it (``features`` for the baseline). ``baseline='supervised'`` appends a search that knows the
     classes (``supervised_search``: what the split's features and labels allow; class metrics of the
     modality pairs only, ``metric`` ``posterior``). Several baselines may be given, in that order.
-    ``log`` hears of each phase (seconds each on the full demo).
+    ``log`` hears of each phase (seconds each on the full demo). A split of more than ``EVAL_SAMPLE``
+    items is measured on a stratified sample of that size (the ``queries`` column says how many), and
+    a baseline is fitted on at most ``evaluate.FIT_SAMPLE`` train items.
     """
     if metric not in (*METRICS, "best", "both"):
         raise ConfigError(f"'{metric}' is not a search metric; choose cosine, euclidean, both or best.")
@@ -103,7 +112,10 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
     _check_space(space)
     mods = model_modalities(store, dataset, model)
     _check_split(store, dataset, model, split)
-    fs = store.load_dataset(dataset)
+    from mmae_core.evaluation.evaluate import fit_rows, stratified_sample
+    from mmae_core.evaluation.metrics import encode_labels
+
+    fs = store.load_dataset(dataset, lazy=True)  # features stay on disk: only the rows used are read
     labels = fs.splits[split].labels if split in fs.splits else None
     if labels is not None and not pd.notna(pd.Series(labels, dtype=object)).any():
         labels = None
@@ -112,17 +124,27 @@ def search_eval(store: "object", dataset: str, model: str, split: str = "test", 
 
         check_labels(fs.splits["train"].labels if "train" in fs.splits else None, labels)
     _, vecs, used = _in_space(store, dataset, model, split, [*mods, FUSED], space, log=log)
+    n = len(vecs[FUSED])
+    pick = slice(0, n)
+    if n > EVAL_SAMPLE:  # every query against every target grows as n^2: a stratified sample, stated
+        pick = stratified_sample(encode_labels(labels), n, EVAL_SAMPLE, SAMPLE_SEED)
+        log(f"measuring on a stratified sample of {EVAL_SAMPLE:,} of the {n:,} {split} items (queries and targets)")
+        vecs = {kind: v[pick] for kind, v in vecs.items()}
+        labels = None if labels is None else labels[pick]
     out = _eval_rows({m: vecs[m] for m in mods}, vecs[FUSED], labels, split, metric, k, MODEL_METHOD, used, log)
     if baselines:
         from mmae_core.model.standardize import Standardizer
 
         if len(mods) < 2:
             raise ConfigError("a search baseline needs at least two modalities; this model has one, so there is nothing to compare.")
-        train = {m: fs.splits["train"].features[m] for m in mods}
+        tr_split = fs.splits["train"]
+        fit = fit_rows(tr_split.n, SAMPLE_SEED)
+        train = {m: tr_split.features[m][fit] for m in mods}
         std = Standardizer.fit(train)
-        tr, target = std.transform(train), std.transform({m: fs.splits[split].features[m] for m in mods})
+        tr, target = std.transform(train), std.transform({m: fs.splits[split].features[m][pick] for m in mods})
+        train_labels = None if tr_split.labels is None else tr_split.labels[fit]
         for b in baselines:
-            base = _baseline_rows(b, tr, fs.splits["train"].labels, target, labels, split, metric, k, log)
+            base = _baseline_rows(b, tr, train_labels, target, labels, split, metric, k, log)
             attrs = dict(out.attrs)
             out.attrs, base.attrs = {}, {}  # pandas compares attrs on concat, and a DataFrame in them has no truth value
             out = pd.concat([out, base], ignore_index=True)
