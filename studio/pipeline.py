@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -20,6 +20,9 @@ from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.log import Log, silent
 from store.common import check_name
 from mmae_core.model.standardize import Standardizer
+
+if TYPE_CHECKING:
+    from mmae_core.model.distributed import Ranks
 
 
 def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
@@ -38,6 +41,7 @@ class TrainOutcome:
     final_losses: dict[str, float]
     missing: dict[str, int]
     completion_items: int = 0  # complete train items the latent completion was fitted on; 0 = none fitted
+    registered: bool = True  # False on the ranks other than 0 of a torchrun launch: they only train
 
 
 class SlowdownWatch:
@@ -144,11 +148,16 @@ def train_and_register(
     log: Log = silent,
     samples: int | None = None,
     batch_given: bool = True,
+    ranks: "Ranks | None" = None,
 ) -> TrainOutcome:
     """Train an MMAE on a stored dataset from its feature files (``Store.feature_rows``: read in
     batches, never whole), encode every split in chunks to temp files, then register checkpoint and
     all latents in one action. ``samples``/``batch_given``: the budget (``budgeted``). ``cfg`` None is
-    the default preset (``config.DEFAULT_PRESET``)."""
+    the default preset (``config.DEFAULT_PRESET``).
+
+    ``ranks``: a torchrun launch (``mmae_core.model.distributed``). Every rank trains on its share;
+    only rank 0 encodes and writes to the store, so the other ranks may hold a read-only ``store``.
+    They return the outcome with ``registered`` False."""
     import tempfile
 
     from mmae_core.config import DEFAULT_PRESET, preset
@@ -182,7 +191,9 @@ def train_and_register(
         if on_progress is not None:
             on_progress(p)
 
-    tm = train_rows(rows, cfg, dataset, on_progress=progress, should_stop=should_stop)
+    tm = train_rows(rows, cfg, dataset, on_progress=progress, should_stop=should_stop, ranks=ranks)
+    if ranks is not None and not ranks.is_main:
+        return TrainOutcome(name, float(tm.train_seconds), {}, missing, 0, registered=False)
     log(f"trained in {tm.train_seconds:.1f} s ({tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
@@ -201,6 +212,8 @@ def train_and_register(
     }
     if samples is not None:
         info["samples"] = int(samples)
+    if ranks is not None:
+        info["processes"] = ranks.world_size
     del rows
     with tempfile.TemporaryDirectory(prefix="mmae-latents-") as tmp:
         latents = encode_splits(store, dataset, tm, tmp, log)
