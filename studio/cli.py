@@ -193,8 +193,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     launch = launched()
     if launch is None:
         return _train(args, cfg)
+    from mmae_core.model.distributed import PeerStopped
+
     with process_group(launch, cfg.device) as ranks:
-        return _train(args, cfg, ranks)
+        try:
+            return _train(args, cfg, ranks)
+        except PeerStopped:
+            if ranks.is_main:
+                raise
+            return 1  # rank 0 said why, once
 
 
 def _train(args: argparse.Namespace, cfg: "object", ranks: "object" = None) -> int:

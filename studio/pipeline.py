@@ -166,6 +166,10 @@ def train_and_register(
     from mmae_core.model.train import train_rows
 
     cfg = preset(DEFAULT_PRESET) if cfg is None else cfg
+    if ranks is not None and not ranks.is_main:
+        # Rank 0 checks first: a refusal (unknown dataset, name taken) is then said once, by rank 0,
+        # and torchrun stops the ranks still waiting here. Their reads then no longer meet rank 0's.
+        ranks.barrier()
     listed = store.list_models(dataset)
     taken = list(listed["name"]) if len(listed) else []
     rows = store.feature_rows(dataset, "train")
@@ -180,6 +184,8 @@ def train_and_register(
             + ", ".join(f"{m}: {c}" for m, c in missing.items() if c)
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
+    if ranks is not None and ranks.is_main:
+        ranks.barrier()  # rank 0's checks passed: the other ranks may go on
     budget = f", {samples:,} samples" if samples is not None else ""
     log(f"training {name} on {dataset} ({rows.n} train items, preset {cfg.preset}, {cfg.epochs} epochs{budget}, batch {cfg.batch_size})")
     watch = SlowdownWatch()

@@ -28,10 +28,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mmae_core.errors import ConfigError
+from mmae_core.errors import ConfigError, StudioError
 from mmae_core.model.device import resolve_device
 
-__all__ = ["Launch", "Ranks", "launched", "process_group", "share"]
+__all__ = ["Launch", "PeerStopped", "Ranks", "launched", "process_group", "share"]
+
+
+class PeerStopped(StudioError):
+    """Another process of the launch stopped (it has said why); this one stops too."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,14 @@ class Ranks:
         then look for them after every forward, which it otherwise need not."""
         ids = [self.device.index if self.device.index is not None else self.local_rank] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=may_skip)
+
+    def barrier(self) -> None:
+        """Wait until every rank has come here; ``PeerStopped`` when one stopped on the way (gloo
+        reports a closed connection)."""
+        try:
+            dist.barrier()
+        except RuntimeError as e:
+            raise PeerStopped(f"another process of this torchrun launch stopped ({str(e).splitlines()[0][:200]}); its message says why.") from None
 
     def same_as_main(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (a picklable object, e.g. the fitted standardizer)."""
