@@ -4,8 +4,8 @@ Two CPU processes (gloo) train the demo with the default preset through the publ
 against one plain process with the same seed and ``--samples`` budget; rank 0 alone registers the
 model and prints the JSON, and its test ARI/NMI at the class count must be as good as one process's
 within ``ARI_TOL``/``NMI_TOL``. Why those: benchmarks/distributed.py measured the per-seed difference
-(2 processes minus 1) on this demo size and budget; the tolerances sit outside its 95% interval, so
-the test fails on a real loss (e.g. each rank training on half the batches alone) and not on seed noise.
+(2 processes minus 1) on this demo size and budget over 5 seeds: ARI +0.001 [-0.026, +0.027], NMI
++0.000 [-0.015, +0.016]; the tolerances sit outside those intervals, so seed noise does not fail it.
 """
 from __future__ import annotations
 
