@@ -104,14 +104,15 @@ CREATING = frozenset({"demo", "import"})
 READ_ONLY = frozenset({"datasets", "models", "export", "tag history", "search", "search-eval", "novelty", "conflicts"})
 
 
-def open_store(args: argparse.Namespace) -> "object":
+def open_store(args: argparse.Namespace, read_only: bool = False, quiet_wait: bool = False) -> "object":
     from store import Store
 
     def waiting(msg: str) -> None:
-        err(msg)
+        if not quiet_wait:
+            err(msg)
 
     command = args.command if args.command != "tag" else f"tag {args.action}"
-    return Store(args.db, on_wait=waiting, create=command in CREATING, read_only=command in READ_ONLY)
+    return Store(args.db, on_wait=waiting, create=command in CREATING and not read_only, read_only=read_only or command in READ_ONLY)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -184,19 +185,42 @@ def _missing(fs: "object") -> dict[str, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from store.export import check_target, write_file
+    """Train and register a model; under torchrun (RANK/WORLD_SIZE set) data-parallel, rank 0 writing."""
+    from mmae_core.model.distributed import launched, process_group
 
-    from mmae_core.errors import StoreError
-    from studio.pipeline import train_and_register
-
-    if args.parallel is not None:
+    if args.parallel is not None and os.environ.get("RANK", "0") == "0":
         err("note: --parallel no longer does anything (training runs one autograd step on every core); it is accepted so existing scripts keep working.")
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                  latent=args.latent, device=args.device, weight_decay=args.weight_decay,
                  modality_dropout=args.modality_dropout, align_weight=args.align_weight)
-    if args.out:  # checked before training: a bad path must not cost a run, nor leave a model registered
+    launch = launched()
+    if launch is None:
+        return _train(args, cfg)
+    from mmae_core.model.distributed import PeerStopped
+
+    with process_group(launch, cfg.device) as ranks:
+        try:
+            return _train(args, cfg, ranks)
+        except PeerStopped:
+            if ranks.is_main:
+                raise
+            return 1  # rank 0 said why, once
+
+
+def _train(args: argparse.Namespace, cfg: "object", ranks: "object" = None) -> int:
+    """``train``'s work. A rank other than 0 of a torchrun launch opens the store read-only (DuckDB
+    has one writer), trains its share and exits without a word on stdout (stderr: only a wait for the store's lock or an error)."""
+    from store.export import check_target, write_file
+
+    from mmae_core.errors import StoreError
+    from mmae_core.log import silent
+    from studio.pipeline import train_and_register
+
+    main = ranks is None or ranks.is_main
+    if args.out and main:  # checked before training: a bad path must not cost a run, nor leave a model registered
         check_target(args.out, "checkpoint")
-    store = open_store(args)
+    # the ranks of one launch take turns on the store's lock for their first reads: no message for that
+    store = open_store(args, read_only=not main, quiet_wait=ranks is not None)
     said: list[str] = []
 
     def log(message: str) -> None:
@@ -207,9 +231,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                           if args.preset == DEFAULT_PRESET and DEFAULT_PRESET != "paper" else ""))
         err(message)
 
-    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter(), log=log,
-                             samples=args.samples, batch_given=args.batch_size is not None,
-                             epochs_given=args.epochs is not None)
+    out = train_and_register(store, args.dataset, cfg, args.model_name, on_progress=TrainPrinter() if main else None,
+                             log=log if main else silent, samples=args.samples, batch_given=args.batch_size is not None,
+                             epochs_given=args.epochs is not None, ranks=ranks)
+    if not out.registered:
+        return 0
     if args.out:
         try:
             written = write_file(store.model_checkpoint(args.dataset, out.model_name), args.out, "checkpoint")
@@ -222,6 +248,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = {"model": out.model_name, "dataset": args.dataset, "train_seconds": round(out.train_seconds, 2),
               "final_losses": out.final_losses, "config": store.model_config(args.dataset, out.model_name),
               "completion_items": out.completion_items}
+    if ranks is not None:
+        result["processes"] = ranks.world_size
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -19,6 +19,9 @@ from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, check_resolutio
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
 from mmae_core.log import Log, silent
 from store.common import check_name
+
+if TYPE_CHECKING:
+    from mmae_core.model.distributed import Ranks
 
 
 def default_model_name(cfg: TrainConfig, taken: list[str]) -> str:
@@ -37,6 +40,7 @@ class TrainOutcome:
     final_losses: dict[str, float]
     missing: dict[str, int]
     completion_items: int = 0  # complete train items the latent completion was fitted on; 0 = none fitted
+    registered: bool = True  # False on the ranks other than 0 of a torchrun launch: they only train
 
 
 class SlowdownWatch:
@@ -170,12 +174,16 @@ def train_and_register(
     samples: int | None = None,
     batch_given: bool = True,
     epochs_given: bool = True,
+    ranks: "Ranks | None" = None,
 ) -> TrainOutcome:
     """Train an MMAE on a stored dataset from its feature files (``Store.feature_rows``: read in
     batches, never whole), encode every split in chunks to temp files, then register checkpoint and
-    all latents in one action. ``samples``/``batch_given``/``epochs_given``: the budget (``default_samples``,
-    ``budgeted``). ``cfg`` None is
-    the default preset (``config.DEFAULT_PRESET``)."""
+    all latents in one action. ``samples``/``batch_given``/``epochs_given``: the budget
+    (``default_samples``, ``budgeted``). ``cfg`` None is the default preset (``config.DEFAULT_PRESET``).
+
+    ``ranks``: a torchrun launch (``mmae_core.model.distributed``). Every rank trains on its share;
+    only rank 0 encodes and writes to the store, so the other ranks may hold a read-only ``store``.
+    They return the outcome with ``registered`` False."""
     import tempfile
 
     from mmae_core.config import DEFAULT_PRESET, preset
@@ -184,6 +192,10 @@ def train_and_register(
     from mmae_core.model.train import train_rows
 
     cfg = preset(DEFAULT_PRESET) if cfg is None else cfg
+    if ranks is not None and not ranks.is_main:
+        # Rank 0 checks first: a refusal (unknown dataset, name taken) is then said once, by rank 0,
+        # and torchrun stops the ranks still waiting here. Their reads then no longer meet rank 0's.
+        ranks.barrier()
     listed = store.list_models(dataset)
     taken = list(listed["name"]) if len(listed) else []
     rows = store.feature_rows(dataset, "train")
@@ -200,6 +212,8 @@ def train_and_register(
             + ", ".join(f"{m}: {c}" for m, c in missing.items() if c)
             + "); the 'aligned' preset (--preset aligned) is trained for that and is recommended."
         )
+    if ranks is not None and ranks.is_main:
+        ranks.barrier()  # rank 0's checks passed: the other ranks may go on
     budget = f", {samples:,} samples" if samples is not None else ""
     if samples is not None and asked is None:
         budget += (f" (the budget for a train split of {LARGE_TRAIN:,} items or more when no epochs are asked; "
@@ -214,7 +228,9 @@ def train_and_register(
         if on_progress is not None:
             on_progress(p)
 
-    tm = train_rows(rows, cfg, dataset, on_progress=progress, should_stop=should_stop)
+    tm = train_rows(rows, cfg, dataset, on_progress=progress, should_stop=should_stop, ranks=ranks)
+    if ranks is not None and not ranks.is_main:
+        return TrainOutcome(name, float(tm.train_seconds), {}, missing, 0, registered=False)
     log(f"trained in {tm.train_seconds:.1f} s ({tm.plan})")
     n_fit = tm.completion.n_fit if tm.completion is not None else 0
     if any(missing.values()):
@@ -233,6 +249,8 @@ def train_and_register(
     }
     if samples is not None:
         info["samples"] = int(samples)
+    if ranks is not None:
+        info["processes"] = ranks.world_size
     del rows
     with tempfile.TemporaryDirectory(prefix="mmae-latents-") as tmp:
         latents = encode_splits(store, dataset, tm, tmp, log)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from mmae_core.data.lazy import NpyAppender, NpyWindows
 from mmae_core.errors import DataError
+from mmae_core.model.distributed import share
 from mmae_core.model.mmae import Rows
 from mmae_core.model.standardize import CHUNK_ROWS, Standardizer
 
@@ -256,26 +257,50 @@ class BatchSource:
         modality_dropout: float = 0.0,
         index: np.ndarray | None = None,
         device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
     ):
         self.source, self.names, self.std = source, list(names), std
         self.index = np.arange(source.n) if index is None else np.asarray(index)
         self.present = present[self.index]
         self.batch_size, self.p_drop = int(batch_size), float(modality_dropout)
         self.device = torch.device(device)
+        self.rank, self.world = int(shard[0]), int(shard[1])
+        if self.world > 1:
+            if self.batch_size < self.world:
+                raise DataError(f"the batch size {self.batch_size} is smaller than the {self.world} training processes; "
+                                f"choose a batch size of at least {self.world} or start fewer processes.")
+            if self.n < self.world:
+                raise DataError(f"the train split has {self.n} items, fewer than the {self.world} training processes; start fewer processes.")
 
     @property
     def n(self) -> int:
         return int(len(self.index))
 
+    def _starts(self) -> list[int]:
+        """Where each batch of an epoch starts. Under data parallelism (``shard``) a last batch with
+        fewer rows than processes joins the one before it, so no process ever gets an empty share
+        (its loss would be NaN); one process always has plain ``batch_size`` steps."""
+        starts = list(range(0, self.n, self.batch_size))
+        if self.world > 1 and len(starts) > 1 and self.n - starts[-1] < self.world:
+            starts.pop()
+        return starts
+
     def steps_per_epoch(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return len(self._starts())
 
     def epoch(self, gen: torch.Generator) -> Iterator[Batch]:
+        """One epoch's batches. Every process draws the same permutation and dropout masks from its
+        equally seeded ``gen``; with ``shard=(rank, world)`` it yields its own contiguous share of each
+        batch (``distributed.share``), so the processes together see one process's batches."""
         perm = torch.randperm(self.n, generator=gen).numpy()
         present = self.present[perm]
         kept = dropout_mask(present, self.p_drop, gen)
-        for s in range(0, self.n, self.batch_size):
-            yield self.batch(self.index[perm[s : s + self.batch_size]], present[s : s + self.batch_size], kept[s : s + self.batch_size])
+        starts = self._starts()
+        for s, e in zip(starts, [*starts[1:], self.n]):
+            if self.world > 1:
+                lo, hi = share(e - s, self.rank, self.world)
+                s, e = s + lo, s + hi
+            yield self.batch(self.index[perm[s:e]], present[s:e], kept[s:e])
 
     def batch(self, rows: np.ndarray, present: np.ndarray, kept: np.ndarray | None = None) -> Batch:
         """The batch of source rows ``rows`` (in that order) with their presence (and kept) masks."""

@@ -40,6 +40,7 @@ from mmae_core.model.completion import LatentCompletion, complete, fit_completio
 from mmae_core.config import TrainConfig
 from mmae_core.data.dataset import FeatureSet
 from mmae_core.model.device import resolve_device
+from mmae_core.model.distributed import Ranks
 from mmae_core.errors import CancelledError, ConfigError, DataError
 from mmae_core.model.mmae import AUX, MMAE
 from mmae_core.model.standardize import Standardizer
@@ -172,29 +173,39 @@ def train_rows(
     dataset_name: str = "",
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainedModel:
     """Train an MMAE on every row of ``source`` (memory or disk; see ``batches``). The config is
-    taken as checked: callers validate it once, where it enters."""
+    taken as checked: callers validate it once, where it enters.
+
+    ``ranks``: the process group of a torchrun launch (``distributed.process_group``); each process
+    then trains on its share of every batch under DistributedDataParallel. Only rank 0 fits the
+    latent completion: the other ranks' models are the same weights and are not kept."""
     names = list(source.dims)
     if len(names) < 2:
         raise ConfigError(f"{dataset_name or 'the data'} has only the modality {', '.join(names) or 'none'}; an MMAE needs at least two, use the unimodal baseline instead.")
     if source.n < 2:
         raise DataError(f"the train split of {dataset_name or 'the data'} has {source.n} item; training needs at least two.")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if ranks is None else ranks.device
     t0 = time.perf_counter()
     present, std = scan(source, names)  # one streaming pass: presence mask and statistics
+    if ranks is not None:
+        std = ranks.same_as_main(std)  # one scale on every rank, whatever a rank's arithmetic
     with _reproducible(cfg.seed), _step_threads(device) as threads:
         gen = torch.Generator().manual_seed(cfg.seed)  # validation split, shuffling, modality dropout
         model = MMAE(source.dims, cfg.latent, cfg.hidden, cfg.fusion).to(device)  # weights from the seeded global RNG
         opt, opt_name = make_optimizer(list(model.parameters()), cfg.lr, cfg.weight_decay)
         tr, va = _split_validation(source.n, cfg, gen)
-        batches = BatchSource(source, names, std, present, cfg.batch_size, cfg.modality_dropout, tr, device)
+        shard = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
+        batches = BatchSource(source, names, std, present, cfg.batch_size, cfg.modality_dropout, tr, device, shard)
         val = BatchSource(source, names, std, present, cfg.batch_size, 0.0, va, device) if len(va) else None
-        history = _fit(model, opt, batches, val, cfg, gen, t0, on_progress, should_stop)
+        history = _fit(model, opt, batches, val, cfg, gen, t0, on_progress, should_stop, ranks)
     model.eval()
     plan = f"autograd, {opt_name}, {threads} intra-op thread(s)" + ("" if device.type == "cpu" else f", {device.type}")
+    plan += "" if ranks is None else f", {ranks.describe()}"
     tm = TrainedModel(model, cfg, dict(source.dims), std, history, 0.0, dataset_name, plan=plan)
-    tm.completion = _fit_completion(tm, source, present)
+    if ranks is None or ranks.is_main:
+        tm.completion = _fit_completion(tm, source, present)
     tm.train_seconds = time.perf_counter() - t0
     return tm
 
@@ -225,11 +236,19 @@ def _fit(
     t0: float,
     on_progress: Callable[[Progress], None] | None,
     should_stop: Callable[[], bool] | None,
+    ranks: Ranks | None = None,
 ) -> list[dict]:
-    """The epoch loop; returns the history (and restores the best weights under early stopping)."""
+    """The epoch loop; returns the history (and restores the best weights under early stopping).
+
+    Under ``ranks`` the step calls the model through DistributedDataParallel (which averages the
+    gradients in ``backward``); the epoch's losses are summed over the ranks, validation runs on
+    rank 0's BatchNorm statistics and rank 0 decides an early stop, so every rank runs the same
+    number of steps. ``should_stop`` is asked on each rank (the dashboard never runs under torchrun)."""
     names = model.names
     M = len(names)
     steps = batches.steps_per_epoch()
+    net = model if ranks is None else ranks.wrap(model, may_skip=batches.p_drop > 0 or not batches.present.all())
+    shares = 1 if ranks is None else ranks.world_size
     history: list[dict] = []
     best_val, best_state, bad_epochs = float("inf"), None, 0
     model.train()
@@ -238,13 +257,15 @@ def _fit(
         for b in batches.epoch(gen):
             if should_stop is not None and should_stop():
                 raise CancelledError(f"training was cancelled by the user in epoch {epoch} of {cfg.epochs}; nothing was kept.")
-            out = model(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight, cfg.contrastive_weight,
-                        cfg.temperature, cfg.cross_weight)
+            out = net(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight, cfg.contrastive_weight,
+                      cfg.temperature, cfg.cross_weight)
             opt.zero_grad(set_to_none=False)  # an encoder absent from a batch gets a zero gradient, as Adam expects
             out.loss.backward()
             opt.step()
             acc += out.parts
-        parts = (acc / steps).tolist()  # the one host sync of the epoch
+        if ranks is not None:
+            ranks.sum(acc)
+        parts = (acc / (steps * shares)).tolist()  # the one host sync of the epoch
         if not np.all(np.isfinite(parts)):
             raise ConfigError(
                 f"training diverged at epoch {epoch} (the loss became NaN or infinite); lower the learning rate (now {cfg.lr:g})"
@@ -260,6 +281,8 @@ def _fit(
         record: dict = {"epoch": epoch, "losses": losses}
         stop_early = False
         if val is not None:
+            if ranks is not None:
+                ranks.sync_buffers(model)
             v = _validation_loss(model, val)
             record["val_total"] = v
             if v < best_val - 1e-7:
@@ -268,6 +291,8 @@ def _fit(
             else:
                 bad_epochs += 1
                 stop_early = cfg.early_stopping > 0 and bad_epochs >= cfg.early_stopping
+            if ranks is not None:
+                stop_early = ranks.agree(stop_early)
         elapsed = time.perf_counter() - t0
         record["elapsed_s"] = elapsed
         history.append(record)
@@ -276,6 +301,8 @@ def _fit(
             on_progress(Progress(epoch, cfg.epochs, epoch * steps, steps, dict(losses), elapsed, eta))
         if stop_early:
             break
+    if ranks is not None:
+        ranks.sync_buffers(model)  # the kept model is rank 0's, BatchNorm statistics included
     if best_state is not None and cfg.early_stopping > 0:
         model.load_state_dict(best_state)
     return history
