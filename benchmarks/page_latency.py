@@ -4,7 +4,7 @@ archive size, through ``streamlit.testing`` (AppTest: the page's script run, wit
 The store is synthetic and built through the store's own write path (``add_dataset``, ``add_model``,
 ``save_proposals``): N items in a train and a test split (10% test) with tiny features (the pages
 never read features), 128-d latents (fused and image), and k = 100 proposals on train whose cluster 0
-holds exactly 10,000 items. Targets (issue item 7): first paint <= 2 s, decision <= 1 s.
+holds exactly 10,000 items. Targets: first paint <= 2 s, decision <= 1 s.
 
 - first paint: a new AppTest session runs app.py, then the page; the page's run is timed (median of
   ``--visits``; the first visit of the process also pays imports and caches, so the max is shown too).
