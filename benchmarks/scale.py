@@ -4,7 +4,7 @@ Phases: make the archive (``make_archive.py``), ``import`` it, ``train`` on a sa
 (``--samples``, default 2,000,000 items drawn; training includes encoding every split and
 registering the latents), ``load-model`` (the encode phase on its own: encode every split of the
 trained checkpoint in chunks and register it), ``propose --k 100`` on the train split (every item but
-the test ones), ``evaluate --k 100`` on the test split (a stated stratified sample when large), and
+the test ones), ``propose --k auto`` (Leiden on a sample, every item placed by its neighbours), ``evaluate --k 100`` on the test split (a stated stratified sample when large), and
 ``export`` of the catalog as Parquet. For each: wall time, peak RSS as the kernel counts it (``Maximum
 resident set size``, which includes the touched pages of memory-mapped files) and items/s.
 
@@ -46,7 +46,15 @@ def _measure(cmd: list[str], log: Path) -> dict:
     return {"seconds": round(secs, 1), "peak_rss_gib": round(rss_kb / 2**20, 2), "stdout": proc.stdout}
 
 
-def run_size(items: int, work: Path, samples: int, k: int) -> list[dict]:
+def _n_test(arch: Path) -> int | None:
+    """The test split's size of an archive made earlier (for ``--only`` on a kept work folder)."""
+    import numpy as np
+
+    files = sorted((arch / "test").glob("*.npy")) if (arch / "test").is_dir() else []
+    return int(np.load(files[0], mmap_mode="r").shape[0]) if files else None
+
+
+def run_size(items: int, work: Path, samples: int, k: int, only: list[str] | None = None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     arch, db, ckpt = work / "archive", work / "s.duckdb", work / "m.pt"
     cli = [PY, "-m", "mmae_core"]
@@ -58,18 +66,26 @@ def run_size(items: int, work: Path, samples: int, k: int) -> list[dict]:
                    "--db", str(db), "--format", "json"], samples),
         ("encode", [*cli, "load-model", str(ckpt), "--dataset", "arch", "--model-name", "m2", "--db", str(db)], items),
         ("propose", [*cli, "propose", "--dataset", "arch", "--model", "m", "--k", str(k), "--split", "train", "--db", str(db)], None),
+        ("propose auto", [*cli, "propose", "--dataset", "arch", "--model", "m", "--k", "auto", "--split", "train",
+                          "--db", str(db)], None),
         ("evaluate", [*cli, "evaluate", "--dataset", "arch", "--model", "m", "--k", str(k), "--split", "test",
                       "--db", str(db), "--format", "json"], None),
         ("export", [*cli, "export", "--dataset", "arch", "--format", "parquet", "--out", str(work / "catalog.parquet"),
                     "--db", str(db)], items),
     ]
     rows = []
+    if only:
+        unknown = set(only) - {name for name, _, _ in phases}
+        if unknown:
+            raise SystemExit(f"unknown phase {sorted(unknown)[0]!r}; phases: {', '.join(name for name, _, _ in phases)}")
+        phases = [p for p in phases if p[0] in only]
+        n_test = _n_test(arch)
     for name, cmd, n in phases:
         m = _measure(cmd, work / f"{name.replace(' ', '_')}.log")
         if name == "make archive":
             n_test = json.loads(m["stdout"].strip().splitlines()[-1]).get("splits", {}).get("test")
         if n is None:
-            n = (items - n_test) if name == "propose" and n_test else (n_test or items)
+            n = (items - n_test) if name.startswith("propose") and n_test else (n_test or items)
         row = {"items": items, "phase": name, "seconds": m["seconds"], "peak_rss_gib": m["peak_rss_gib"],
                "items_per_s": round(n / max(m["seconds"], 1e-9)), "counted": n}
         rows.append(row)
@@ -94,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--keep", action="store_true", help="keep the archives and stores")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", nargs="+", metavar="PHASE",
+                    help="run only these phases on a work folder kept by an earlier run (--keep), e.g. --only 'propose auto'")
     args = ap.parse_args(argv)
     if not Path(TIME).exists():
         raise SystemExit(f"{TIME} is missing; install Debian's time package (apt-get install time).")
@@ -101,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.items:
         work = args.work / f"n{n}"
         try:
-            rows += run_size(n, work, args.samples, args.k)
+            rows += run_size(n, work, args.samples, args.k, args.only)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
