@@ -185,8 +185,18 @@ class Store:
     # -- models ---------------------------------------------------------------------------------
     def add_model(self, dataset: str, name: str, checkpoint: bytes, config: dict, info: dict,
                   latents: dict[str, dict[str, np.ndarray]]) -> int:
-        """Register a model with all its latents (``latents[split][kind]``, kind 'fused' or a modality)."""
-        return self._db.write(lambda con: _models.add(con, dataset, name, checkpoint, config, info, latents))
+        """Register a model with all its latents (``latents[split][kind]``, kind 'fused' or a modality).
+
+        The latents are written block by block ahead of the model (``store.models`` says why), and
+        the model's row claims them in one last transaction: a failure or a kill before it leaves no
+        model, and its blocks are deleted by the next registration."""
+        _, dim = self._db.read(lambda con: _models.check(con, dataset, name, checkpoint, latents))
+        token = self._db.write(lambda con: _models.pending_token(con, dim))
+        with _feature_files.pending_marker(self.path, token):
+            self._db.write(lambda con: _models.drop_pending(con, _feature_files.live_pending(self.path)))
+            for split, kind, start, w in _models.blocks(latents):
+                self._db.write(lambda con: _models.add_block(con, dataset, token, split, kind, start, w))
+            return self._db.write(lambda con: _models.add(con, dataset, name, checkpoint, config, info, latents, token))
 
     def list_models(self, dataset: str | None = None) -> pd.DataFrame:
         return self._db.read(lambda con: _models.listing(con, dataset))

@@ -88,6 +88,35 @@ def staging(store_path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+PENDING = "pending"
+
+
+@contextlib.contextmanager
+def pending_marker(store_path: Path, token: int) -> Iterator[None]:
+    """While latents are written ahead of their model under ``token`` (``store.models``), a temp
+    folder ``.tmp-<pid>-pending<token>`` says whose they are, so another process's registration
+    (``live_pending``) leaves them alone while this process lives; removed on exit."""
+    base = root(store_path)
+    base.mkdir(parents=True, exist_ok=True)
+    mark = base / f"{TMP}{os.getpid()}-{PENDING}{-token}"
+    mark.mkdir()
+    try:
+        yield
+    finally:
+        shutil.rmtree(mark, ignore_errors=True)
+
+
+def live_pending(store_path: Path) -> set[int]:
+    """The tokens of latents whose writer is still alive (see ``pending_marker``)."""
+    base = root(store_path)
+    live: set[int] = set()
+    for entry in base.glob(f"{TMP}*-{PENDING}*") if base.is_dir() else []:
+        pid, _, rest = entry.name[len(TMP):].partition("-")
+        if pid.isdigit() and rest[len(PENDING):].isdigit() and pid_alive(int(pid)):
+            live.add(-int(rest[len(PENDING):]))
+    return live
+
+
 def _link(src: Path, dst: Path) -> bool:
     """Hard-link a staged file into the temp folder (same disk, same bytes: no second copy)."""
     try:

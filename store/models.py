@@ -1,10 +1,16 @@
 """The model registry: checkpoints with their config and training info, and their latents.
 
-A model is registered together with all its latents in one transaction, so the store never has a
+A model becomes visible together with all its latents in one transaction, so the store never has a
 model whose latents are missing. Latents go in through Arrow fixed-size lists in one INSERT per block
 of ``LATENT_ROWS`` (29k items x 4 kinds x 128 dims in well under two seconds) instead of row by row.
 A latent array may be a file read in windows (``lazy.NpyWindows``): an archive's latents (1M items x
 4 kinds x 128 dims = 2 GB) are encoded to disk first and never held whole in memory.
+
+Each block is its own transaction, under a negative model id that no reader asks for (``pending_token``);
+the transaction that inserts the model's row claims them (``add``). Why not one transaction: DuckDB
+keeps an uncommitted insert in memory whatever its ``memory_limit`` (measured: 1M x 4 kinds x 128
+latents held 2.4 GiB resident until COMMIT, 0.7 GiB committed block by block). Blocks whose writer died
+are deleted by the next registration (``drop_pending``; ``Store.add_model`` says which are live).
 """
 from __future__ import annotations
 
@@ -38,8 +44,9 @@ def _dim_of(latents: dict[str, dict[str, np.ndarray]], name: str) -> int:
     raise AssertionError("unreachable")
 
 
-def add(con: duckdb.DuckDBPyConnection, dataset: str, name: str, checkpoint: bytes, config: dict, info: dict,
-        latents: dict[str, dict[str, np.ndarray]]) -> int:
+def check(con: duckdb.DuckDBPyConnection, dataset: str, name: str, checkpoint: bytes,
+          latents: dict[str, dict[str, np.ndarray]]) -> tuple[str, int]:
+    """Refuse a model that cannot be registered, before anything is written; (name, latent size)."""
     name = check_name(name, "model name")
     ds_id = dataset_id(con, dataset)
     if one(con, "SELECT 1 FROM models WHERE dataset_id = ? AND name = ?", [ds_id, name]):
@@ -48,39 +55,82 @@ def add(con: duckdb.DuckDBPyConnection, dataset: str, name: str, checkpoint: byt
         raise StoreError(f"The checkpoint of model '{name}' is not bytes; pass the serialized checkpoint file content.")
     dim = _dim_of(latents, name)
     modalities = set(loads(one(con, "SELECT modalities FROM datasets WHERE id = ?", [ds_id])[0]))
-    model_id = int(one(con, "SELECT nextval('model_ids')")[0])
-    con.execute(
-        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [model_id, ds_id, name, dim, dumps(config or {}), dumps(info or {}), bytes(checkpoint), utcnow()],
-    )
-    table = ident(schema.ensure_latents_table(con, dim))
     for split, kinds in latents.items():
         n = check_split(con, ds_id, dataset, split)
-        ids = con.sql(
-            "SELECT item_id FROM items WHERE dataset_id = $1 AND split = $2 ORDER BY row_idx", params=[ds_id, split]
-        ).to_arrow_table().column("item_id")
         for kind, x in kinds.items():
             if kind != FUSED and kind not in modalities:
                 raise StoreError(
                     f"Latents of kind '{kind}' do not match dataset '{dataset}'; use 'fused' or one of {', '.join(sorted(modalities))}."
                 )
-            arr = x if isinstance(x, (np.ndarray, NpyWindows)) else np.asarray(x, dtype=np.float32)
-            if len(arr.shape) != 2 or tuple(arr.shape) != (n, dim):
+            shape = tuple(getattr(x, "shape", np.shape(x)))
+            if len(shape) != 2 or shape != (n, dim):
                 raise StoreError(
-                    f"The {split}/{kind} latents of model '{name}' have shape {tuple(arr.shape)} but {split} has {n} items "
+                    f"The {split}/{kind} latents of model '{name}' have shape {shape} but {split} has {n} items "
                     f"and the latent size is {dim}; pass one row per item of that split."
                 )
+    return name, dim
+
+
+def pending_token(con: duckdb.DuckDBPyConnection, dim: int) -> int:
+    """A model id for latents written ahead of their model: the negative of a fresh sequence value,
+    so no reader (they all ask by a model's id) can see them until ``add`` claims them."""
+    schema.ensure_latents_table(con, dim)
+    return -int(one(con, "SELECT nextval('model_ids')")[0])
+
+
+def blocks(latents: dict[str, dict[str, np.ndarray]]):
+    """(split, kind, first row, float32 rows) in blocks of ``LATENT_ROWS``: one transaction each."""
+    for split, kinds in latents.items():
+        for kind, x in kinds.items():
+            arr = x if isinstance(x, (np.ndarray, NpyWindows)) else np.asarray(x, dtype=np.float32)
             for s, w in row_windows(arr, LATENT_ROWS):
-                w = np.ascontiguousarray(w, dtype=np.float32)
-                vec = pa.FixedSizeListArray.from_arrays(pa.array(w.reshape(-1), type=pa.float32()), dim)
-                block = pa.table({"row_idx": pa.array(np.arange(s, s + len(w), dtype=np.int32)),
-                                  "item_id": ids.slice(s, len(w)), "vec": vec})
-                with registered(con, "_latents_in", block):
-                    con.execute(
-                        f"INSERT INTO {table} SELECT ?, ?, ?, row_idx, item_id, vec FROM _latents_in",
-                        [model_id, split, kind],
-                    )
-                    pause_point("latents")  # crash tests: killed with some latents written, not committed
+                yield split, kind, s, np.ascontiguousarray(w, dtype=np.float32)
+
+
+def add_block(con: duckdb.DuckDBPyConnection, dataset: str, token: int, split: str, kind: str, start: int,
+              w: np.ndarray) -> None:
+    """One block of latents under the pending ``token``."""
+    ds_id = dataset_id(con, dataset)
+    dim = int(w.shape[1])
+    ids = con.sql(
+        "SELECT item_id FROM items WHERE dataset_id = $1 AND split = $2 AND row_idx >= $3 AND row_idx < $4 ORDER BY row_idx",
+        params=[ds_id, split, start, start + len(w)],
+    ).to_arrow_table().column("item_id")
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(w.reshape(-1), type=pa.float32()), dim)
+    block = pa.table({"row_idx": pa.array(np.arange(start, start + len(w), dtype=np.int32)), "item_id": ids, "vec": vec})
+    with registered(con, "_latents_in", block):
+        con.execute(
+            f"INSERT INTO {ident(schema.latents_table(dim))} SELECT ?, ?, ?, row_idx, item_id, vec FROM _latents_in",
+            [token, split, kind],
+        )
+        pause_point("latents")  # crash tests: killed with some latents written, the model not registered
+
+
+def drop_pending(con: duckdb.DuckDBPyConnection, keep: set[int]) -> None:
+    """Delete latents written ahead of a model that never came (their writer died or failed), except
+    those of the pending tokens in ``keep`` (writers still at work)."""
+    for table in schema.latent_tables(con):
+        con.execute(f"DELETE FROM {ident(table)} WHERE model_id < 0 AND NOT list_contains(?::BIGINT[], model_id)",
+                    [sorted(keep)])
+
+
+def add(con: duckdb.DuckDBPyConnection, dataset: str, name: str, checkpoint: bytes, config: dict, info: dict,
+        latents: dict[str, dict[str, np.ndarray]], token: int) -> int:
+    """The model's row, claiming the latents written under ``token`` (``add_block``): they become
+    visible in this one transaction, with the model, or not at all."""
+    name, dim = check(con, dataset, name, checkpoint, latents)
+    ds_id = dataset_id(con, dataset)
+    model_id = int(one(con, "SELECT nextval('model_ids')")[0])
+    con.execute(
+        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [model_id, ds_id, name, dim, dumps(config or {}), dumps(info or {}), bytes(checkpoint), utcnow()],
+    )
+    table = ident(schema.latents_table(dim))
+    want = sum(len(x) for kinds in latents.values() for x in kinds.values())
+    (got,) = one(con, f"SELECT count(*) FROM {table} WHERE model_id = ?", [token])
+    if int(got) != want:
+        raise StoreError(f"Some latents of model '{name}' were removed while it was being saved; train or load it again.")
+    con.execute(f"UPDATE {table} SET model_id = ? WHERE model_id = ?", [model_id, token])
     return model_id
 
 

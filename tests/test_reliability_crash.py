@@ -67,6 +67,8 @@ def test_kill_9_in_the_middle_leaves_nothing_half_written(db: Path, tmp_path: Pa
         assert {p.name for p in feature_files.root(db).iterdir()} == named and len(named) == 2
     if point == "latents":
         assert store.latents(rc.DATASET, "m2", "ood", "fused")[1].shape[1] == 16
+        with store.reader() as con:  # the killed run's blocks, written ahead of its model, were deleted
+            assert con.execute("SELECT count(*) FROM latents_16 WHERE model_id < 0").fetchall() == [(0,)]
     if point == "decision":
         assert store.history(rc.DATASET)["summary"].iloc[0].endswith("as 'lost'")
     if point == "export":

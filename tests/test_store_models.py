@@ -106,3 +106,39 @@ def test_latents_at_luma_scale_insert_in_about_a_second(tmp_path):
     print(f"one kind read back in {time.perf_counter() - t0:.2f} s")
     np.testing.assert_array_equal(x, lat["train"]["text"])
     assert ids[-1] == "item-28999"
+
+
+def _pending_rows(store: Store) -> int:
+    with store.reader() as con:
+        return int(con.execute("SELECT count(*) FROM latents_8 WHERE model_id < 0").fetchall()[0][0])
+
+
+def test_latents_go_in_block_by_block_and_only_the_model_row_makes_them_visible(tmp_path, monkeypatch):
+    from store import feature_files, models
+
+    store = Store(tmp_path / "s.duckdb")
+    fs = make_featureset()
+    store.add_dataset(fs)
+    lat = make_latents(fs, dim=8, kinds=("fused", "image"))
+    monkeypatch.setattr(models, "LATENT_ROWS", 7)  # 30 train items: five blocks, each its own transaction
+    store.add_model("toy", "m1", b"c", {}, {}, lat)
+    for split, kinds in lat.items():
+        for kind, x in kinds.items():
+            np.testing.assert_array_equal(store.latents("toy", "m1", split, kind)[1], x)
+    assert _pending_rows(store) == 0
+    before = store.checksum()
+    # a writer that died after two blocks: its rows are nobody's, and the store reads as it was
+    dead = store._db.write(lambda con: models.pending_token(con, 8))
+    for _, kind, start, w in list(models.blocks(lat))[:2]:
+        store._db.write(lambda con: models.add_block(con, "toy", dead, "train", kind, start, w))
+    assert _pending_rows(store) == 14 and store.checksum() == before
+    assert set(store.list_models("toy")["name"]) == {"m1"}
+    # a writer still at work (its marker names a live process) keeps its blocks; the dead one's go
+    live = store._db.write(lambda con: models.pending_token(con, 8))
+    with feature_files.pending_marker(store.path, live):
+        store._db.write(lambda con: models.add_block(con, "toy", live, "train", "fused", 0, lat["train"]["fused"][:7]))
+        store.add_model("toy", "m2", b"c", {}, {}, lat)
+        assert _pending_rows(store) == 7
+    np.testing.assert_array_equal(store.latents("toy", "m2", "test", "image")[1], lat["test"]["image"])
+    store.add_model("toy", "m3", b"c", {}, {}, lat)  # its marker is gone: collected by the next registration
+    assert _pending_rows(store) == 0
