@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 from benchmarks.map_size import synthetic
+from benchmarks.map_render import vega_raster_chart
 from ui import maps
 
 st.set_page_config(layout="wide")
@@ -85,7 +86,27 @@ def data(n):
     return xy, frame
 
 
+@st.cache_resource
+def raster(n):  # drawn once per map, as the page caches it
+    xy, frame = data(n)
+    return maps.raster_png(frame, maps.Extent.of(xy))
+
+
 xy, frame = data(n)
+if cand == "blank":  # the floor: Streamlit's own start, a grey block where the map would be
+    st.html("<div class='mm-plot' style='height:560px;background:#567'></div>")
+    st.markdown("Selection: 0 items")
+    st.stop()
+if cand == "image":  # the floor for a raster: the same PNG as a plain st.image, no selection
+    st.image(raster(n))
+    st.markdown("Selection: 0 items")
+    st.stop()
+if cand == "overlay":  # what the page uses above maps.MAX_POINTS
+    from ui.map_overlay import raster_map
+
+    state = raster_map(maps.overlay_data(frame, "label", maps.Extent.of(xy), raster(n)), key="map")
+    st.markdown(f"Selection: {len(maps.selected_rows(state, frame, 'box'))} items")
+    st.stop()
 if cand == "pydeck":
     import pydeck as pdk
 
@@ -104,8 +125,7 @@ if cand == "pydeck":
     st.markdown(f"Selection: {len(got)} items")
     st.stop()
 if cand == "datashader":
-    png = st.cache_resource(lambda n: maps.raster_png(frame, maps.Extent.of(xy)))(n)  # as the page caches it
-    chart = maps.build_raster_chart(frame, "label", maps.Extent.of(xy), png=png)
+    chart = vega_raster_chart(frame, "label", maps.Extent.of(xy), raster(n))
 else:
     chart = maps.build_chart(frame, "label", "box")
 state = st.altair_chart(chart, on_select="rerun", selection_mode=["box"], key="map")
@@ -113,7 +133,38 @@ st.markdown(f"Selection: {len(maps.selected_rows(state, frame, 'box'))} items")
 '''
 
 CHART = {"pydeck": '[data-testid="stDeckGlJsonChart"]', "altair": '[data-testid="stVegaLiteChart"]',
-         "datashader": '[data-testid="stVegaLiteChart"]'}
+         "datashader": '[data-testid="stVegaLiteChart"]', "overlay": ".mm-plot", "blank": ".mm-plot",
+         "image": '[data-testid="stImage"]'}
+NO_SELECTION = ("blank", "image")  # floors: paint only
+
+
+def vega_raster_chart(frame, colour_title: str, extent, png: bytes):
+    """The raster under a transparent Vega-Lite layer that takes the box: the page's large map until the
+    plain-image component (``ui.map_overlay``) replaced it, kept here to compare the two."""
+    import base64
+
+    import altair as alt
+    import pandas as pd
+
+    from ui.maps import palette
+
+    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    cats = [str(c) for c in frame["c"].cat.categories]
+    x = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[extent.x0, extent.x1], nice=False, zero=False))
+    y = alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[extent.y0, extent.y1], nice=False, zero=False))
+    image = alt.Chart(pd.DataFrame({"x": [extent.x0], "x2": [extent.x1], "y": [extent.y1], "y2": [extent.y0],
+                                    "url": [url]})).mark_image(aspect=False, align="left", baseline="top").encode(
+        x=x, x2="x2:Q", y=y, y2="y2:Q", url="url:N")
+    press = "[mousedown[!event.shiftKey], window:mouseup] > window:mousemove!"
+    box = alt.selection_interval(name="box", encodings=["x", "y"], on=press, translate=press, zoom=False,
+                                 clear="dblclick")
+    corners = alt.Chart(pd.DataFrame({"x": [extent.x0, extent.x1], "y": [extent.y0, extent.y1]})).mark_point(
+        opacity=0).encode(x=x, y=y).add_params(box)
+    keys = pd.DataFrame({"x": [extent.x0] * len(cats), "y": [extent.y0] * len(cats), "c": cats})
+    legend_layer = alt.Chart(keys).mark_circle(opacity=0, size=1).encode(
+        x=x, y=y, color=alt.Color("c:N", title=colour_title, scale=alt.Scale(domain=cats, range=palette(cats))))
+    return alt.layer(image, corners, legend_layer).properties(
+        height=560, usermeta={"embedOptions": {"renderer": "canvas"}})
 
 
 def _painted(png: bytes) -> float:
@@ -146,6 +197,8 @@ def measure(page, base: str, cand: str, n: int) -> dict:
         return row
     row["paint_s"] = time.perf_counter() - t0
     page.get_by_text("Selection: 0 items").wait_for(timeout=TIMEOUT_MS)
+    if cand in NO_SELECTION:
+        return row
     box = page.locator(CHART[cand]).first.bounding_box()
     cx, cy = box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2
     if cand == "pydeck":
@@ -157,26 +210,54 @@ def measure(page, base: str, cand: str, n: int) -> dict:
     return row
 
 
-def run(sizes: list[int], cands: list[str]) -> list[dict]:
+def run(sizes: list[int], cands: list[str], runs: int = 3) -> list[dict]:
+    """``runs`` measured visits per (size, candidate), interleaved so load from other work hits all
+    candidates alike. Before them, one visit per (size, candidate) fills the server's caches (the
+    synthetic map and its raster, as the page caches a map's raster); its paint is printed on stderr
+    as the first visit's."""
     from playwright.sync_api import sync_playwright
 
     rows = []
     # pydeck sends its points as JSON: at 1M points that exceeds Streamlit's default 200 MB message limit
     with streamlit_server(APP, "--server.maxMessageSize", "1000") as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        for cand in cands:  # warm-up: Streamlit's start, imports and datashader's numba compile
+
+        def visit(cand: str, n: int) -> dict:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            measure(page, base, cand, 500)
-            page.close()
+            try:
+                return measure(page, base, cand, n)
+            finally:
+                page.close()
+
+        for cand in cands:  # warm-up: Streamlit's start, imports and datashader's numba compile
+            visit(cand, 500)
         for n in sizes:
             for cand in cands:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                row = measure(page, base, cand, n)
-                print(row, file=sys.stderr, flush=True)
-                rows.append(row)
-                page.close()
+                print({"first visit": cand, "points": n, "paint_s": visit(cand, n)["paint_s"]}, file=sys.stderr, flush=True)
+            for r in range(runs):
+                for cand in cands:
+                    row = {**visit(cand, n), "run": r + 1}
+                    print(row, file=sys.stderr, flush=True)
+                    rows.append(row)
         browser.close()
     return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Median and range over the runs of each (candidate, points)."""
+    import numpy as np
+
+    out = []
+    for key in dict.fromkeys((r["component"], r["points"]) for r in rows):
+        got = [r for r in rows if (r["component"], r["points"]) == key]
+        row = {"component": key[0], "points": key[1], "runs": len(got)}
+        for col in ("paint_s", "selection_s"):
+            v = np.array([r[col] for r in got], dtype=float)
+            v = v[np.isfinite(v)]
+            row[col] = f"{np.median(v):.2f} ({v.min():.2f}-{v.max():.2f})" if v.size else "-"
+        row["selected"] = got[-1].get("selected", "-")
+        out.append(row)
+    return out
 
 
 def time_layout(n: int, method: str, dim: int = 128) -> dict:
@@ -200,7 +281,8 @@ def time_layout(n: int, method: str, dim: int = 128) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="29059,200000,1000000")
-    ap.add_argument("--cands", default="datashader,altair,pydeck")
+    ap.add_argument("--cands", default="blank,image,overlay,datashader,altair,pydeck")
+    ap.add_argument("--runs", type=int, default=3, help="measured visits per size and component")
     ap.add_argument("--layout", metavar="METHOD", help="instead: time computing a umap/tsne/pca map of --sizes points")
     args = ap.parse_args(argv)
     if args.layout:
@@ -211,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} is not installed; install Chromium to run this benchmark.", file=sys.stderr)
         return 2
-    rows = run([int(s) for s in args.sizes.split(",")], args.cands.split(","))
-    print(_table(rows, [("component", "component"), ("points", "points"), ("paint_s", "paint (s)"),
-                        ("selection_s", "selection round trip (s)"), ("selected", "page shows")]))
+    rows = run([int(s) for s in args.sizes.split(",")], args.cands.split(","), args.runs)
+    print(_table(summary(rows), [("component", "component"), ("points", "points"), ("runs", "runs"),
+                                 ("paint_s", "paint (s), median (range)"),
+                                 ("selection_s", "selection round trip (s)"), ("selected", "page shows")]))
     return 0
 
 
