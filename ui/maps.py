@@ -21,12 +21,13 @@ Why the chart is built as it is (measured by ``benchmarks/map_size.py``, see its
   ``overlay_data``); the box comes back in map coordinates and is resolved here on the server
   (``selected_rows``) against every point. Measured by ``benchmarks/map_render.py`` in headless
   Chromium (its docstring has the table): Altair's canvas took 16.6 s to paint 200,000 points and 47 s
-  for 1,000,000; pydeck (WebGL, points sent as JSON) 87 s for 200,000 and selects by click only; the
-  raster under a Vega-Lite layer paints in about a second more than a blank Streamlit page and its box
-  took 0.8-1.5 s to come back, as Vega loads, compiles and re-renders; the plain image with a box paints
-  as fast as ``st.image`` of the same PNG and its box comes back in one plain rerun. Below
-  ``MAX_POINTS`` the chart of points wins: its selection returns in 0.2-0.3 s, it has tooltips and picks
-  points by click.
+  for 1,000,000; pydeck (WebGL, points sent as JSON) 87 s for 200,000 and selects by click only. At
+  200,000 points, over five runs on the loaded 2-core machine, the raster under a Vega-Lite layer
+  painted in 2.5 s (median) and its box came back in 0.85 s, as Vega loads, compiles and re-renders;
+  the plain image with a box paints in 1.8 s, as fast as ``st.image`` of the same PNG (1.9 s; a blank
+  Streamlit page: 1.6 s), and its box comes back in 0.44 s, one plain rerun. 1,000,000 points: 2.4 s
+  and 0.4-1.2 s. Below ``MAX_POINTS`` the chart of points wins: its selection returns in 0.2-0.3 s, it
+  has tooltips and picks points by click.
 * Box selection drags, a click picks points (shift-click adds), the wheel zooms, shift-drag pans, and
   a double-click clears. Only the selection parameter (``box`` or ``pick``) is reported to Streamlit,
   so zooming and panning never rerun the page.
