@@ -12,6 +12,7 @@ import streamlit as st
 
 from mmae_core.evaluation.projection import METHODS
 from ui import archive, maps
+from ui.map_overlay import raster_map
 from ui.tagging import item_details, need_curator, page_context, show_error, show_flash, show_items, tag_items_form
 from ui.state import keep
 from ui.widgets import upload_limit_bytes, uploaded_files
@@ -99,19 +100,20 @@ frame, total = maps.map_frame(result.xy, groups, max_points=len(result.xy), seed
 raster = maps.use_raster(total)
 view_key = "|".join(map(str, (dataset, model, split, kind, method, seed)))
 views: dict = st.session_state.setdefault("explore_views", {})
+alt_text = (f"{maps.method_label(method)} map of {len(frame):,} {maps.split_label(split)} items "
+            f"({maps.kind_label(kind)}), coloured by {by}")
 if raster:
     select = "box"
     extent = views.get(view_key) or maps.Extent.of(result.xy)
     png = raster_png(view_key, by, maps.frame_digest(frame), extent, frame)
-    chart = maps.build_raster_chart(frame, COLOUR_TITLES[by], extent, png=png)
+    state = raster_map(maps.overlay_data(frame, COLOUR_TITLES[by], extent, png, alt=alt_text),
+                       key=f"explore_raster_{split}_{kind}_{method}_{seed}")
 else:
     select = st.radio("Select with", list(maps.SELECT_MODES), format_func=maps.SELECT_MODES.get, horizontal=True,
                       key="explore_select")
-    chart = maps.build_chart(frame, COLOUR_TITLES[by], select)
-state = st.altair_chart(chart, on_select="rerun", selection_mode=[select],
-                        key=f"explore_map_{split}_{kind}_{method}_{seed}_{select}_{raster}",
-                        alt=f"{maps.method_label(method)} map of {len(frame):,} {maps.split_label(split)} items "
-                            f"({maps.kind_label(kind)}), coloured by {by}")
+    state = st.altair_chart(maps.build_chart(frame, COLOUR_TITLES[by], select), on_select="rerun",
+                            selection_mode=[select], key=f"explore_map_{split}_{kind}_{method}_{seed}_{select}",
+                            alt=alt_text)
 
 notes = [f"{len(frame):,} points" + (", drawn as an image (select with a box)" if raster else "")]
 sampled = maps.sample_note(method, total)

@@ -270,32 +270,49 @@ def test_raster_draws_every_point_in_its_groups_colour_where_it_lies():
     assert img[60, 60, 3] == 0  # nothing drawn between the two groups
 
 
-def test_raster_chart_ships_an_image_and_corners_not_the_points():
+def test_raster_map_ships_the_image_and_legend_not_the_points():
+    import base64
+    import json
+
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(50_000, 2)).astype(np.float32)
     groups = np.array([f"g{i % 12}" for i in range(50_000)], dtype=object)
     frame, _ = maps.map_frame(xy, groups, max_points=len(xy))
     assert maps.use_raster(len(frame)) and not maps.use_raster(maps.MAX_POINTS)
-    chart = maps.build_raster_chart(frame, "label", maps.Extent.of(xy)).to_dict()
-    assert [p["name"] for p in chart["params"]] == ["box"]
-    rows = sum(len(v) for v in chart["datasets"].values())
-    assert rows == 1 + 2 + 12  # the image, two corners, one legend key per group
+    extent = maps.Extent.of(xy)
+    png = maps.raster_png(frame, extent)
+    data = maps.overlay_data(frame, "label", extent, png)
+    assert base64.b64decode(data["url"].split(",", 1)[1]) == png
+    assert data["extent"] == [extent.x0, extent.x1, extent.y0, extent.y1]
+    assert [k for k, _ in data["legend"]] == [f"g{i}" for i in sorted(range(12), key=str)]
+    assert len(json.dumps(data)) < len(png) * 1.4 + 2_000  # the image and a legend, no points
     state = {"selection": {"box": {"x": [0.0, 5.0], "y": [-5.0, 0.0]}}}
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= 5) & (xy[:, 1] >= -5) & (xy[:, 1] <= 0)
     assert maps.selected_rows(state, frame, "box").tolist() == np.flatnonzero(inside).tolist()
     assert maps.box_extent(state) == maps.Extent(0.0, 5.0, -5.0, 0.0)
 
 
-def test_a_map_above_the_points_limit_is_drawn_whole_as_an_image(demo, monkeypatch):
+def test_a_map_above_the_points_limit_is_drawn_whole_as_an_image_and_its_box_selects(demo, monkeypatch):
     monkeypatch.setattr(maps, "MAX_POINTS", 100)  # the demo store's test split has 150 items
     at = page_test("explore")
     at.run()
     assert not at.exception
     assert "150 points, drawn as an image" in captions(at)
-    spec = at.get("vega_lite_chart")[0].proto.spec
-    assert '"box"' in spec and "mark" in spec
+    assert not at.get("vega_lite_chart")  # no chart library: the raster component
+    (comp,) = at.get("bidi_component")
+    assert comp.proto.component_name == "mmae_raster_map" and "setStateValue" in comp.proto.js_content
     assert not at.get("radio") or "explore_select" not in [r.key for r in at.radio]
     assert at.button(key="explore_zoom").disabled  # nothing boxed yet
+    xy = demo.projection(DATASET, MODEL, "test", "fused", "pca", 42)
+    x0, x1 = float(np.median(xy[:, 0])), float(xy[:, 0].max())
+    y0, y1 = float(xy[:, 1].min()), float(xy[:, 1].max())
+    # what the browser reports after a drag: the box in map coordinates
+    at.session_state["explore_raster_test_fused_pca_42"] = {"box": {"x": [x0, x1], "y": [y0, y1]}}
+    at.run()
+    assert not at.exception
+    expected = int(((xy[:, 0] >= x0) & (xy[:, 0] <= x1)).sum())
+    assert any(f"Selection: {expected} items" == s.value for s in at.subheader), [s.value for s in at.subheader]
+    assert not at.button(key="explore_zoom").disabled
 
 
 def test_the_page_opens_on_the_background_umap_once_it_is_stored(demo):

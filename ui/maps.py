@@ -16,13 +16,18 @@ Why the chart is built as it is (measured by ``benchmarks/map_size.py``, see its
 * Above ``LIVELY_MAX`` points the unselected points are not faded and there are no tooltips: fading
   makes every move of the box repaint every point (0.7-1.6 s per move at 29,059 points on the busy
   test machine, 60-80 ms without, as only the box's region is repainted).
-* Above ``MAX_POINTS`` every point is still drawn, as a datashader raster under a transparent layer
-  that takes the box (``build_raster_chart``). Measured by ``benchmarks/map_render.py`` in headless
-  Chromium (its docstring has the table): Altair's canvas took 16.6 s to paint 200,000 points and
-  47 s for 1,000,000, pydeck (WebGL, points sent as JSON) 87 s for 200,000 and its selection is by
-  click only; the raster painted 200,000 points in 5.3 s and 1,000,000 in 8.3 s on a machine at
-  load 9, and the box is resolved on the server. Below that size the
-  chart of points wins: its selection returns in 0.2-0.3 s, it has tooltips and picks points by click.
+* Above ``MAX_POINTS`` every point is still drawn, as a datashader raster (``raster_png``, cached per
+  map by the page) in a plain image with a box drawn over it (``ui.map_overlay``, data from
+  ``overlay_data``); the box comes back in map coordinates and is resolved here on the server
+  (``selected_rows``) against every point. Measured by ``benchmarks/map_render.py`` in headless
+  Chromium (its docstring has the table): Altair's canvas took 16.6 s to paint 200,000 points and 47 s
+  for 1,000,000; pydeck (WebGL, points sent as JSON) 87 s for 200,000 and selects by click only. At
+  200,000 points, over five runs on the loaded 2-core machine, the raster under a Vega-Lite layer
+  painted in 2.5 s (median) and its box came back in 0.85 s, as Vega loads, compiles and re-renders;
+  the plain image with a box paints in 1.8 s, as fast as ``st.image`` of the same PNG (1.9 s; a blank
+  Streamlit page: 1.6 s), and its box comes back in 0.44 s, one plain rerun. 1,000,000 points: 2.4 s
+  and 0.4-1.2 s. Below ``MAX_POINTS`` the chart of points wins: its selection returns in 0.2-0.3 s, it
+  has tooltips and picks points by click.
 * Box selection drags, a click picks points (shift-click adds), the wheel zooms, shift-drag pans, and
   a double-click clears. Only the selection parameter (``box`` or ``pick``) is reported to Streamlit,
   so zooming and panning never rerun the page.
@@ -340,34 +345,20 @@ def raster_png(frame: pd.DataFrame, extent: Extent, size: tuple[int, int] = RAST
     return buf.getvalue()
 
 
-def build_raster_chart(frame: pd.DataFrame, colour_title: str, extent: Extent, height: int = 560,
-                       png: bytes | None = None) -> alt.LayerChart:
-    """The map for any number of points: the datashader raster, under a transparent layer that takes the
-    box selection (the same ``box`` parameter as ``build_chart``, so ``selected_rows`` reads it), and a
-    legend. Only the image and a few rows go to the browser; the selection is resolved on the server
-    against every point of ``frame``."""
-    png = raster_png(frame, extent) if png is None else png
-    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def overlay_data(frame: pd.DataFrame, colour_title: str, extent: Extent, png: bytes, height: int = 560,
+                 alt: str = "") -> dict:
+    """What ``ui.map_overlay.raster_map`` draws: the raster as a data URL, the region it covers (to turn the
+    drawn box into map coordinates) and the legend. Only the image and one row per colour group go to the
+    browser; the box is resolved on the server against every point of ``frame``."""
     cats = [str(c) for c in frame["c"].cat.categories]
-    scale_x = alt.Scale(domain=[extent.x0, extent.x1], nice=False, zero=False)
-    scale_y = alt.Scale(domain=[extent.y0, extent.y1], nice=False, zero=False)
-    x = alt.X("x:Q", axis=None, scale=scale_x)
-    y = alt.Y("y:Q", axis=None, scale=scale_y)
-    image = alt.Chart(pd.DataFrame({"x": [extent.x0], "x2": [extent.x1], "y": [extent.y1], "y2": [extent.y0],
-                                    "url": [url]})).mark_image(aspect=False, align="left", baseline="top").encode(
-        x=x, x2="x2:Q", y=y, y2="y2:Q", url="url:N")
-    press = "[mousedown[!event.shiftKey], window:mouseup] > window:mousemove!"
-    box = alt.selection_interval(name="box", encodings=["x", "y"], on=press, translate=press, zoom=False,
-                                 clear="dblclick")
-    corners = alt.Chart(pd.DataFrame({"x": [extent.x0, extent.x1], "y": [extent.y0, extent.y1]})).mark_point(
-        opacity=0).encode(x=x, y=y).add_params(box)
-    legend = alt.Legend(columns=2 if len(cats) > 18 else 1, symbolLimit=0, labelLimit=160, symbolOpacity=1)
-    keys = pd.DataFrame({"x": [extent.x0] * len(cats), "y": [extent.y0] * len(cats), "c": cats})
-    legend_layer = alt.Chart(keys).mark_circle(opacity=0, size=1).encode(
-        x=x, y=y, color=alt.Color("c:N", title=colour_title, legend=legend,
-                                  scale=alt.Scale(domain=cats, range=palette(cats))))
-    return alt.layer(image, corners, legend_layer).properties(
-        height=height, usermeta={"embedOptions": {"renderer": "canvas"}})
+    return {
+        "url": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        "extent": [extent.x0, extent.x1, extent.y0, extent.y1],
+        "height": height,
+        "title": colour_title,
+        "legend": [[c, h] for c, h in zip(cats, palette(cats))],
+        "alt": alt,
+    }
 
 
 def use_raster(points: int) -> bool:
