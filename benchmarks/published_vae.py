@@ -9,7 +9,8 @@ machine, and both are handled here rather than by changing the package:
   ``torchvision``. The PyPI torchvision wheels are built against CUDA torch and fail to load beside
   our CPU torch ("operator torchvision::nms does not exist"), and no CPU build is reachable here.
   We use none of those data sets or plots, so when torchvision cannot be imported an inert
-  placeholder module stands in for it; any real use of it would fail loudly, not silently.
+  placeholder module stands in for it while MultiVae is imported, and is taken out of
+  ``sys.modules`` afterwards, so nothing else in the process mistakes it for torchvision.
 
 The training budget is the MMAE's: the same standardized features (``Standardizer`` fit on train), the
 same epochs, batch 128, Adam at 1e-3, the package's default MLP encoders/decoders with Gaussian
@@ -43,19 +44,22 @@ class _Inert(types.ModuleType):
         return self
 
 
-def _torchvision_or_placeholder() -> None:
+def _torchvision_or_placeholder() -> list[str]:
+    """Make ``import torchvision`` work for MultiVae; the names of the placeholders put in (to remove)."""
     try:
         import torchvision  # noqa: F401
-        return
+        return []
     except Exception:  # absent, or a CUDA build that cannot load beside CPU torch
         for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[k]
-    for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "torchvision.datasets.utils",
-                 "torchvision.utils", "torchvision.models"):
+    names = ["torchvision", "torchvision.transforms", "torchvision.datasets", "torchvision.datasets.utils",
+             "torchvision.utils", "torchvision.models"]
+    for name in names:
         m = _Inert(name)
         m.__path__ = []
         m.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         sys.modules[name] = m
+    return names
 
 
 def multivae_models() -> tuple[Any | None, str]:
@@ -68,11 +72,15 @@ def multivae_models() -> tuple[Any | None, str]:
         import multivae  # noqa: F401
     except ImportError:
         return None, "multivae is not installed (pip install --no-deps -r requirements-extra.txt)"
-    _torchvision_or_placeholder()
+    placed = _torchvision_or_placeholder()
     try:
         import multivae.models as mm
+        import multivae.data.datasets.base  # noqa: F401  (fit_encode's batches; imported while the placeholder is in)
     except Exception as exc:  # an optional extra: any import failure means "not available here"
         return None, f"multivae does not import here ({type(exc).__name__}: {exc})"
+    finally:
+        for name in placed:  # MultiVae keeps its references; nothing else in the process sees the placeholder
+            sys.modules.pop(name, None)
     return mm, ""
 
 
