@@ -14,12 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from mmae_core.clustering.graph import parse_k_grid
-from mmae_core.config import EvalConfig
+from mmae_core.config import DEFAULT_PRESET, EvalConfig
 from mmae_core.errors import StudioError
 from studio.pipeline import evaluate_model
 from mmae_core.evaluation.reference import paper_reference
 from store.export import to_bytes
 from ui import state
+from ui.preset_pair import PAPER, preset_pair, preset_sentences, row_label, side_by_side
 from ui.widgets import (
     LABELLED_METRICS,
     UNLABELLED_METRICS,
@@ -180,6 +181,42 @@ if cfg is not None:
         st.caption("These settings have not been evaluated yet; the demo at full size takes a minute or so.")
 if results is not None:
     show_results(results[0], results[1], model, split, summary, suggestion)
+
+# -- the default preset beside the paper preset --------------------------------------------------------
+pair = preset_pair(store.list_models(dataset)) if models else None
+if pair is not None and cfg is not None:
+    st.subheader("The default preset beside the paper preset")
+    st.caption(f"Newest model of each: {row_label(DEFAULT_PRESET, pair[0])} and {row_label(PAPER, pair[1])}, "
+               "with the settings above.")
+    runs = store.runs(dataset)
+    found = {m: find_run(runs, m, split, eval_params(cfg)) if len(runs) else None for m in pair}
+    missing = [m for m in pair if found[m] is None]
+    if missing and st.button("Evaluate both presets", icon=":material/compare_arrows:", key="compare_pair_go"):
+        with st.status("Evaluating both presets…", expanded=True) as status:
+            for m in missing:
+                done = run_action(lambda m=m: evaluate_model(store, dataset, m, cfg, log=st.write))
+                if not done:
+                    break
+                found[m] = int(done.value["run"].iloc[0])
+            status.update(label="Evaluated." if done else "Not evaluated.", state="complete" if done else "error")
+    if all(found[m] is not None for m in pair):
+        tables = [run_metrics(str(store.path), int(found[m]["id"]) if isinstance(found[m], pd.Series) else int(found[m]))
+                  for m in pair]
+        labelled = tables[0]["ari"].notna().any() if "ari" in tables[0] else False
+        metrics = LABELLED_METRICS if labelled else UNLABELLED_METRICS
+        for who, table in zip(("default", "paper"), tables):
+            beaten = beaten_sentences(table, metrics)
+            if beaten:
+                st.warning(f"**A baseline beats the {who} preset here.** " + " ".join(beaten))
+            else:
+                st.success(f"No baseline beats the {who} preset at any k of this grid.")
+        if labelled:
+            st.info(" ".join(s for m in ("ari", "nmi") for s in preset_sentences(tables[0], tables[1], m, metrics[m])))
+        both = side_by_side(tables[0], tables[1], pair)
+        st.dataframe(both[[c for c in ("method", "k", *metrics) if c in both]], hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in metrics})
+    else:
+        st.caption("Evaluate both presets to see them side by side.")
 
 # -- history -----------------------------------------------------------------------------------------
 st.subheader("Earlier runs")

@@ -155,3 +155,45 @@ def test_defaults_are_sized_from_the_data_and_kept_across_visits(demo_store, app
     # the demo (LUMA-shaped: 50 classes of image, audio, text) keeps the paper's grid
     at.sidebar.selectbox[0].set_value("demo").run()
     assert at.text_input(key="compare_k").value == "30, 40, 42, 50, 60"
+
+
+def pair_table(at) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if d.value["method"].astype(str).str.startswith("MMAE, ").any())
+
+
+def test_default_and_paper_presets_side_by_side(demo_store, app):
+    """With a model of each preset, Compare evaluates both with the same settings and shows them in one
+    table, saying where a baseline beats either and where the paper preset is ahead of the default."""
+    from mmae_core.config import DEFAULT_PRESET, preset
+    from studio.pipeline import train_and_register
+
+    store = demo_store.store()
+    at = app("compare")
+    no_bug(at)
+    assert not any("beside the paper preset" in h.value for h in at.subheader)  # the paper model alone: no pair
+    default = train_and_register(store, demo_store.dataset, preset(DEFAULT_PRESET, epochs=2)).model_name
+    at = app("compare")
+    no_bug(at)
+    assert any("beside the paper preset" in h.value for h in at.subheader)
+    at.text_input(key="compare_k").input("5, 10").run()
+    by_label(at.button, "Evaluate both presets").click().run()
+    no_bug(at)
+    runs = store.runs(demo_store.dataset)
+    assert set(runs["model"]) == {default, demo_store.model} and len(runs) == 2
+    table = pair_table(at)
+    ours = [m for m in set(table["method"]) if m.startswith("MMAE")]
+    assert sorted(ours) == sorted([f"MMAE, default preset '{DEFAULT_PRESET}' ({default})",
+                                   f"MMAE, paper preset 'paper' ({demo_store.model})"])
+    assert {"fused_pca", "mcca", "spectral_pca"} <= set(table["method"])
+    assert sorted(set(table["k"].tolist())) == [5, 10] and len(table) == 2 * table["method"].nunique()  # baselines once
+    # both 2-epoch models are weak on the demo: the page says plainly which baselines beat each
+    said = " ".join(w.value for w in at.warning)
+    assert "baseline beats the default preset" in said and "baseline beats the paper preset" in said
+    assert any("paper preset" in i.value and "default" in i.value for i in at.info)
+    # a second visit reuses both stored runs: no button, same table
+    again = app("compare")
+    again.text_input(key="compare_k").input("5, 10").run()
+    no_bug(again)
+    assert not [b for b in again.button if b.label == "Evaluate both presets"]
+    assert len(pair_table(again)) == len(table)
+    assert len(store.runs(demo_store.dataset)) == 2
