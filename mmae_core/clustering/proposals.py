@@ -173,7 +173,7 @@ def propose(
     if n_repr < 1:
         raise ConfigError(f"the number of representatives must be at least 1 (got {n_repr}).")
     rows = np.flatnonzero(ok)
-    xv = np.ascontiguousarray(x[rows])
+    xv = np.ascontiguousarray(x) if ok.all() else np.ascontiguousarray(x[rows])  # (no copy of 0.5 GB at 1M when all are there)
     method = method or default_method(k)
     found = graph_labels(xv, method, k, resolution=resolution, seed=seed, kmeans=kmeans_any)
     k = found.k
