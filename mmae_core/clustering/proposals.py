@@ -92,12 +92,14 @@ def distinctive_words(texts: list[str], assign: np.ndarray, k: int, n_words: int
         has = cv.fit_transform(texts).tocsc()
     except ValueError:  # nothing but stop words
         return [[] for _ in range(k)]
+    import scipy.sparse as sp
+
     vocab = np.asarray(cv.get_feature_names_out())
-    onehot = np.zeros((len(assign), k))
-    onehot[np.arange(len(assign)), assign] = 1.0
-    in_c = np.asarray((has.T @ onehot).T)  # k x V: items of the cluster containing the word
+    # sparse: a dense items x k one-hot was 0.8 GB at a million items and 100 clusters
+    onehot = sp.csr_matrix((np.ones(len(assign)), (np.arange(len(assign)), assign)), shape=(len(assign), k))
+    in_c = np.asarray((onehot.T @ has).todense(), dtype=np.float64)  # k x V: items of the cluster containing the word
     total = in_c.sum(axis=0)
-    n_c = onehot.sum(axis=0)[:, None]
+    n_c = np.bincount(assign, minlength=k).astype(np.float64)[:, None]
     n_rest = len(assign) - n_c
     p_c = (in_c + 0.5) / (n_c + 1.0)
     p_rest = (total[None, :] - in_c + 0.5) / (n_rest + 1.0)
