@@ -1,7 +1,7 @@
 """First paint of the Catalog, Tags and Search pages and a tag decision on a 10,000-item cluster, at
 archive size, through ``streamlit.testing`` (AppTest: the page's script run, without a browser).
 
-The store is synthetic and built through the store's own write path (``add_dataset``, ``add_model``,
+The store is synthetic (``testkit.data.synthetic_archive``), built through the store's own write path (``add_dataset``, ``add_model``,
 ``save_proposals``): N items in a train and a test split (10% test) with tiny features (the pages
 never read features), 128-d latents (fused and image), and k = 100 proposals on train whose cluster 0
 holds exactly 10,000 items. Targets: first paint <= 2 s, decision <= 1 s.
@@ -25,52 +25,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mmae_core  # noqa: E402,F401  - sets OpenMP's wait policy first
 
-from mmae_core.data.dataset import FeatureSet, Split  # noqa: E402
 from store import Store  # noqa: E402
+from testkit.data import ARCHIVE, ARCHIVE_MODEL, synthetic_archive  # noqa: E402
 
-DATASET, MODEL, K, BIG, DIM = "archive", "synthetic-128", 100, 10_000, 128
+DATASET, MODEL, K, BIG = ARCHIVE, ARCHIVE_MODEL, 100, 10_000
 CURATOR = "page-latency-benchmark"
-
-
-def split(prefix: str, n: int, seed: int) -> Split:
-    rng = np.random.default_rng(seed)
-    ids = np.asarray([f"{prefix}-{i:07d}" for i in range(n)], dtype=object)
-    words = np.asarray(["violin", "dog", "rain", "choir", "engine", "harbour", "market", "train"])
-    meta = pd.DataFrame({"title": [f"{w} recording {i}" for i, w in enumerate(words[rng.integers(0, 8, n)])],
-                         "year": rng.integers(1950, 2024, n)})
-    feats = {"image": rng.normal(size=(n, 2)).astype(np.float32), "audio": rng.normal(size=(n, 2)).astype(np.float32)}
-    return Split(item_ids=ids, features=feats, labels=words[np.arange(n) % 8].astype(object), meta=meta)
 
 
 def build(db: Path, n: int) -> None:
     t = time.perf_counter()
-    store = Store(db)
-    n_test = n // 10
-    fs = FeatureSet(name=DATASET, modalities={"image": 2, "audio": 2},
-                    splits={"train": split("tr", n - n_test, 1), "test": split("te", n_test, 2)},
-                    synthetic=True, source="benchmarks/page_latency.py", attrs={})
-    store.add_dataset(fs)
-    rng = np.random.default_rng(0)
-    latents = {s: {k: rng.normal(size=(sp.n, DIM)).astype(np.float32) for k in ("fused", "image")}
-               for s, sp in fs.splits.items()}
-    store.add_model(DATASET, MODEL, b"not a checkpoint", {"latent": DIM, "seed": 0}, {"train_seconds": 0.0}, latents)
-    del latents
-    train = fs.splits["train"]
-    clusters = np.concatenate([np.zeros(BIG, dtype=np.int64), 1 + np.arange(train.n - BIG) % (K - 1)])
-    sizes = np.bincount(clusters, minlength=K)
-    table = pd.DataFrame({"cluster": np.arange(K), "size": sizes, "name": [f"proposed-{c}" for c in range(K)],
-                          "purity": np.linspace(0.5, 1.0, K), "cohesion": np.linspace(0.1, 0.9, K),
-                          "majority_label": ["violin"] * K,
-                          "representatives": [list(train.item_ids[clusters == c][:5]) for c in range(K)]})
-    store.save_proposals(DATASET, MODEL, "train", K, table, train.item_ids, clusters)
+    synthetic_archive(db, n, big=BIG, k=K)
     print(f"built {n:,} items in {time.perf_counter() - t:.0f} s", flush=True)
 
 

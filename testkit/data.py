@@ -93,3 +93,43 @@ def table_rows(store: Store, table: str) -> list[tuple]:
 def one_sentence(message: str) -> bool:
     """True when ``message`` reads as one sentence: one line, ending in a period, no inner sentence break."""
     return "\n" not in message and message.endswith(".") and not re.search(r"[.!?] [A-Z]", message)
+
+
+ARCHIVE, ARCHIVE_MODEL = "archive", "synthetic-128"
+
+
+def _archive_split(prefix: str, n: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    ids = np.asarray([f"{prefix}-{i:07d}" for i in range(n)], dtype=object)
+    words = np.asarray(["violin", "dog", "rain", "choir", "engine", "harbour", "market", "train"])
+    meta = pd.DataFrame({"title": [f"{w} recording {i}" for i, w in enumerate(words[rng.integers(0, 8, n)])],
+                         "year": rng.integers(1950, 2024, n)})
+    feats = {"image": rng.normal(size=(n, 2)).astype(np.float32), "audio": rng.normal(size=(n, 2)).astype(np.float32)}
+    return Split(item_ids=ids, features=feats, labels=words[np.arange(n) % 8].astype(object), meta=meta)
+
+
+def synthetic_archive(db: Path, n: int, big: int = 10_000, k: int = 100, dim: int = 128) -> Store:
+    """A store of ``n`` items written through the store's own paths, for the pages at archive size:
+    a train and a test split (10% test) with tiny features (the pages never read them), a model with
+    random ``dim``-d latents (its checkpoint is not a real one) and ``k`` proposals on train whose
+    cluster 0 holds ``big`` items. 1,000,000 items take about 50 s."""
+    store = Store(db)
+    n_test = n // 10
+    fs = FeatureSet(name=ARCHIVE, modalities={"image": 2, "audio": 2},
+                    splits={"train": _archive_split("tr", n - n_test, 1), "test": _archive_split("te", n_test, 2)},
+                    synthetic=True, source="testkit.data.synthetic_archive", attrs={})
+    store.add_dataset(fs)
+    rng = np.random.default_rng(0)
+    latents = {s: {kind: rng.normal(size=(sp.n, dim)).astype(np.float32) for kind in ("fused", "image")}
+               for s, sp in fs.splits.items()}
+    store.add_model(ARCHIVE, ARCHIVE_MODEL, b"not a checkpoint", {"latent": dim, "seed": 0}, {"train_seconds": 0.0}, latents)
+    del latents
+    train = fs.splits["train"]
+    clusters = np.concatenate([np.zeros(big, dtype=np.int64), 1 + np.arange(train.n - big) % (k - 1)])
+    sizes = np.bincount(clusters, minlength=k)
+    table = pd.DataFrame({"cluster": np.arange(k), "size": sizes, "name": [f"proposed-{c}" for c in range(k)],
+                          "purity": np.linspace(0.5, 1.0, k), "cohesion": np.linspace(0.1, 0.9, k),
+                          "majority_label": ["violin"] * k,
+                          "representatives": [list(train.item_ids[clusters == c][:5]) for c in range(k)]})
+    store.save_proposals(ARCHIVE, ARCHIVE_MODEL, "train", k, table, train.item_ids, clusters)
+    return store
