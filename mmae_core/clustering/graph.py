@@ -144,11 +144,13 @@ def _index(x: np.ndarray, seed: int) -> "object":
     return index
 
 
+SEARCH_ROWS = 65_536  # queries per faiss search call (bounds the distance buffers)
+
+
 def _search(index: "object", q: np.ndarray, kk: int) -> np.ndarray:
     out = np.empty((q.shape[0], kk), dtype=np.int64)
-    step = 65_536
-    for a in range(0, q.shape[0], step):
-        _, out[a:a + step] = index.search(np.ascontiguousarray(q[a:a + step], dtype=np.float32), kk)
+    for a in range(0, q.shape[0], SEARCH_ROWS):
+        _, out[a:a + SEARCH_ROWS] = index.search(np.ascontiguousarray(q[a:a + SEARCH_ROWS], dtype=np.float32), kk)
     return out
 
 
@@ -166,9 +168,8 @@ def extend(x: np.ndarray, sample: np.ndarray, sample_labels: np.ndarray, n_neigh
     index = _index(x[sample], seed)
     kk = min(n_neighbors, len(sample))
     k = int(sample_labels.max()) + 1 if (sample_labels >= 0).any() else 0
-    step = 65_536
-    for a in range(0, len(rest), step):
-        rows = rest[a:a + step]
+    for a in range(0, len(rest), SEARCH_ROWS):  # the votes of one search call's rows at a time
+        rows = rest[a:a + SEARCH_ROWS]
         nb = _search(index, x[rows], kk)
         lab = np.where(nb >= 0, sample_labels[np.clip(nb, 0, None)], UNASSIGNED)
         votes = np.zeros((len(rows), k + 1), dtype=np.float32)  # last column: no vote
