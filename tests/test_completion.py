@@ -71,7 +71,7 @@ def test_too_few_complete_items_keep_the_plain_mean() -> None:
     per = [rng.normal(size=(100, 4)) for _ in range(3)]
     present = np.ones((100, 3), dtype=bool)
     present[MIN_COMPLETE_ITEMS - 1 :, 0] = False  # only 49 items have everything
-    assert fit_completion(per, present) is None
+    assert fit_completion(per, present, np.mean(per, axis=0)) is None
     fused = np.nanmean(np.stack(per), axis=0)
     assert complete(None, fused, per, present) is fused
     fs = make_set(60)  # 60 items, 50 of them lack a modality: too few complete ones
@@ -142,10 +142,10 @@ def test_large_train_splits_fit_on_evenly_spaced_items_and_constant_encodings_ke
     per = [y @ rng.normal(size=(4, 4)) + 0.1 * rng.normal(size=(200, 4)) for _ in range(3)]
     present = np.ones((200, 3), dtype=bool)
     monkeypatch.setattr(completion, "MAX_FIT_ITEMS", 60)
-    c = fit_completion(per, present)
+    c = fit_completion(per, present, np.mean(per, axis=0))
     assert c is not None and c.n_fit == 60 and len(c.maps) == 6
     per[1] = np.zeros_like(per[1])  # a modality whose encodings never vary predicts nothing
-    c = fit_completion(per, present)
+    c = fit_completion(per, present, np.mean(per, axis=0))
     assert (1,) not in c.maps and (0, 1) in c.maps
 
 

@@ -57,11 +57,14 @@ def _wanted_subsets(present: np.ndarray) -> list[tuple[int, ...]]:
     return sorted(seen | {(j,) for j in range(M)}, key=_by_size)
 
 
-def fit_completion(per: list[np.ndarray], present: np.ndarray) -> LatentCompletion | None:
+def fit_completion(per: list[np.ndarray], present: np.ndarray, fused: np.ndarray) -> LatentCompletion | None:
     """Fit the maps on the train items that have every modality; None when too few have.
 
     ``per``: each modality's latents (n, latent) in model order, NaN rows where missing;
-    ``present``: the (n, M) presence mask.
+    ``present``: the (n, M) presence mask; ``fused``: the model's fused latents of the same rows,
+    the target. The model's own fusion, not the plain mean of ``per``: under reliability fusion a
+    complete item sits at the weighted mean, and a partial item mapped to the plain mean landed
+    beside its class rather than in it.
 
     Every subset's ridge problem, and its cross-validation, is a sub-block of sufficient statistics
     (Gram matrix, cross-products, sums) gathered in one pass over the complete items per fold, so
@@ -76,7 +79,7 @@ def fit_completion(per: list[np.ndarray], present: np.ndarray) -> LatentCompleti
     n = len(rows)
     Z = np.concatenate([np.asarray(p[rows], dtype=np.float64) for p in per], axis=1)
     L = per[0].shape[1]
-    Y = Z.reshape(n, len(per), L).mean(axis=1)  # the fused latent: mean of the encodings
+    Y = np.asarray(fused[rows], dtype=np.float64)
     folds = [_Stats.of(Z[f::FOLDS], Y[f::FOLDS]) for f in range(FOLDS)]
     total = _Stats.sum(folds)
     maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}

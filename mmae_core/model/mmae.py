@@ -92,20 +92,25 @@ class MMAE(nn.Module):
         """Encodings of the modalities ``which`` (indices, default all) present in ``x``, and their
         row-wise sum (B, latent) — the numerator of the fused mean (None if none was encoded)."""
         hs: dict[str, Tensor] = {}
-        total: Tensor | None = None
         n = next(iter(x.values())).shape[0]
         for j in range(len(self.names)) if which is None else which:
             m = self.names[j]
             r = rows.get(m)
             if m not in x or (r is not None and r.numel() == 0):
                 continue
-            h = self.enc[j](x[m] if r is None else x[m].index_select(0, r))
-            hs[m] = h
+            hs[m] = self.enc[j](x[m] if r is None else x[m].index_select(0, r))
+        return hs, self._sum(hs, rows, n)
+
+    @staticmethod
+    def _sum(hs: dict[str, Tensor], rows: Rows, n: int) -> Tensor | None:
+        total: Tensor | None = None
+        for m, h in hs.items():
+            r = rows.get(m)
             if r is None:
                 total = h if total is None else total + h
             else:
-                total = (h.new_zeros(n, self.latent) if total is None else total).index_add(0, r, h)
-        return hs, total
+                total = (h.new_zeros(n, h.shape[1]) if total is None else total).index_add(0, r, h)
+        return total
 
     def fuse(self, x: dict[str, Tensor], rows: Rows, inv_count: Tensor | float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Shared latent z = mean of the encodings an item has; also the per-modality encodings.
@@ -113,16 +118,23 @@ class MMAE(nn.Module):
         ``x`` may hold any subset of the modalities; ``inv_count`` is 1 / (modalities encoded per row),
         shape (B, 1), or None when every row has every modality in ``x``.
         """
-        if self.fusion == "reliability":
-            hs, _ = self.encode_sum(x, rows)
-            if not hs:
-                raise ValueError("no modality to encode")
-            total, norm = self._weighted(hs, rows, next(iter(x.values())).shape[0])
-            return total / norm, hs
         hs, total = self.encode_sum(x, rows)
         if total is None:
             raise ValueError("no modality to encode")
-        return total * (1.0 / len(hs) if inv_count is None else inv_count), hs
+        return self.fuse_encodings(hs, rows, next(iter(x.values())).shape[0], total, inv_count), hs
+
+    def fuse_encodings(self, hs: dict[str, Tensor], rows: Rows, n: int, total: Tensor | None = None,
+                       inv_count: Tensor | float | None = None) -> Tensor:
+        """The fusion rule on encodings already computed (``hs``: modality -> encodings of the rows
+        ``rows`` names): the plain mean, or the reliability-weighted one. ``fuse`` uses it on fresh
+        encodings; the conflict score on stored ones, fused over a subset of an item's modalities."""
+        if self.fusion == "reliability":
+            weighted, norm = self._weighted(hs, rows, n)
+            return weighted / norm
+        total = self._sum(hs, rows, n) if total is None else total
+        if total is None:
+            raise ValueError("no modality to encode")
+        return total * (1.0 / len(hs) if inv_count is None else inv_count)
 
     def _weighted(self, hs: dict[str, Tensor], rows: Rows, n: int) -> tuple[Tensor, Tensor]:
         """Σ_m w_m h_m and Σ_m w_m over the modalities each row has, w = exp(fusion_logit): a row

@@ -220,10 +220,10 @@ def _fit_completion(tm: TrainedModel, source: RowSource, present: np.ndarray) ->
     if len(complete_rows) > MAX_FIT_ITEMS:
         rows = complete_rows[np.linspace(0, len(complete_rows) - 1, MAX_FIT_ITEMS).astype(int)]
         sub = {m: source.take(m, rows) for m in tm.modalities}
-        _, per = encode(tm, sub, complete_missing=False)
-        return fit_completion([per[m] for m in tm.model.names], present[rows])
-    _, per = encode(tm, source, complete_missing=False)
-    return fit_completion([per[m] for m in tm.model.names], present)
+        fused, per = encode(tm, sub, complete_missing=False)
+        return fit_completion([per[m] for m in tm.model.names], present[rows], fused)
+    fused, per = encode(tm, source, complete_missing=False)
+    return fit_completion([per[m] for m in tm.model.names], present, fused)
 
 
 def _fit(
@@ -366,6 +366,40 @@ def encode(tm: TrainedModel, features: dict[str, np.ndarray] | RowSource, batch_
         present_all = np.stack([~np.isnan(per[m][:, 0]) for m in model.names], axis=1)
         fused = complete(tm.completion, fused, [per[m] for m in model.names], present_all)
     return fused, per
+
+
+@torch.inference_mode()
+def fuse_latents(tm: TrainedModel, per: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """The fused latent ``encode`` gives an item with the modalities ``per`` holds, from per-modality
+    latents already encoded (a NaN row: the item lacks that modality; an absent key: every item does).
+
+    The same fusion rule (``MMAE.fuse_encodings``) and the same completion of partial items, without
+    the features: the conflict score asks where the item would sit on one modality alone and on the
+    others alone, from the latents in the store.
+    """
+    model = tm.model.eval()
+    names = [m for m in model.names if m in per]
+    if not names:
+        raise DataError(f"no latents to fuse; give at least one of {', '.join(model.names)}.")
+    n = len(per[names[0]])
+    fused = np.full((n, model.latent), np.nan, dtype=np.float32)
+    present = np.stack([np.isfinite(per[m]).all(axis=1) for m in names], axis=1)
+    for s in range(0, n, batch_size):
+        p = present[s : s + batch_size]
+        some = p.any(axis=1)
+        if not some.any():
+            continue
+        p, rows_in = p[some], s + np.flatnonzero(some)
+        hs = {m: torch.from_numpy(np.ascontiguousarray(per[m][rows_in[p[:, j]]], dtype=np.float32)).to(tm.device)
+              for j, m in enumerate(names) if p[:, j].any()}
+        rows = {m: r for m, r in rows_of(p, names, tm.device).items() if m in hs}
+        z = model.fuse_encodings(hs, rows, len(p), inv_count=inv_count(p, tm.device))
+        fused[rows_in] = z.float().cpu().numpy()
+    if tm.completion is not None:
+        full = {m: per.get(m, np.full((n, model.latent), np.nan, dtype=np.float32)) for m in model.names}
+        present_all = np.stack([np.isfinite(full[m]).all(axis=1) for m in model.names], axis=1)
+        fused = complete(tm.completion, fused, [full[m] for m in model.names], present_all)
+    return fused
 
 
 @torch.inference_mode()
