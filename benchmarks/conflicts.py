@@ -13,6 +13,7 @@ before any tag is accepted).
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from archive_common import config, dataset, fit, fmt, machine, train_clusters
 from mmae_core.archive.conflicts import METHODS, fit_reference, score
 from mmae_core.data.dataset import Split
 from mmae_core.archive.novelty import auroc
-from mmae_core.model.train import encode
+from mmae_core.model.train import encode, fuse_latents
 
 
 def swap(sp: Split, frac: float, rng: np.random.Generator) -> tuple[Split, np.ndarray, np.ndarray]:
@@ -52,12 +53,13 @@ def run(tm, fs, k: int, rng: np.random.Generator, frac: float) -> dict[str, dict
     tr = fs.splits["train"]
     z_tr, per_tr = encode(tm, tr.features)
     _, assign = train_clusters(z_tr, k)
-    ref = fit_reference(per_tr, assign, [str(c) for c in range(k)], "train clusters")
+    fuse = partial(fuse_latents, tm)
+    ref = fit_reference(per_tr, assign, [str(c) for c in range(k)], "train clusters", fuse)
     sw, pos, which = swap(fs.splits["test"], frac, rng)
     _, per = encode(tm, sw.features)
     out = {}
     for method in METHODS:
-        s, _ = score(ref, per, method)
+        s, _ = score(ref, per, method, fuse)
         res = {"auroc": auroc(s[~pos], s[pos]), "p@n": precision_at(s, pos)}
         for j, m in enumerate(sw.features):
             res[f"auroc {m}"] = auroc(s[~pos], s[which == j])

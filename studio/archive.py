@@ -252,7 +252,11 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
                    log: Log = silent) -> pd.DataFrame:
     """Items of ``split`` ranked by how strongly their modalities disagree: item_id, score, flagged and
     per modality the tag or cluster its latent is nearest to. ``attrs['source']`` names the groups."""
-    from mmae_core.archive.conflicts import DEFAULT_METHOD, conflict_table, fit_reference
+    from functools import partial
+
+    from mmae_core.archive.conflicts import DEFAULT_METHOD, NEEDS_MODEL, conflict_table, fit_reference
+    from mmae_core.model.checkpoint import load_checkpoint
+    from mmae_core.model.train import fuse_latents
 
     have = _model_splits(store, dataset, model)
     _check_split(have, [split], dataset, model)
@@ -265,9 +269,11 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
     index = LatentIndex(store, dataset, model, have)
     groups = reference_groups(store, dataset, model, index)
     log(f"reference: {len(groups.names)} {groups.source}")
-    ref = fit_reference({m: index.rows(m, groups.item_ids) for m in mods}, groups.assign, groups.names, groups.source)
+    method = method or DEFAULT_METHOD
+    fuse = partial(fuse_latents, load_checkpoint(store.model_checkpoint(dataset, model))) if method in NEEDS_MODEL else None  # type: ignore[attr-defined]
+    ref = fit_reference({m: index.rows(m, groups.item_ids) for m in mods}, groups.assign, groups.names, groups.source, fuse)
     ids, _ = index.split(split, "fused")
     per = {m: index.split(split, m)[1] for m in ref.modalities}
-    out = conflict_table(ref, per, ids, method or DEFAULT_METHOD)
+    out = conflict_table(ref, per, ids, method, fuse)
     out.attrs.update({"source": groups.source, "split": split})
     return out

@@ -662,7 +662,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 def add_archive_commands(add: "object") -> None:
     """``novelty`` and ``conflicts`` (kept in one block, apart from the spine's commands)."""
-    from mmae_core.archive.conflicts import METHODS
+    from mmae_core.archive.conflicts import DEFAULT_METHOD, METHODS
     from mmae_core.archive.novelty import COMBINATIONS
 
     s = add("novelty", "score items by how novel they are (reconstruction error + distance to the nearest tag)",
@@ -680,7 +680,7 @@ def add_archive_commands(add: "object") -> None:
     s.add_argument("--dataset", required=True)
     s.add_argument("--model", help="default: the dataset's latest model")
     s.add_argument("--split", default="test")
-    s.add_argument("--method", choices=METHODS, help="disagreement score (default: margin)")
+    s.add_argument("--method", choices=METHODS, help=f"disagreement score (default: {DEFAULT_METHOD})")
     s.add_argument("--flagged-only", action="store_true", help="only items whose modalities point to different tags")
     s.add_argument("--top", type=int, help="only the N strongest disagreements")
     s.set_defaults(fn=cmd_conflicts)

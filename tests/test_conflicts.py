@@ -9,14 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from functools import partial
+
 from studio.cli import main
-from mmae_core.archive.conflicts import METHODS, conflict_table, fit_reference, score
+from mmae_core.archive.conflicts import METHODS, NEEDS_MODEL, conflict_table, fit_reference, score
 from mmae_core.config import preset
 from mmae_core.data.dataset import Split
 from mmae_core.errors import ConfigError
 from mmae_core.archive.novelty import auroc
 from studio.pipeline import train_and_register
-from mmae_core.model.train import encode, train
+from mmae_core.model.train import encode, fuse_latents, train
 from store import Store
 
 from .test_novelty import TINY, toy_set
@@ -37,11 +39,14 @@ def test_a_modality_from_another_group_is_flagged_and_ranked_first() -> None:
     per["audio"][1] = np.nan  # item 1 lacks audio and agrees otherwise
     per["image"][5] = np.nan
     per["audio"][5] = np.nan  # item 5 has text only: nothing to disagree with
-    for method in METHODS:
+    for method in set(METHODS) - set(NEEDS_MODEL):
         s, near = score(ref, per, method)
         assert s.argmax() == 0 and s[5] == 0.0
         assert near["text"][0] == 2 and near["image"][0] == 0 and near["audio"][1] == -1
-    table = conflict_table(ref, per, np.array([f"i{i}" for i in range(6)]))
+    for method in NEEDS_MODEL:  # made-up latents have no model to fuse them with
+        with pytest.raises(ConfigError, match="needs the model"):
+            score(ref, per, method)
+    table = conflict_table(ref, per, np.array([f"i{i}" for i in range(6)]), "margin")
     assert table["item_id"].iloc[0] == "i0" and bool(table["flagged"].iloc[0])
     assert table.set_index("item_id").loc["i0", ["image", "audio", "text"]].tolist() == ["a", "a", "c"]
     assert table["flagged"].sum() == 1 and pd.isna(table.set_index("item_id").loc["i1", "audio"])
@@ -49,15 +54,17 @@ def test_a_modality_from_another_group_is_flagged_and_ranked_first() -> None:
         fit_reference(per, np.zeros(6, dtype=int), ["only"], "x")
 
 
-def swap(sp: Split, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``n`` items get one modality (drawn uniformly) of an item of another class."""
+def swap(sp: Split, n: int, rng: np.random.Generator, same_class: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``n`` items get one modality (drawn uniformly) of an item of another class (or of the same one)."""
     feats = {m: x.copy() for m, x in sp.features.items()}
     mods = list(feats)
     labels = sp.labels.astype(str)
     rows = rng.choice(sp.n, size=n, replace=False)
     for i in rows:
         m = mods[int(rng.integers(len(mods)))]
-        donor = int(rng.choice(np.flatnonzero(labels != labels[i])))
+        donors = (labels == labels[i]) if same_class else (labels != labels[i])
+        donors[i] = False
+        donor = int(rng.choice(np.flatnonzero(donors)))
         feats[m][i] = sp.features[m][donor]
     swapped = np.zeros(sp.n, dtype=bool)
     swapped[rows] = True
@@ -72,14 +79,34 @@ def test_swapped_modalities_rank_first_at_small_size(name: str) -> None:
     from sklearn.cluster import KMeans
 
     assign = KMeans(5, n_init=4, random_state=0).fit_predict(z_tr)
-    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters")
+    fuse = partial(fuse_latents, tm)
+    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters", fuse)
     feats, swapped = swap(fs.splits["test"], 20, np.random.default_rng(3))  # 10% of 200 test items
     _, per = encode(tm, feats)
-    s, _ = score(ref, per)
-    top = np.argsort(-s, kind="mergesort")[:20]
-    # random scores: AUROC 0.5 +- 0.07 and precision@20 about 0.1; these bounds cannot be met by chance
-    assert auroc(s[~swapped], s[swapped]) > 0.85
-    assert swapped[top].mean() >= 0.5
+    for method in ("margin", "combined"):
+        s, _ = score(ref, per, method, fuse)
+        top = np.argsort(-s, kind="mergesort")[:20]
+        # random scores: AUROC 0.5 +- 0.07 and precision@20 about 0.1; these bounds cannot be met by chance
+        assert auroc(s[~swapped], s[swapped]) > 0.85
+        assert swapped[top].mean() >= 0.5
+
+
+def test_a_swap_between_two_items_of_one_class_is_seen_by_the_instance_score_only() -> None:
+    """Both items carry the same tag, so no group-based score can tell; the model's prediction of
+    where the item sits from the swapped modality alone still differs from the others'."""
+    fs = toy_set(n_classes=5, per_class={"train": 60, "test": 40})
+    tm = train(fs, preset("reliability", **TINY))
+    z_tr, per_tr = encode(tm, fs.splits["train"].features)
+    from sklearn.cluster import KMeans
+
+    assign = KMeans(5, n_init=4, random_state=0).fit_predict(z_tr)
+    fuse = partial(fuse_latents, tm)
+    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters", fuse)
+    feats, swapped = swap(fs.splits["test"], 40, np.random.default_rng(3), same_class=True)
+    _, per = encode(tm, feats)
+    got = {m: auroc(s[~swapped], s[swapped]) for m in ("margin", "cross") for s in [score(ref, per, m, fuse)[0]]}
+    # 40 swapped of 200: a chance AUROC is 0.5 +- 0.05, so 0.65 is three deviations above it
+    assert got["cross"] > 0.65 and got["cross"] > got["margin"] + 0.1, got
 
 
 @pytest.fixture(scope="module")

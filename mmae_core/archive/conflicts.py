@@ -29,14 +29,20 @@ two were within 0.015 of each other. The posterior-based ``agreement`` is kept a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from mmae_core.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("agreement", "margin")
-DEFAULT_METHOD = "margin"  # measured: benchmarks/conflicts.py, docs/results.md "Conflicts"
+METHODS: tuple[str, ...] = ("agreement", "margin", "cross", "combined")
+NEEDS_MODEL: tuple[str, ...] = ("cross", "combined")  # these fuse subsets of an item's latents
+DEFAULT_METHOD = "combined"  # measured: benchmarks/conflicts.py, docs/results.md "Conflicts"
+
+# stored per-modality latents (NaN rows: absent) -> the fused latent the model gives from just those
+Fuse = Callable[[dict[str, np.ndarray]], np.ndarray]
+_EPS = 1e-12
 
 
 @dataclass
@@ -46,10 +52,19 @@ class ConflictReference:
     centroids: dict[str, np.ndarray]  # modality -> (K, latent); NaN rows for groups without a member with m
     temperature: dict[str, float]  # modality -> mean squared distance of members to their own centroid
     source: str
+    # what the members score, to standardize the instance signal and the margin with (set with ``fuse``)
+    cross_log_mean: dict[str, float] | None = None
+    cross_log_std: dict[str, float] | None = None
+    margin_mean: float = 0.0
+    margin_std: float = 1.0
 
 
-def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[str], source: str) -> ConflictReference:
-    """Per-modality centroids and spreads of the reference groups (``assign``: group per row, -1 none)."""
+def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[str], source: str,
+                  fuse: Fuse | None = None) -> ConflictReference:
+    """Per-modality centroids and spreads of the reference groups (``assign``: group per row, -1 none).
+
+    With ``fuse`` (the model's ``fuse_latents``), also how the members score on the instance signal
+    and the margin: the ``cross`` and ``combined`` scores are standardized against them."""
     assign = np.asarray(assign, dtype=np.int64)
     k = len(names)
     if k < 2:
@@ -74,7 +89,41 @@ def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[st
         cents[m] = c
     if len(cents) < 2:
         raise ConfigError("fewer than two modalities have tagged or clustered items to compare; tag more items.")
-    return ConflictReference(list(cents), list(names), cents, temps, source)
+    ref = ConflictReference(list(cents), list(names), cents, temps, source)
+    if fuse is None:
+        return ref
+    members = assign >= 0
+    mem = {m: np.asarray(per[m])[members] for m in ref.modalities}
+    logd = {m: np.log(d + _EPS) for m, d in cross_distances(mem, fuse).items()}
+    ref.cross_log_mean = {m: float(np.nanmean(v)) if np.isfinite(v).any() else 0.0 for m, v in logd.items()}
+    ref.cross_log_std = {m: float(np.nanstd(v)) if np.isfinite(v).sum() > 1 and np.nanstd(v) > _EPS else 1.0
+                         for m, v in logd.items()}
+    margin, _ = score(ref, mem, "margin")
+    ref.margin_mean, ref.margin_std = float(margin.mean()), float(margin.std()) if margin.std() > _EPS else 1.0
+    return ref
+
+
+def cross_distances(per: dict[str, np.ndarray], fuse: Fuse) -> dict[str, np.ndarray]:
+    """Per modality m: the squared distance between the fused latent the model gives the item from m
+    alone and from its other modalities alone; NaN where the item lacks m or has nothing else.
+
+    An instance signal: a swapped caption names another *item*, so it predicts another latent even
+    when both items carry the same tag (which the group-based ``margin`` cannot see)."""
+    mods = list(per)
+    out: dict[str, np.ndarray] = {}
+    for m in mods:
+        z = np.asarray(per[m])
+        has = np.isfinite(z).all(axis=1)
+        others = {o: per[o] for o in mods if o != m}
+        some_other = np.any([np.isfinite(np.asarray(v)).all(axis=1) for v in others.values()], axis=0)
+        d = np.full(len(z), np.nan)
+        rows = np.flatnonzero(has & some_other)
+        if len(rows):
+            alone = fuse({m: z[rows]})
+            rest = fuse({o: np.asarray(v)[rows] for o, v in others.items()})
+            d[rows] = ((alone.astype(np.float64) - rest) ** 2).sum(axis=1)
+        out[m] = d
+    return out
 
 
 def _sqdist(z: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -86,10 +135,15 @@ def _sqdist(z: np.ndarray, c: np.ndarray) -> np.ndarray:
     return sq
 
 
-def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFAULT_METHOD) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(score per item, nearest group index per modality with -1 where the item lacks it)."""
+def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFAULT_METHOD,
+          fuse: Fuse | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(score per item, nearest group index per modality with -1 where the item lacks it).
+
+    ``cross`` and ``combined`` need ``fuse`` and a reference fitted with it."""
     if method not in METHODS:
         raise ConfigError(f"unknown disagreement score '{method}'; choose one of {', '.join(METHODS)}.")
+    if method in NEEDS_MODEL and (fuse is None or ref.cross_log_mean is None):
+        raise ConfigError(f"the '{method}' score needs the model that encoded the latents; score with margin or agreement without it.")
     mods = [m for m in ref.modalities if m in per]
     if len(mods) < 2:
         raise ConfigError("comparing modalities needs the latents of at least two modalities.")
@@ -114,7 +168,12 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
         nearest[m] = near
         sqs[m], present[m] = sq, has
     count = np.sum([present[m] for m in mods], axis=0)
-    if method == "agreement":
+    if method in NEEDS_MODEL:
+        s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
+        if method == "combined":
+            margin, _ = score(ref, per, "margin")
+            s = s + (margin - ref.margin_mean) / ref.margin_std
+    elif method == "agreement":
         mx = logp.max(axis=1, keepdims=True)
         s = -(mx[:, 0] + np.log(np.exp(logp - mx).sum(axis=1))) - (count - 1) * np.log(k)
     else:
@@ -133,10 +192,21 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
     return s, nearest
 
 
+def _instance(ref: ConflictReference, per: dict[str, np.ndarray], fuse: Fuse) -> np.ndarray:
+    """The largest standardized log ``cross_distances`` over the item's modalities (0 with fewer than two)."""
+    zs = [(np.log(d + _EPS) - ref.cross_log_mean[m]) / ref.cross_log_std[m]  # type: ignore[index]
+          for m, d in cross_distances(per, fuse).items()]
+    stacked = np.stack(zs, axis=1)
+    ok = np.isfinite(stacked).any(axis=1)
+    out = np.zeros(len(stacked))
+    out[ok] = np.nanmax(stacked[ok], axis=1)
+    return out
+
+
 def conflict_table(ref: ConflictReference, per: dict[str, np.ndarray], item_ids: np.ndarray,
-                   method: str = DEFAULT_METHOD) -> pd.DataFrame:
+                   method: str = DEFAULT_METHOD, fuse: Fuse | None = None) -> pd.DataFrame:
     """item_id, score, flagged, then one column per modality with the group it points to (None: absent)."""
-    s, near = score(ref, per, method)
+    s, near = score(ref, per, method, fuse)
     names = np.asarray(ref.names + [None], dtype=object)
     df = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=object).astype(str), "score": s})
     picks = np.stack([near[m] for m in near], axis=1)
