@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mmae_core.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
+from mmae_core.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset, sized_epochs
 from mmae_core.errors import ConfigError
 from studio.jobs import JobView
 from store.common import check_name
@@ -55,7 +55,10 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
                                     help=f"Rounded up to whole passes over the {n_train:,} train items.")
         epochs = budgeted(base, n_train, int(samples)).epochs
     else:
-        epochs = c[0].number_input("Epochs", 1, 10_000, base.epochs, key=k + "epochs")
+        sized = sized_epochs(base, n_train)
+        epochs = c[0].number_input("Epochs", 1, 10_000, sized, key=k + "epochs",
+                                   help=None if sized == base.epochs else
+                                   f"{sized} for {n_train:,} train items: the preset's {base.epochs} over-train a split this small.")
     batch = c[1].number_input("Batch size", 2, 65_536, max(base.batch_size, LARGE_BATCH) if large else base.batch_size,
                               key=k + "batch")
     lr = c[2].number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.0e", step=1e-4, key=k + "lr")

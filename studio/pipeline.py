@@ -111,6 +111,21 @@ def default_samples(n_train: int, samples: int | None, epochs_given: bool) -> in
     return samples
 
 
+def sized(cfg: TrainConfig, n_train: int, samples: int | None, epochs_given: bool, log: Log = silent) -> TrainConfig:
+    """``cfg`` with its epochs sized to a small train split (``config.sized_epochs``) when the user
+    asked for no epochs and no budget; says so, since the preset's own number is not what runs."""
+    from mmae_core.config import sized_epochs
+
+    if samples is not None or epochs_given:
+        return cfg
+    epochs = sized_epochs(cfg, n_train)
+    if epochs != cfg.epochs:
+        log(f"{epochs} epochs for {n_train:,} train items: the preset's {cfg.epochs} over-train a split this small; "
+            "--epochs sets them")
+        cfg = replace(cfg, epochs=epochs)
+    return cfg
+
+
 def budgeted(cfg: TrainConfig, n_train: int, samples: int | None = None, batch_given: bool = True) -> TrainConfig:
     """The config with a training budget: ``samples`` items drawn in all (rounded up to whole epochs
     of the train split, so every item is seen equally often and a seed stays reproducible), and, for
@@ -201,7 +216,7 @@ def train_and_register(
     rows = store.feature_rows(dataset, "train")
     asked = samples
     samples = default_samples(rows.n, samples, epochs_given)
-    cfg = budgeted(cfg, rows.n, samples, batch_given)
+    cfg = budgeted(sized(cfg, rows.n, samples, epochs_given, log), rows.n, samples, batch_given)
     name = check_name(model_name, "model name") if model_name else default_model_name(cfg, taken)
     if name in taken:
         raise ConfigError(f"a model named '{name}' already exists for {dataset}; choose another --model-name.")

@@ -74,3 +74,20 @@ def test_a_large_split_with_no_epochs_asked_gets_the_sample_budget():
     assert default_samples(LARGE_TRAIN - 1, None, epochs_given=False) is None  # the demo: the preset's epochs
     assert default_samples(950_000, None, epochs_given=True) is None  # --epochs is obeyed
     assert default_samples(950_000, 500_000, epochs_given=False) == 500_000
+
+
+def test_the_default_preset_trains_fewer_epochs_on_a_small_split_and_the_paper_preset_keeps_its_own():
+    from mmae_core.config import DEFAULT_PRESET, MIN_SIZED_EPOCHS, preset, sized_epochs
+    from studio.pipeline import sized
+
+    default, paper = preset(DEFAULT_PRESET), preset("paper")
+    assert default.epochs_by_size and not paper.epochs_by_size
+    assert sized_epochs(default, 300) == MIN_SIZED_EPOCHS == 20
+    assert sized_epochs(default, 1_500) == 20 and sized_epochs(default, 4_200) == 56
+    assert sized_epochs(default, 7_500) == sized_epochs(default, 90_000) == default.epochs == 100
+    assert sized_epochs(paper, 1_500) == 100  # the paper's method, as published
+    said: list[str] = []
+    assert sized(default, 1_500, None, epochs_given=False, log=said.append).epochs == 20
+    assert said == ["20 epochs for 1,500 train items: the preset's 100 over-train a split this small; --epochs sets them"]
+    assert sized(default, 1_500, None, epochs_given=True) == default  # --epochs is obeyed
+    assert sized(default, 1_500, 50_000, epochs_given=False) == default  # so is a budget
