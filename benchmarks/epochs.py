@@ -3,12 +3,13 @@
 For each set and seed it trains the given preset (default: ``config.DEFAULT_PRESET``) at each number
 of epochs and cuts the test latents as ``propose`` does at the class count (spectral clustering on the
 latents' 15-NN graph), then prints the ARI per set and number of epochs (mean ± 95% interval over
-seeds) with the train split's size, and which number of epochs is best per set. The sets: the real
+seeds) with the train split's size, which number of epochs is best per set, and how many the
+default gives that split (``config.sized_epochs``). The sets: the real
 digits (``mfeat``, ``mfeat-karhunen``, 1,500 train items) and the synthetic demo at two scales
 (``demo@0.07``: 1,450 train items; ``demo@0.3``: 6,300), so the size of the split and the kind of
 data can be told apart.
 
-    .venv/bin/python benchmarks/epochs.py --seeds 1..5
+    .venv/bin/python benchmarks/epochs.py --seeds 1..10
     .venv/bin/python benchmarks/epochs.py --sets mfeat,demo@0.07 --epochs 10,20,100 --seeds 1,2
 """
 from __future__ import annotations
@@ -35,10 +36,11 @@ from mmae_core.model.train import encode  # noqa: E402
 
 
 def load(name: str, seed: int):
-    """``mfeat…`` (a real set) or ``demo@SCALE``."""
+    """``mfeat…`` (a real set, in the tool's own split: the seed varies the training, as in
+    compare_methods.py) or ``demo@SCALE`` (drawn with the seed)."""
     if name.startswith("demo@"):
         return make_demo("demo", seed=seed, scale=float(name.split("@", 1)[1]))
-    return make_real(name, seed=seed)
+    return make_real(name)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         sized = sized_epochs(base, n_train)
         epochs = c[0].number_input("Epochs", 1, 10_000, sized, key=k + "epochs",
                                    help=None if sized == base.epochs else
-                                   f"{sized} for {n_train:,} train items: the preset's {base.epochs} over-train a split this small.")
+                                   f"{sized} for {n_train:,} train items: the preset's {base.epochs} cost clusters on small real sets.")
     batch = c[1].number_input("Batch size", 2, 65_536, max(base.batch_size, LARGE_BATCH) if large else base.batch_size,
                               key=k + "batch")
     lr = c[2].number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.0e", step=1e-4, key=k + "lr")

@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="%(default)s (the default) or paper: the method exactly as published (docs/design.md, 'The method')")
     s.add_argument("--epochs", type=int,
                    help="passes over the train split. Default: the preset's (100); the default preset trains one per "
-                        "75 train items below 7,500 of them, at least 20, since 100 over-train a small split")
+                        "75 train items below 7,500 of them, at least 20, since 100 cost clusters on small real sets")
     s.add_argument("--samples", type=int, metavar="N",
                    help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "
                         "e.g. 2000000 on a 1M-item archive is 2 epochs). Default: the preset's epochs, or "

@@ -120,7 +120,7 @@ def sized(cfg: TrainConfig, n_train: int, samples: int | None, epochs_given: boo
         return cfg
     epochs = sized_epochs(cfg, n_train)
     if epochs != cfg.epochs:
-        log(f"{epochs} epochs for {n_train:,} train items: the preset's {cfg.epochs} over-train a split this small; "
+        log(f"{epochs} epochs for {n_train:,} train items: the preset's {cfg.epochs} cost clusters on small real sets; "
             "--epochs sets them")
         cfg = replace(cfg, epochs=epochs)
     return cfg

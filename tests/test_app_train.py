@@ -48,7 +48,7 @@ def test_the_page_opens_on_the_default_preset(demo_store, app):
     no_bug(at)
     assert at.selectbox(key="train_preset").value == DEFAULT_PRESET != "paper"
     epochs = at.number_input(key=f"train_{DEFAULT_PRESET}_epochs")
-    assert epochs.value == 20 and "over-train a split this small" in epochs.help  # the demo's 850 train items
+    assert epochs.value == 20 and "cost clusters on small real sets" in epochs.help  # the demo's 850 train items
 
 
 def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):

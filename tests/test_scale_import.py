@@ -88,6 +88,6 @@ def test_the_default_preset_trains_fewer_epochs_on_a_small_split_and_the_paper_p
     assert sized_epochs(paper, 1_500) == 100  # the paper's method, as published
     said: list[str] = []
     assert sized(default, 1_500, None, epochs_given=False, log=said.append).epochs == 20
-    assert said == ["20 epochs for 1,500 train items: the preset's 100 over-train a split this small; --epochs sets them"]
+    assert said == ["20 epochs for 1,500 train items: the preset's 100 cost clusters on small real sets; --epochs sets them"]
     assert sized(default, 1_500, None, epochs_given=True) == default  # --epochs is obeyed
     assert sized(default, 1_500, 50_000, epochs_given=False) == default  # so is a budget
