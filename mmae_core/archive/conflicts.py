@@ -36,8 +36,8 @@ the same item.
 mean and spread, so each counts in units of what ordinary items score. Measured by swapping one
 modality of 10% of the test items with an item of another class (``benchmarks/compare_methods.py
 --bars all``, 10 seeds, the default preset; docs/results.md): on the four three-view digit sets
-margin .923–.947, cross .938–.962, combined .948–.972; on the six views margin MARGIN_ALL, cross
-CROSS_ALL, combined COMBINED_ALL. ``cross`` and ``combined`` need the model (``fuse``); the others
+margin .923–.947, cross .938–.962, combined .948–.972; on the six views margin .869, cross
+.927, combined .945. ``cross`` and ``combined`` need the model (``fuse``); the others
 work on latents alone.
 """
 from __future__ import annotations
