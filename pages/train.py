@@ -55,8 +55,8 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
                                     help=f"Rounded up to whole passes over the {n_train:,} train items.")
         epochs = budgeted(base, n_train, int(samples)).epochs
     else:
-        sized = sized_epochs(base, n_train)
-        epochs = c[0].number_input("Epochs", 1, 10_000, sized, key=k + "epochs",
+        sized = sized_epochs(base, n_train)  # per dataset: another dataset's size is not kept
+        epochs = c[0].number_input("Epochs", 1, 10_000, key=state.keep(k + "epochs", sized, dataset),
                                    help=None if sized == base.epochs else
                                    f"{sized} for {n_train:,} train items: the preset's {base.epochs} cost clusters on small real sets.")
     batch = c[1].number_input("Batch size", 2, 65_536, max(base.batch_size, LARGE_BATCH) if large else base.batch_size,

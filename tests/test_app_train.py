@@ -49,6 +49,12 @@ def test_the_page_opens_on_the_default_preset(demo_store, app):
     assert at.selectbox(key="train_preset").value == DEFAULT_PRESET != "paper"
     epochs = at.number_input(key=f"train_{DEFAULT_PRESET}_epochs")
     assert epochs.value == 20 and "cost clusters on small real sets" in epochs.help  # the demo's 850 train items
+    demo_store.store().add_dataset(small_set("mid", {"image": 2, "text": 2}, n=3_000))
+    at = app("train", dataset="demo")
+    at.sidebar.selectbox(key="_sidebar_dataset").set_value("mid").run()  # 3,000 train items: one epoch per 75
+    assert at.number_input(key=f"train_{DEFAULT_PRESET}_epochs").value == 40
+    at.sidebar.selectbox(key="_sidebar_dataset").set_value("demo").run()
+    assert at.number_input(key=f"train_{DEFAULT_PRESET}_epochs").value == 20
 
 
 def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):
