@@ -52,7 +52,7 @@ from mmae_core.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("agreement", "margin", "cross", "combined")
 NEEDS_MODEL: tuple[str, ...] = ("cross", "combined")  # these fuse subsets of an item's latents
-DEFAULT_METHOD = "combined"  # measured: benchmarks/conflicts.py, docs/results.md "Conflicts"
+DEFAULT_METHOD = "combined"  # measured: benchmarks/compare_methods.py --bars all, docs/results.md "Conflicts"
 
 # stored per-modality latents (NaN rows: absent) -> the fused latent the model gives from just those
 Fuse = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -182,28 +182,32 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
         nearest[m] = near
         sqs[m], present[m] = sq, has
     count = np.sum([present[m] for m in mods], axis=0)
-    if method in NEEDS_MODEL:
-        s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
-        if method == "combined":
-            margin, _ = score(ref, per, "margin")
-            s = s + (margin - ref.margin_mean) / ref.margin_std
-    elif method == "agreement":
+    if method == "agreement":
         mx = logp.max(axis=1, keepdims=True)
         s = -(mx[:, 0] + np.log(np.exp(logp - mx).sum(axis=1))) - (count - 1) * np.log(k)
+    elif method == "margin":
+        s = _margin(ref, mods, sqs, nearest, present)
     else:
-        s = np.zeros(n)
-        for i, m in enumerate(mods):
-            for m2 in mods[i + 1:]:
-                both = present[m] & present[m2]
-                r = np.flatnonzero(both)
-                for a_, b_ in ((m, m2), (m2, m)):
-                    own = np.sqrt(sqs[a_][r, nearest[a_][r]])
-                    other = np.sqrt(sqs[a_][r, nearest[b_][r]])
-                    other = np.where(np.isfinite(other), other, own)  # b's group has no a-centroid: no vote
-                    s[r] += (other - own) / np.sqrt(ref.temperature[a_])
-        s = np.maximum(s, 0.0)
+        s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
+        if method == "combined":
+            s = s + (_margin(ref, mods, sqs, nearest, present) - ref.margin_mean) / ref.margin_std
     s = np.where(count >= 2, s, 0.0)
     return s, nearest
+
+
+def _margin(ref: ConflictReference, mods: list[str], sqs: dict[str, np.ndarray], nearest: dict[str, np.ndarray],
+            present: dict[str, np.ndarray]) -> np.ndarray:
+    """The ``margin`` score from each modality's squared distances to the groups and nearest group."""
+    s = np.zeros(len(present[mods[0]]))
+    for i, m in enumerate(mods):
+        for m2 in mods[i + 1:]:
+            r = np.flatnonzero(present[m] & present[m2])
+            for a_, b_ in ((m, m2), (m2, m)):
+                own = np.sqrt(sqs[a_][r, nearest[a_][r]])
+                other = np.sqrt(sqs[a_][r, nearest[b_][r]])
+                other = np.where(np.isfinite(other), other, own)  # b's group has no a-centroid: no vote
+                s[r] += (other - own) / np.sqrt(ref.temperature[a_])
+    return np.maximum(s, 0.0)
 
 
 def _instance(ref: ConflictReference, per: dict[str, np.ndarray], fuse: Fuse) -> np.ndarray:

@@ -362,10 +362,18 @@ def encode(tm: TrainedModel, features: dict[str, np.ndarray] | RowSource, batch_
         for j, m in enumerate(names):
             if m in zs:
                 per[m][s + np.flatnonzero(present[:, j])] = zs[m].float().cpu().numpy()
-    if complete_missing and tm.completion is not None:
-        present_all = np.stack([~np.isnan(per[m][:, 0]) for m in model.names], axis=1)
-        fused = complete(tm.completion, fused, [per[m] for m in model.names], present_all)
-    return fused, per
+    return (_completed(tm, fused, per) if complete_missing else fused), per
+
+
+def _completed(tm: TrainedModel, fused: np.ndarray, per: dict[str, np.ndarray]) -> np.ndarray:
+    """``fused`` with every partial item's latent completed (``completion.py``) when the model has maps;
+    ``per``: per-modality latents with NaN rows (or no key) where an item lacks the modality."""
+    if tm.completion is None:
+        return fused
+    model = tm.model
+    full = [per[m] if m in per else np.full((len(fused), model.latent), np.nan, dtype=np.float32) for m in model.names]
+    present = np.stack([~np.isnan(p[:, 0]) for p in full], axis=1)
+    return complete(tm.completion, fused, full, present)
 
 
 @torch.inference_mode()
@@ -395,11 +403,7 @@ def fuse_latents(tm: TrainedModel, per: dict[str, np.ndarray], batch_size: int =
         rows = {m: r for m, r in rows_of(p, names, tm.device).items() if m in hs}
         z = model.fuse_encodings(hs, rows, len(p), inv_count=inv_count(p, tm.device))
         fused[rows_in] = z.float().cpu().numpy()
-    if tm.completion is not None:
-        full = {m: per.get(m, np.full((n, model.latent), np.nan, dtype=np.float32)) for m in model.names}
-        present_all = np.stack([np.isfinite(full[m]).all(axis=1) for m in model.names], axis=1)
-        fused = complete(tm.completion, fused, [full[m] for m in model.names], present_all)
-    return fused
+    return _completed(tm, fused, per)
 
 
 @torch.inference_mode()
