@@ -136,3 +136,28 @@ def test_cli_conflicts_json_contract(toy_db: Path, capsys: pytest.CaptureFixture
     assert main(["conflicts", "--dataset", "toy", "--split", "ood", "--db", str(toy_db)]) == 1
     out, errs = capsys.readouterr()
     assert out == "" and errs.startswith("error: ") and errs.count("\n") == 1
+
+
+def test_the_spreads_of_a_large_reference_come_from_evenly_spaced_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive's members would cost a fusion of every one of them; the spreads need a sample."""
+    import mmae_core.archive.conflicts as conflicts
+
+    fs = toy_set(n_classes=5, per_class={"train": 60, "test": 20})
+    tm = train(fs, preset("reliability", **TINY))
+    _, per_tr = encode(tm, fs.splits["train"].features)
+    assign = np.repeat(np.arange(5), 60)
+    seen: list[int] = []
+    fuse = partial(fuse_latents, tm)
+
+    def counting(per: dict[str, np.ndarray]) -> np.ndarray:
+        seen.append(len(next(iter(per.values()))))
+        return fuse(per)
+
+    full = fit_reference(per_tr, assign, list("abcde"), "x", counting)
+    assert set(seen) == {300}
+    seen.clear()
+    monkeypatch.setattr(conflicts, "STATS_ITEMS", 100)
+    sampled = fit_reference(per_tr, assign, list("abcde"), "x", counting)
+    assert set(seen) == {100}
+    for m in full.cross_log_mean:  # a spread measured on a third of the members is close to the whole's
+        assert abs(sampled.cross_log_mean[m] - full.cross_log_mean[m]) < 0.5 * full.cross_log_std[m]

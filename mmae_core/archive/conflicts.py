@@ -57,6 +57,7 @@ DEFAULT_METHOD = "combined"  # measured: benchmarks/compare_methods.py --bars al
 # stored per-modality latents (NaN rows: absent) -> the fused latent the model gives from just those
 Fuse = Callable[[dict[str, np.ndarray]], np.ndarray]
 _EPS = 1e-12
+STATS_ITEMS = 50_000  # reference items (evenly spaced) the instance and margin spreads are measured on
 
 
 @dataclass
@@ -106,7 +107,9 @@ def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[st
     ref = ConflictReference(list(cents), list(names), cents, temps, source)
     if fuse is None:
         return ref
-    members = assign >= 0
+    members = np.flatnonzero(assign >= 0)
+    if len(members) > STATS_ITEMS:  # a spread needs no more; an archive's members would cost GBs of fusions
+        members = members[np.linspace(0, len(members) - 1, STATS_ITEMS).astype(np.int64)]
     mem = {m: np.asarray(per[m])[members] for m in ref.modalities}
     logd = {m: np.log(d + _EPS) for m, d in cross_distances(mem, fuse).items()}
     ref.cross_log_mean = {m: float(np.nanmean(v)) if np.isfinite(v).any() else 0.0 for m, v in logd.items()}
