@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmae_core.config import PRESETS, TrainConfig  # noqa: E402
+from mmae_core.config import PRESETS, TrainConfig, sized_epochs  # noqa: E402
 from mmae_core.data.dataset import FeatureSet, Split  # noqa: E402
 from mmae_core.data.demo import make_demo  # noqa: E402
 from mmae_core.evaluation.evaluate import kmeans_labels  # noqa: E402
@@ -34,9 +34,13 @@ def dataset(name: str, scale: float, seed: int = 42) -> FeatureSet:
     return make_demo("demo", seed=seed, scale=scale) if name == "demo" else make_real("mfeat", seed=seed)
 
 
-def config(preset: str, epochs: int | None, seed: int = 42) -> TrainConfig:
-    base = PRESETS[preset]
-    return replace(base, seed=seed, **({"epochs": epochs} if epochs else {})).checked()
+def config(preset: str, epochs: int | None, seed: int = 42, n_train: int | None = None) -> TrainConfig:
+    """The preset with the seed; ``epochs`` when given, else what ``train`` runs on ``n_train``
+    items (``config.sized_epochs``), else the preset's own."""
+    base = replace(PRESETS[preset], seed=seed)
+    if epochs:
+        return replace(base, epochs=epochs).checked()
+    return replace(base, epochs=sized_epochs(base, n_train)).checked() if n_train else base.checked()
 
 
 def fit(fs: FeatureSet, cfg: TrainConfig) -> tuple[TrainedModel, float]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ from retrieval import md  # noqa: E402
 from mmae_core.archive.conflicts import DEFAULT_METHOD as CONFLICT_SCORE  # noqa: E402
 from mmae_core.archive.novelty import DEFAULT_COMBINE, auroc  # noqa: E402
 from mmae_core.clustering.graph import graph_labels, knn_graph  # noqa: E402
-from mmae_core.config import DEFAULT_PRESET, EvalConfig, sized_epochs  # noqa: E402
+from mmae_core.config import DEFAULT_PRESET, EvalConfig  # noqa: E402
 from mmae_core.data.realdata import REAL_SETS, make_real  # noqa: E402
 from mmae_core.evaluation.evaluate import evaluate_grid, kmeans_labels  # noqa: E402
 from mmae_core.evaluation.mcca import fit_search_space  # noqa: E402
@@ -84,12 +83,6 @@ def pair_p10(views: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, floa
 VAE_NAMES = {"mopoe": "MoPoE", "mmvaeplus": "MMVAE+"}
 
 
-def shipped(name: str, epochs: int | None, seed: int, n_train: int):
-    """The preset's config as ``train`` runs it: ``epochs`` when given, else sized to the split."""
-    cfg = config(name, epochs, seed)
-    return cfg if epochs else replace(cfg, epochs=sized_epochs(cfg, n_train))
-
-
 def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...],
              vae_epochs: int | None = None) -> tuple[list[dict], dict]:
     tr, te = fs.splits["train"], fs.splits["test"]
@@ -107,7 +100,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     models = {}
     for name in (DEFAULT_PRESET, "paper"):
         cpu0 = time.process_time()
-        tm, sec = fit(fs, shipped(name, epochs, seed, tr.n))
+        tm, sec = fit(fs, config(name, epochs, seed, tr.n))
         models[name] = tm
         extra[f"train s {name}"] = sec
         extra[f"train cpu s {name}"] = time.process_time() - cpu0  # steadier than wall time on a shared machine
@@ -128,7 +121,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     extra["p10 supervised"] = {f"{q}->{t}": float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
     for vae in vaes:
         cpu0 = time.process_time()
-        z = fit_encode(vae, tr_s, te_s, vae_epochs or shipped(DEFAULT_PRESET, epochs, seed, tr.n).epochs, seed)
+        z = fit_encode(vae, tr_s, te_s, vae_epochs or config(DEFAULT_PRESET, epochs, seed, tr.n).epochs, seed)
         extra[f"train cpu s {vae}"] = time.process_time() - cpu0
         c = cut(z, labels, k, seed)
         rows.append({"method": f"{VAE_NAMES[vae]} (kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
@@ -137,7 +130,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         rng = np.random.default_rng(seed + 500)
         fs_m = with_split(fs, "train", drop_modalities(tr, 0.5, rng))
         fs_m = with_split(fs_m, "test", drop_modalities(te, 0.5, rng))
-        tm_m, _ = fit(fs_m, shipped(DEFAULT_PRESET, epochs, seed, tr.n))
+        tm_m, _ = fit(fs_m, config(DEFAULT_PRESET, epochs, seed, tr.n))
         z_m, _ = encode(tm_m, fs_m.splits["test"].features)
         extra["missing50 ari"] = cut(z_m, labels, k, seed)["spectral"][0]
         extra["missing50 supervised ari"] = supervised_missing_ceiling(tr_s, tr.labels, te_s, fs_m.splits["test"], labels)
@@ -147,7 +140,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         classes = sorted(set(tr.labels.astype(str)))
         out = [str(c) for c in np.random.default_rng(seed).choice(classes, size=2, replace=False)]
         seen = hold_out(fs, out)
-        tm_n, _ = fit(seen, shipped(DEFAULT_PRESET, epochs, seed, seen.splits['train'].n))
+        tm_n, _ = fit(seen, config(DEFAULT_PRESET, epochs, seed, seen.splits['train'].n))
         by = novelty_scores(tm_n, fs, ["test"], k - 2, train_set=seen)["test"]
         novel = np.isin(labels.astype(str), out)
         extra["novelty auroc by combination"] = {how: auroc(sc[~novel], sc[novel]) for how, sc in by.items()}

@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="demo,mfeat")
     ap.add_argument("--presets", default="paper,aligned")
     ap.add_argument("--scale", type=float, default=0.2)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--epochs", type=int, default=None, help="default: what train runs on the split (config.sized_epochs)")
     ap.add_argument("--frac", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
@@ -82,7 +82,7 @@ def main() -> None:
         fs = dataset(dname, a.scale, a.seed)
         k = len(set(fs.splits["train"].labels.astype(str)))
         for pname in a.presets.split(","):
-            cfg = config(pname, a.epochs, a.seed)
+            cfg = config(pname, a.epochs, a.seed, fs.splits["train"].n)
             tm, sec = fit(fs, cfg)
             res = run(tm, fs, k, np.random.default_rng(a.seed), a.frac)
             for method, r in res.items():

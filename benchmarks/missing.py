@@ -51,7 +51,7 @@ def sweep_one(fs, rate: float, presets: list[str], epochs: int | None, seed: int
     kept = np.stack([te.present(m) for m in mods], axis=1)
     subsets = []
     for pname in presets:
-        tm, sec = fit(fs_r, config(pname, epochs, seed))
+        tm, sec = fit(fs_r, config(pname, epochs, seed, fs_r.splits["train"].n))
         # the product's fused latent (partial items completed) and, to show what completion adds,
         # the plain mean of the encodings an item has
         for label, completed in ((pname, True), (f"{pname} mean", False)):
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--presets", default="paper,aligned")
     ap.add_argument("--rates", default="0,0.2,0.5,0.8")
     ap.add_argument("--scale", type=float, default=0.2)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--epochs", type=int, default=None, help="default: what train runs on the split (config.sized_epochs)")
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
     print(f"machine: {machine()}")

@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="demo,mfeat")
     ap.add_argument("--presets", default="paper")
     ap.add_argument("--scale", type=float, default=0.2, help="demo scale (1 = LUMA-sized)")
-    ap.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--epochs", type=int, default=None, help="default: what train runs on the split (config.sized_epochs)")
     ap.add_argument("--pairs", type=int, default=2, help="held-out class pairs per dataset")
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
@@ -58,7 +58,7 @@ def main() -> None:
         fs = dataset(dname, a.scale, a.seed)
         classes = sorted(set(fs.splits["train"].labels.astype(str)))
         for pname in a.presets.split(","):
-            cfg = config(pname, a.epochs, a.seed)
+            cfg = config(pname, a.epochs, a.seed, fs.splits["train"].n)
             if "ood" in fs.splits:
                 tm, sec = fit(fs, cfg)
                 sc = scores(tm, fs, ["test", "ood"], len(classes))
