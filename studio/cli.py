@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, EvalConfig, PRESETS, preset
+from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, ITEMS_PER_SIZED_EPOCH, MIN_SIZED_EPOCHS, EvalConfig, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
 from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS, parse_k_grid as parse_k
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
@@ -415,11 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help="%(default)s (the default) or paper: the method exactly as published (docs/design.md, 'The method')")
     s.add_argument("--epochs", type=int,
-                   help="passes over the train split. Default: the preset's (100); the default preset trains one per "
-                        "75 train items below 7,500 of them, at least 20, since 100 cost clusters on small real sets")
+                   help=f"passes over the train split. Default: the preset's ({PRESETS[DEFAULT_PRESET].epochs}); the "
+                        f"default preset trains one per {ITEMS_PER_SIZED_EPOCH} train items below "
+                        f"{ITEMS_PER_SIZED_EPOCH * PRESETS[DEFAULT_PRESET].epochs:,} of them, at least {MIN_SIZED_EPOCHS}, "
+                        "since the preset's cost clusters on small real sets")
     s.add_argument("--samples", type=int, metavar="N",
                    help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "
-                        "e.g. 2000000 on a 1M-item archive is 2 epochs). Default: the preset's epochs, or "
+                        "e.g. 2000000 on a 1M-item archive is 2 epochs). Default: --epochs' default, or "
                         "2000000 when the train split has 100,000 items or more and no --epochs is given")
     s.add_argument("--batch-size", type=int,
                    help="items per step (preset default; 2048 when the train split has 100,000 items or more)")
