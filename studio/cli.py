@@ -540,11 +540,14 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
     model_modalities(store, args.dataset, model)  # a bad name fails before any progress line
-    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities, {args.space} space)")
+    err(f"measuring retrieval of {model} on the {args.split} split (every ordered pair of modalities, {SPACE_WORDS[args.space]})")
     for b in args.baseline or ():
         err(f"baseline {b} on the train split's features (its rows have method '{b}')")
     table = search_eval(store, args.dataset, model, split=args.split, metric=args.metric, baseline=args.baseline,
                         space=args.space, log=err)
+    used = table.loc[table["method"] == "mmae", "space"].iloc[0]
+    if used != args.space:
+        err(FELL_BACK.format(asked=SPACE_WORDS[args.space], used=SPACE_WORDS[used]))
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
     if args.baseline:
@@ -576,13 +579,19 @@ def cmd_search(args: argparse.Namespace) -> int:
                    split=args.split, metric=args.metric, vector_name=str(args.vector), space=args.space, log=err)
     what = f"item {args.item}" if args.item is not None else f"the vector in {args.vector}"
     err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, "
-        f"by {args.metric}, in the {args.space} space")
+        f"by {args.metric}, in the {SPACE_WORDS[found.attrs['space']]}")
+    if found.attrs["space"] != args.space:
+        err(FELL_BACK.format(asked=SPACE_WORDS[args.space], used=SPACE_WORDS[found.attrs['space']]))
     emit(found, args.format)
     return 0
 
 
-SPACE_HELP = ("where latents are compared: shared (default; the directions the model's per-modality latents share, "
-              "by a correlation-weighted CCA fitted on train) or latent (the raw latents)")
+SPACE_WORDS = {"tags": "tag space", "shared": "shared space", "latent": "raw latents"}
+FELL_BACK = ("this model has no {asked} (its latents give fewer than two tags, or cannot be lined up across "
+             "modalities), so the search used the {used}")
+SPACE_HELP = ("where latents are compared: tags (default; the chance two items carry the same of the model's own "
+              "tags, averaged with the shared-space cosine), shared (the directions the model's per-modality latents "
+              "share, by a correlation-weighted CCA fitted on train) or latent (the raw latents)")
 
 
 def add_search_commands(sub: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:

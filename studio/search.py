@@ -21,15 +21,15 @@ from mmae_core.errors import ConfigError, DataError, NotFoundError
 from mmae_core.log import Log, silent
 from mmae_core.search.retrieval import METRICS, encode_query, load_query_vector, mean_of_present, retrieval_metrics
 from mmae_core.search.index import IndexCache, IndexFiles, LatentIndex
+from mmae_core.search.spaces import FIT_ROWS as SPACE_ROWS, SharedSpace, TagSpace
 
 FUSED = "fused"
 K = 10
 INSTANCE = {"r_at_1": "recall_at_1", "r_at_5": "recall_at_5", "r_at_10": "recall_at_10"}
 EVAL_COLUMNS = ["method", "query", "target", "metric", "space", "split", "queries", "p_at_10", "map",
                 "recall_at_1", "recall_at_5", "recall_at_10", "median_rank"]
-SPACES = ("shared", "latent")  # where search compares: see shared_space
-DEFAULT_SPACE = "shared"
-SPACE_ROWS = 50_000  # the shared space is fitted on at most this many train items (evenly spaced)
+SPACES = ("tags", "shared", "latent")  # where search compares: see tag_space and shared_space
+DEFAULT_SPACE = "tags"
 SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
 BASELINES = ("mcca", "supervised")  # what ``search_eval(baseline=...)`` can put beside the model
@@ -268,51 +268,49 @@ def _check_space(space: str) -> str:
     return space
 
 
-@dataclass(frozen=True)
-class SharedSpace:
-    """A model's shared search space as plain arrays (see ``shared_space``): per modality, the train
-    mean of its latents and the (latent, k) weights of its correlation-weighted canonical variates.
-    Plain arrays so that a CLI call can load it from disk without importing the fitting code."""
-
-    names: tuple[str, ...]
-    means: dict[str, np.ndarray]
-    weights: dict[str, np.ndarray]
-
-    def transform_view(self, modality: str, z: np.ndarray) -> np.ndarray:
-        """(n, k) projections of one modality's latents; an all-NaN row (a missing modality) stays NaN."""
-        z = np.asarray(z, dtype=np.float32)
-        ok = np.isfinite(z).all(axis=1)
-        out = np.full((z.shape[0], self.weights[modality].shape[1]), np.nan, dtype=np.float32)
-        out[ok] = (z[ok] - self.means[modality]) @ self.weights[modality]
-        return out
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {**{f"mean.{i}": self.means[m] for i, m in enumerate(self.names)},
-                **{f"weight.{i}": self.weights[m] for i, m in enumerate(self.names)}}
-
-    @classmethod
-    def from_arrays(cls, names: list[str], arrays: dict[str, np.ndarray]) -> "SharedSpace":
-        return cls(tuple(names), {m: arrays[f"mean.{i}"].astype(np.float32) for i, m in enumerate(names)},
-                   {m: arrays[f"weight.{i}"].astype(np.float32) for i, m in enumerate(names)})
-
-
-def _space_key(store: "object", dataset: str, model: str) -> tuple[tuple, tuple, str, list[str]]:
-    """(key, fingerprint, split fitted on, modalities) of a model's shared space, from one read of its
-    latent kinds (a search asks for this on every call, so the latents table is scanned once)."""
+def _space_key(store: "object", dataset: str, model: str, what: str = "shared space") -> tuple[tuple, tuple, str, list[str]]:
+    """(key, fingerprint, split fitted on, modalities) of a model's ``what`` space, from one read of
+    its latent kinds (a search asks for this on every call, so the latents table is scanned once)."""
     kinds = store.latent_kinds(dataset, model)
     mods = model_modalities(store, dataset, model, kinds)
     splits = model_splits(store, dataset, model, kinds)
     fit_split = "train" if "train" in splits else splits[0]
-    key = (str(store.path), dataset, model, fit_split, "shared space", SPACE_VERSION)
+    key = (str(store.path), dataset, model, fit_split, what, SPACE_VERSION)
     return key, _fingerprint(store, dataset, model, fit_split, mods[0], kinds), fit_split, mods
+
+
+def _saved_space(store: "object", dataset: str, model: str, what: str, kind: type, fit: "object",
+                 cache: IndexCache, files: IndexFiles | None, log: Log) -> "SharedSpace | TagSpace | None":
+    """A model's ``what`` space: from the process, else from its file beside the store, else
+    ``fit(model's train latents by kind, fit split)`` and saved (a few kB, at any size: each CLI call
+    is a new process). None for a one-modality model or where ``fit`` gives None."""
+    key, fingerprint, fit_split, mods = _space_key(store, dataset, model, what)
+    if len(mods) < 2:
+        return None
+    files = index_files(store) if files is None else files
+
+    def build() -> "SharedSpace | TagSpace | None":
+        saved = files.load_arrays(key, fingerprint)
+        if saved is not None:
+            try:
+                return kind.from_arrays(mods, saved)
+            except KeyError:
+                pass  # written for other modalities: refit
+        log(f"fitting the {what} of {model} on its {fit_split} latents (once per model) ...")
+        sp = fit(lambda kind_: store.latents(dataset, model, fit_split, kind_)[1], mods)
+        if sp is not None:
+            files.save_arrays(key, fingerprint, sp.arrays())  # the next process skips the fit
+        return sp
+
+    return cache.get(key, fingerprint, build)  # type: ignore[return-value]
 
 
 def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
                  files: IndexFiles | None = None, log: Log = silent) -> SharedSpace | None:
     """The model's shared search space: multiset CCA of its per-modality latents, fitted on the train
     split (at most ``SPACE_ROWS`` items, evenly spaced), each component weighted by its canonical
-    correlation (``mcca.fit_search_space``). None for a one-modality model, or one whose train latents
-    cannot be lined up (a modality no train item has): search then compares the raw latents.
+    correlation (``spaces.fit_shared_space``). None for a one-modality model, or one whose train
+    latents cannot be lined up (a modality no train item has): search then compares the raw latents.
 
     Why: a per-modality latent also carries what only its own modality knows (the image's style, the
     recording's noise), which a search in another modality's latents cannot use and which swamps what
@@ -320,52 +318,67 @@ def shared_space(store: "object", dataset: str, model: str, cache: IndexCache = 
     proportion to how strongly they share them. Measured worst-pair class P@10 of the aligned preset:
     full demo 0.26 -> 0.46, digits 0.71 -> 0.72; the paper preset's per-modality latents become
     searchable (digits 0.08 -> 0.67; docs/results.md, "Cross-modal search"). Deterministic (one
-    eigendecomposition, no random draw). Kept in the process like the indexes, and saved beside the
-    store (``STORE.indexes/``, a few kB) at any size: each CLI call is a new process, and refitting
-    cost it about 2.5 s at 100k items (scikit-learn's import and the fit).
+    eigendecomposition, no random draw). Refitting cost a CLI call about 2.5 s at 100k items.
     """
-    key, fingerprint, fit_split, mods = _space_key(store, dataset, model)
-    if len(mods) < 2:
-        return None
-    files = index_files(store) if files is None else files
+    def fit(latents, mods: list[str]) -> SharedSpace | None:
+        from mmae_core.search.spaces import fit_shared_space
 
-    def build() -> SharedSpace | None:
-        saved = files.load_arrays(key, fingerprint)
-        if saved is not None:
-            try:
-                return SharedSpace.from_arrays(mods, saved)
-            except KeyError:
-                pass  # written for other modalities: refit
-        from mmae_core.evaluation.mcca import fit_search_space  # scikit-learn's import is paid only when fitting
-
-        log(f"fitting the shared search space of {model} on its {fit_split} latents (once per model) ...")
-        per = {m: store.latents(dataset, model, fit_split, m)[1] for m in mods}
-        step = max(1, -(-len(per[mods[0]]) // SPACE_ROWS))
         try:
-            fitted = fit_search_space({m: z[::step] for m, z in per.items()})
+            return fit_shared_space({m: latents(m) for m in mods})
         except ConfigError:  # e.g. a modality no train item has: nothing to line up, search the raw latents
             return None
-        sp = SharedSpace(tuple(mods), {m: fitted.means_[m].astype(np.float32) for m in mods},
-                         {m: fitted.weights_[m].astype(np.float32) for m in mods})
-        files.save_arrays(key, fingerprint, sp.arrays())  # a few kB; the next process skips the fit
-        return sp
 
-    return cache.get(key, fingerprint, build)  # type: ignore[return-value]
+    return _saved_space(store, dataset, model, "shared space", SharedSpace, fit, cache, files, log)  # type: ignore[return-value]
+
+
+def tag_space(store: "object", dataset: str, model: str, cache: IndexCache = CACHE,
+              files: IndexFiles | None = None, log: Log = silent) -> TagSpace | None:
+    """The model's tag space (``spaces.TagSpace``): the model's own Leiden tags of its train latents,
+    a classifier of them per modality, and the shared space to order items within a tag. None where
+    there is no shared space or the latents give fewer than two tags: search then uses the shared
+    space (or the raw latents) and says so. Seeded by the model's own seed, so it is reproducible."""
+    shared = shared_space(store, dataset, model, cache, files, log)
+    if shared is None:
+        return None
+    seed = int(store.model_config(dataset, model).get("seed", SAMPLE_SEED))
+
+    def fit(latents, mods: list[str]) -> TagSpace | None:
+        from mmae_core.search.spaces import fit_tag_space
+
+        return fit_tag_space({m: latents(m) for m in mods}, latents(FUSED), seed=seed, shared=shared, log=log)
+
+    return _saved_space(store, dataset, model, "tag space", TagSpace, fit, cache, files, log)  # type: ignore[return-value]
+
+
+def _space(store: "object", dataset: str, model: str, space: str, cache: IndexCache = CACHE,
+           files: IndexFiles | None = None, log: Log = silent) -> tuple["SharedSpace | TagSpace | None", str]:
+    """The fitted space a search in ``space`` compares in, and its name; a space the model cannot
+    have falls back to the next one (tags -> shared -> latent), named as what it is."""
+    if space == "tags":
+        sp = tag_space(store, dataset, model, cache, files, log)
+        if sp is not None:
+            return sp, "tags"
+        space = "shared"
+    if space == "shared":
+        sp = shared_space(store, dataset, model, cache, files, log)
+        if sp is not None:
+            return sp, "shared"
+    return None, "latent"
 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,
               cache: IndexCache = CACHE, files: IndexFiles | None = None,
               log: Log = silent) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
-    """(item ids, {kind: vectors}, the space used) of a split; ``fused`` under ``shared`` is the mean of
-    the item's projected modalities (its latents' shared part), not the fused latent. A model without
-    a shared space (``shared_space`` is None) gives its raw latents, and says ``latent``."""
-    sp = shared_space(store, dataset, model, cache, files, log) if space == "shared" else None
+    """(item ids, {kind: vectors}, the space used) of a split; ``fused`` under ``shared`` or ``tags``
+    is the mean of the item's projected modalities (what its latents share), not the fused latent. A
+    model without that space (``_space``) gives the next one, and says which."""
+    sp, used = _space(store, dataset, model, space, cache, files, log)
     out: dict[str, np.ndarray] = {}
     ids = None
     if sp is None:
         for kind in kinds:
             ids, out[kind] = store.latents(dataset, model, split, kind)
-        return ids, out, "latent"
+        return ids, out, used
     mods = list(sp.names)
     need = mods if FUSED in kinds else [k for k in kinds if k != FUSED]
     views = {}
@@ -374,7 +387,7 @@ def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list
         views[m] = sp.transform_view(m, z)
     for kind in kinds:
         out[kind] = mean_of_present(views) if kind == FUSED else views[kind]
-    return ids, out, "shared"
+    return ids, out, used
 
 
 def _fingerprint(store: "object", dataset: str, model: str, split: str, kind: str,
@@ -435,11 +448,13 @@ def search_items(store: "object", dataset: str, model: str, query: Query, target
         raise ConfigError(f"--top must be at least 1 (got {top}).")
     ids, index = target_index(store, dataset, model, query.split, target, metric, cache, files, space, log)
     vector = query.vector
-    sp = shared_space(store, dataset, model, cache, files, log) if space == "shared" else None
+    sp, used = _space(store, dataset, model, space, cache, files, log)
     if sp is not None:
         vector = sp.transform_view(query.source, vector[None, :])[0]
     rows, scores = index.search(vector, int(top))
-    return pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "item_id": ids[rows].astype(str), "score": scores})
+    out = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "item_id": ids[rows].astype(str), "score": scores})
+    out.attrs["space"] = used  # the space asked for, or the one it fell back to (``_space``)
+    return out
 
 
 def with_details(found: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
@@ -460,5 +475,5 @@ def search(store: "object", dataset: str, model: str, source: str, target: str, 
     # only the found items' catalog rows: the whole catalog of an archive-sized dataset takes seconds
     found = with_details(hits, store.catalog(dataset, hits["item_id"].tolist()))
     found.insert(3, "metric", metric)
-    found.attrs.update(query=q.item, source=source, target=target, split=q.split, space=space)
+    found.attrs.update(query=q.item, source=source, target=target, split=q.split, space=hits.attrs["space"])
     return found

@@ -11,7 +11,7 @@ import pytest
 
 from mmae_core.model.checkpoint import load_checkpoint
 from mmae_core.search.retrieval import encode_query, nearest
-from studio.search import shared_space
+from studio.search import shared_space, tag_space
 from store import Store
 
 from .test_app_tags import DATASET, MODEL, messages, one_sentence, page_test
@@ -60,15 +60,17 @@ def test_item_query_returns_the_nearest_items_and_the_metrics(demo):
     at.text_input(key="search_find").set_value("demo-test-000003")
     at.run()
     assert not at.exception
-    # the default: the shared space of the model's latents
-    found = results(at)
-    space = shared_space(demo, DATASET, MODEL)
+    # the default: the tag space of the model's latents; then the shared space, when asked
     ids_q, zq = demo.latents(DATASET, MODEL, "test", "text")
     ids_t, zt = demo.latents(DATASET, MODEL, "test", "image")
-    idx, scores = nearest(space.transform_view("text", zq[3:4])[0], space.transform_view("image", zt), top=10)
-    assert list(found["item_id"]) == list(ids_t[idx])
-    np.testing.assert_allclose(found["cosine"].to_numpy(dtype=float), np.round(scores, 4), atol=1e-4)
-    assert {"label", "title", "tag"} <= set(found.columns)
+    for space in (tag_space(demo, DATASET, MODEL), shared_space(demo, DATASET, MODEL)):
+        found = results(at)
+        idx, scores = nearest(space.transform_view("text", zq[3:4])[0], space.transform_view("image", zt), top=10)
+        assert list(found["item_id"]) == list(ids_t[idx])
+        np.testing.assert_allclose(found["cosine"].to_numpy(dtype=float), np.round(scores, 4), atol=1e-4)
+        assert {"label", "title", "tag"} <= set(found.columns)
+        at.selectbox(key="search_space").set_value("shared").run()
+        assert not at.exception
     # the raw latents, when asked
     at.selectbox(key="search_space").set_value("latent").run()
     assert not at.exception

@@ -61,7 +61,8 @@ def db(trained_db: Path, tmp_path: Path) -> Path:
 
 
 def test_search_eval_json_is_every_ordered_pair_with_class_and_instance_metrics(db, capsys):
-    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--format", "json")
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--space", "shared",
+                          "--format", "json")
     assert code == 0, errs
     rows = json.loads(out)  # stdout holds the JSON alone
     pairs = {(r["query"], r["target"]) for r in rows}
@@ -70,8 +71,8 @@ def test_search_eval_json_is_every_ordered_pair_with_class_and_instance_metrics(
     for r in rows:
         assert {"query", "target", "p_at_10", "map", "metric", "split", *INSTANCE} <= set(r)
         assert r["split"] == "test" and 0 <= r["p_at_10"] <= 1 and 0 <= r["map"] <= 1
-    # the numbers are retrieval_metrics of the model's vectors in the shared space (the default), under
-    # the metric it reports; with --space latent, of the stored latents themselves
+    # the numbers are retrieval_metrics of the model's vectors in the shared space, under the metric it
+    # reports; with --space latent, of the stored latents themselves
     store = Store(db)
     labels = store.load_dataset("demo").splits["test"].labels
     _, vecs = shared(store, [*mods, "fused"])
@@ -163,7 +164,7 @@ def test_search_eval_baseline_supervised_shows_what_the_labels_allow(db, capsys)
 
 def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
     code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-test-000003", "--from", "text",
-                          "--to", "image", "--top", "7", "--format", "json")
+                          "--to", "image", "--top", "7", "--space", "shared", "--format", "json")
     assert code == 0, errs
     rows = json.loads(out)
     store = Store(db)
@@ -178,7 +179,7 @@ def test_search_item_json_matches_a_brute_force_ranking(db, capsys):
     ids_q, zq = store.latents("demo", "al", "test", "text")
     ids_t, zt = store.latents("demo", "al", "test", "image")
     idx, scores = nearest(zq[list(ids_q).index("demo-test-000003")], zt, top=7)
-    assert code == 0 and "latent space" in errs and [r["item_id"] for r in json.loads(out)] == list(ids_t[idx])
+    assert code == 0 and "raw latents" in errs and [r["item_id"] for r in json.loads(out)] == list(ids_t[idx])
     np.testing.assert_allclose([r["score"] for r in json.loads(out)], scores, atol=1e-5)
     assert {"label", "title", "caption", "tag", "status", "split", "metric"} <= set(rows[0])
     # table output, fused target, euclidean, another split
@@ -249,7 +250,7 @@ def test_bad_input_is_one_line_and_exit_1(db, capsys, tmp_path, case, words):
 def test_a_model_without_per_modality_latents_is_refused_in_a_sentence(db, capsys):
     store = Store(db)
     fs = store.load_dataset("demo")
-    latents = {s: {"fused": np.zeros((sp.n, 4), dtype=np.float32)} for s, sp in fs.splits.items()}
+    latents = {s: {"fused": np.zeros((sp.n, 128), dtype=np.float32)} for s, sp in fs.splits.items()}
     store.add_model("demo", "fused-only", b"not used", {}, {}, latents)
     for argv in (["search-eval", "--dataset", "demo", "--model", "fused-only"],
                  ["search", "--dataset", "demo", "--model", "fused-only", "--item", "demo-test-000001",
@@ -262,9 +263,9 @@ def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_pat
     CACHE.clear()
     store = Store(db)
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
-    first = search_items(store, "demo", "al", q, "image")
+    first = search_items(store, "demo", "al", q, "image", space="shared")
     builds = CACHE.builds
-    again = search_items(store, "demo", "al", q, "image")
+    again = search_items(store, "demo", "al", q, "image", space="shared")
     assert CACHE.builds == builds and again.equals(first)
     # the same file, dataset and model name, but other latents (the store was rebuilt with another seed)
     other = tmp_path / "other.duckdb"
@@ -275,7 +276,7 @@ def test_the_index_is_built_once_and_rebuilt_when_the_latents_change(db, tmp_pat
     store = Store(db)
     ids, vecs = shared(store, ["text", "image"])
     q2 = query_latent(store, "demo", "al", "text", item="demo-test-000003")
-    got = search_items(store, "demo", "al", q2, "image")
+    got = search_items(store, "demo", "al", q2, "image", space="shared")
     idx, _ = nearest(vecs["text"][list(ids).index("demo-test-000003")], vecs["image"], top=10)
     # the shared space and the index, both refitted for the new latents
     assert list(got["item_id"]) == list(ids[idx]) and CACHE.builds == builds + 2
@@ -330,13 +331,16 @@ def test_a_new_process_loads_the_saved_index_instead_of_rebuilding(db, tmp_path)
     first_files = IndexFiles(tmp_path / "idx", min_rows=0)
     said: list[str] = []
     first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files, log=said.append)
-    assert first_files.saves == 2 and first_files.loads == 0  # the index and the shared space it lives in
-    assert [m.split(" ")[0] for m in said] == ["fitting", "building"]  # the slow first-time work is announced
+    assert first_files.saves == 3 and first_files.loads == 0  # the index, the tag space, the shared space in it
+    # the slow first-time work is announced: the two spaces, the model's tags and a classifier per modality
+    assert [" ".join(m.split(" ")[:3]) for m in said] == [
+        "fitting the shared", "fitting the tag", "finding the model's", "tag space: a", "tag space: a", "tag space: a",
+        "building the search"]
     later_files = IndexFiles(tmp_path / "idx", min_rows=0)  # a new process: empty memory cache
     later_cache = IndexCache()
     said.clear()
     again = search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files, log=said.append)
-    assert later_files.loads == 2 and later_files.saves == 0 and again.equals(first)  # nothing refitted
+    assert later_files.loads == 3 and later_files.saves == 0 and again.equals(first)  # nothing refitted
     assert said == []  # nothing slow to announce
     # the raw latents' index is a file of its own
     search_items(store, "demo", "al", q, "image", cache=later_cache, files=later_files, space="latent")
@@ -353,8 +357,9 @@ def test_a_damaged_saved_space_is_refitted_not_an_error(db, tmp_path):
     files = IndexFiles(tmp_path / "idx", min_rows=0)
     first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=files)
     saved = list((tmp_path / "idx").glob("*.arrays.npz"))
-    assert len(saved) == 1
-    saved[0].write_bytes(b"not an npz")
+    assert len(saved) == 2  # the shared space and the tag space
+    for f in saved:
+        f.write_bytes(b"not an npz")
     later = IndexFiles(tmp_path / "idx", min_rows=0)
     space = shared_space(store, "demo", "al", cache=IndexCache(), files=later)
     assert later.loads == 0 and space is not None  # refitted from the stored latents
@@ -371,8 +376,65 @@ def test_the_shared_space_is_saved_even_when_the_index_is_too_small_to_save(db, 
     q = query_latent(store, "demo", "al", "text", item="demo-test-000003")
     first_files = IndexFiles(tmp_path / "idx", min_rows=10**9)  # no index is ever large enough
     first = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=first_files)
-    assert first_files.saves == 1 and len(list((tmp_path / "idx").glob("*.arrays.npz"))) == 1
+    assert first_files.saves == 2 and len(list((tmp_path / "idx").glob("*.arrays.npz"))) == 2
     assert not list((tmp_path / "idx").glob("*.faiss"))
     later_files = IndexFiles(tmp_path / "idx", min_rows=10**9)
     again = search_items(store, "demo", "al", q, "image", cache=IndexCache(), files=later_files)
-    assert later_files.loads == 1 and later_files.saves == 0 and again.equals(first)  # the space was not refitted
+    assert later_files.loads == 2 and later_files.saves == 0 and again.equals(first)  # no space was refitted
+
+
+def tagged(store: Store, kinds: list[str], model: str = "al", split: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's vectors in the tag space, made here from its stored latents: its train latents' tags
+    and classifiers (seeded by the model's seed) beside the shared space; fused = the mean of an item's views."""
+    from mmae_core.search.spaces import fit_tag_space
+
+    mods = ["image", "audio", "text"]
+    space = fit_tag_space({m: store.latents("demo", model, "train", m)[1] for m in mods},
+                          store.latents("demo", model, "train", "fused")[1], seed=store.model_config("demo", model)["seed"])
+    views = {}
+    for m in mods:
+        ids, z = store.latents("demo", model, split, m)
+        views[m] = space.transform_view(m, z)
+    return ids, {k: (sum(views.values()) / 3 if k == "fused" else views[k]) for k in kinds}
+
+
+def test_search_compares_in_the_tag_space_by_default(db, capsys):
+    """Without --space, search-eval measures and search ranks by the tag space: the same numbers as a
+    brute-force ranking of the vectors made from the stored latents."""
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "al", "--format", "json")
+    assert code == 0, errs
+    rows = json.loads(out)
+    assert {r["space"] for r in rows} == {"tags"} and "tag space" in errs and "no tag space" not in errs
+    store = Store(db)
+    mods = ["image", "audio", "text"]
+    ids, vecs = tagged(store, [*mods, "fused"])
+    labels = store.load_dataset("demo").splits["test"].labels
+    ref = retrieval_metrics({m: vecs[m] for m in mods}, labels, fused=vecs["fused"], metric=rows[0]["metric"])
+    ref = ref.set_index(["query", "target"])
+    for r in rows:
+        assert r["p_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "p_at_10"], abs=1e-6)
+        assert r["recall_at_10"] == pytest.approx(ref.loc[(r["query"], r["target"]), "r_at_10"], abs=1e-6)
+    code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--item", "demo-test-000003", "--from", "text",
+                          "--to", "image", "--top", "7", "--format", "json")
+    assert code == 0 and "in the tag space" in errs, errs
+    idx, scores = nearest(vecs["text"][list(ids).index("demo-test-000003")], vecs["image"], top=7)
+    assert [r["item_id"] for r in json.loads(out)] == list(ids[idx])
+    np.testing.assert_allclose([r["score"] for r in json.loads(out)], scores, atol=1e-5)
+
+
+def test_a_model_whose_latents_give_no_tags_is_searched_in_the_shared_space_and_says_so(db, capsys):
+    """Fused latents that are all alike give Leiden one community: there are no tags to learn, so the
+    search falls back to the shared space of the per-modality latents and says it in one line."""
+    store = Store(db)
+    fs = store.load_dataset("demo")
+    latents = {s: {**{m: store.latents("demo", "al", s, m)[1] for m in fs.modalities},
+                   "fused": np.zeros((sp.n, 128), dtype=np.float32)} for s, sp in fs.splits.items()}
+    store.add_model("demo", "flat", b"not used", {"seed": 1}, {}, latents)
+    code, out, errs = run(capsys, db, "search-eval", "--dataset", "demo", "--model", "flat", "--format", "json")
+    assert code == 0, errs
+    assert {r["space"] for r in json.loads(out)} == {"shared"}
+    said = [line for line in errs.splitlines() if "no tag space" in line]
+    assert len(said) == 1 and "used the shared space" in said[0], errs
+    code, out, errs = run(capsys, db, "search", "--dataset", "demo", "--model", "flat", "--item", "demo-test-000003",
+                          "--from", "text", "--to", "image", "--format", "json")
+    assert code == 0 and "in the shared space" in errs and "no tag space" in errs, errs

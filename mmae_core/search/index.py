@@ -183,9 +183,16 @@ def _save_parts(path: str, ids: np.ndarray, index: LatentIndex) -> None:
                  n_total=np.array(index.n_total), exact=np.array(index.exact))
 
 
+_WARNED: set[str] = set()
+
+
 def _warn(what: str) -> None:
     """One line naming the failure being handled: the cache is only a speed-up, so a user gets no
-    traceback to read (``MMAE_DEBUG=1`` adds it, as for the CLI's errors)."""
+    traceback to read (``MMAE_DEBUG=1`` adds it, as for the CLI's errors). Said once per process: a
+    search saves several files (two spaces and an index), and one unwritable folder is one fact."""
+    if what in _WARNED:
+        return
+    _WARNED.add(what)
     exc = sys.exc_info()[1]
     log.warning("%s (%s: %s)", what, type(exc).__name__, exc, exc_info=bool(os.environ.get("MMAE_DEBUG")))
 
