@@ -19,7 +19,8 @@ import numpy as np
 
 from archive_common import config, dataset, fit, fmt, machine, train_clusters
 
-from mmae_core.archive.conflicts import METHODS, fit_reference, score
+from mmae_core.archive.conflicts import METHODS, NEEDS_TAGS, fit_reference, score
+from mmae_core.search.spaces import fit_tag_space
 from mmae_core.data.dataset import Split
 from mmae_core.archive.novelty import auroc
 from mmae_core.model.train import encode, fuse_latents
@@ -49,21 +50,45 @@ def precision_at(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(positive[top].mean())
 
 
-def run(tm, fs, k: int, rng: np.random.Generator, frac: float) -> dict[str, dict[str, float]]:
+def supervised(fs, swapped: Split, pos: np.ndarray, seed: int) -> float:
+    """AUROC of a swap detector given the train labels: per modality a classifier of the classes
+    (``search.supervised.class_posteriors``), and the largest ``1 - overlap`` between one modality's
+    class probabilities and the mean of the others' (``conflicts.tag_disagreement`` with classes for
+    tags). What labels allow on the same swaps."""
+    from mmae_core.archive.conflicts import tag_disagreement
+    from mmae_core.model.standardize import Standardizer
+    from mmae_core.search.supervised import class_posteriors
+
+    tr = fs.splits["train"]
+    std = Standardizer.fit(tr.features)
+    post = class_posteriors(std.transform(tr.features), tr.labels, std.transform(swapped.features), seed=seed)
+    s = tag_disagreement(post, lambda m, _z: post[m])
+    return auroc(s[~pos], s[pos])
+
+
+def run(tm, fs, k: int, rng: np.random.Generator, frac: float,
+        with_labels: bool = False) -> dict[str, dict[str, float]]:
+    """Every score's AUROC (and, ``with_labels``, the labelled detector's: ``supervised``)."""
     tr = fs.splits["train"]
     z_tr, per_tr = encode(tm, tr.features)
     _, assign = train_clusters(z_tr, k)
     fuse = partial(fuse_latents, tm)
-    ref = fit_reference(per_tr, assign, [str(c) for c in range(k)], "train clusters", fuse)
+    space = fit_tag_space(per_tr, z_tr, seed=tm.config.seed)  # what search and conflicts use (studio.search.tag_space)
+    tags = None if space is None else space.probabilities
+    ref = fit_reference(per_tr, assign, [str(c) for c in range(k)], "train clusters", fuse, tags)
     sw, pos, which = swap(fs.splits["test"], frac, rng)
     _, per = encode(tm, sw.features)
     out = {}
     for method in METHODS:
-        s, _ = score(ref, per, method, fuse)
+        if method in NEEDS_TAGS and tags is None:
+            continue
+        s, _ = score(ref, per, method, fuse, tags)
         res = {"auroc": auroc(s[~pos], s[pos]), "p@n": precision_at(s, pos)}
         for j, m in enumerate(sw.features):
             res[f"auroc {m}"] = auroc(s[~pos], s[which == j])
         out[method] = res
+    if with_labels:
+        out["with labels"] = {"auroc": supervised(fs, sw, pos, tm.config.seed)}
     return out
 
 

@@ -254,7 +254,7 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
     per modality the tag or cluster its latent is nearest to. ``attrs['source']`` names the groups."""
     from functools import partial
 
-    from mmae_core.archive.conflicts import DEFAULT_METHOD, NEEDS_MODEL, conflict_table, fit_reference
+    from mmae_core.archive.conflicts import DEFAULT_METHOD, NEEDS_MODEL, NEEDS_TAGS, conflict_table, fit_reference
     from mmae_core.model.checkpoint import load_checkpoint
     from mmae_core.model.train import fuse_latents
 
@@ -271,9 +271,16 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
     log(f"reference: {len(groups.names)} {groups.source}")
     method = method or DEFAULT_METHOD
     fuse = partial(fuse_latents, load_checkpoint(store.model_checkpoint(dataset, model))) if method in NEEDS_MODEL else None  # type: ignore[attr-defined]
-    ref = fit_reference({m: index.rows(m, groups.item_ids) for m in mods}, groups.assign, groups.names, groups.source, fuse)
+    tags = None
+    if method in (*NEEDS_TAGS, "combined"):  # the search's tag space: fitted once per model and saved
+        from studio.search import tag_space
+
+        space = tag_space(store, dataset, model, log=log)
+        tags = None if space is None else space.probabilities
+    ref = fit_reference({m: index.rows(m, groups.item_ids) for m in mods}, groups.assign, groups.names, groups.source,
+                        fuse, tags)
     ids, _ = index.split(split, "fused")
     per = {m: index.split(split, m)[1] for m in ref.modalities}
-    out = conflict_table(ref, per, ids, method, fuse)
+    out = conflict_table(ref, per, ids, method, fuse, tags)
     out.attrs.update({"source": groups.source, "split": split})
     return out

@@ -12,7 +12,10 @@ import pytest
 from functools import partial
 
 from studio.cli import main
-from mmae_core.archive.conflicts import METHODS, NEEDS_MODEL, conflict_table, fit_reference, score
+from mmae_core.archive.conflicts import (
+    METHODS, NEEDS_MODEL, NEEDS_TAGS, conflict_table, fit_reference, score, tag_disagreement,
+)
+from mmae_core.search.spaces import fit_tag_space
 from mmae_core.config import preset
 from mmae_core.data.dataset import Split
 from mmae_core.errors import ConfigError
@@ -39,19 +42,35 @@ def test_a_modality_from_another_group_is_flagged_and_ranked_first() -> None:
     per["audio"][1] = np.nan  # item 1 lacks audio and agrees otherwise
     per["image"][5] = np.nan
     per["audio"][5] = np.nan  # item 5 has text only: nothing to disagree with
-    for method in set(METHODS) - set(NEEDS_MODEL):
+    for method in set(METHODS) - set(NEEDS_MODEL) - set(NEEDS_TAGS):
         s, near = score(ref, per, method)
         assert s.argmax() == 0 and s[5] == 0.0
         assert near["text"][0] == 2 and near["image"][0] == 0 and near["audio"][1] == -1
     for method in NEEDS_MODEL:  # made-up latents have no model to fuse them with
         with pytest.raises(ConfigError, match="needs the model"):
             score(ref, per, method)
+    with pytest.raises(ConfigError, match="needs the model's tags"):
+        score(ref, per, "tags")
     table = conflict_table(ref, per, np.array([f"i{i}" for i in range(6)]), "margin")
     assert table["item_id"].iloc[0] == "i0" and bool(table["flagged"].iloc[0])
     assert table.set_index("item_id").loc["i0", ["image", "audio", "text"]].tolist() == ["a", "a", "c"]
     assert table["flagged"].sum() == 1 and pd.isna(table.set_index("item_id").loc["i1", "audio"])
     with pytest.raises(ConfigError, match="two tags"):
         fit_reference(per, np.zeros(6, dtype=int), ["only"], "x")
+
+
+def test_tag_disagreement_is_how_far_one_modality_names_another_tag_than_the_rest():
+    """Made-up tag probabilities: 1 - overlap of a modality's with the mean of the others', the largest
+    over the item's modalities; a missing modality has no say, a lone one nothing to disagree with."""
+    sure = {0: [1.0, 0.0], 1: [0.0, 1.0], None: [np.nan, np.nan]}
+    rows = {"image": [0, 0, 0, None], "audio": [0, 0, None, None], "text": [0, 1, 0, 0]}
+
+    def tags(m: str, z: np.ndarray) -> np.ndarray:
+        return np.array([sure[v] for v in rows[m]])
+
+    s = tag_disagreement({m: np.zeros((4, 2)) for m in rows}, tags)
+    # item 0 agrees; item 1's text names the other tag; item 2 (no audio) agrees; item 3 has text only
+    np.testing.assert_allclose(s, [0.0, 1.0, 0.0, 0.0])
 
 
 def swap(sp: Split, n: int, rng: np.random.Generator, same_class: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -80,11 +99,12 @@ def test_swapped_modalities_rank_first_at_small_size(name: str) -> None:
 
     assign = KMeans(5, n_init=4, random_state=0).fit_predict(z_tr)
     fuse = partial(fuse_latents, tm)
-    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters", fuse)
+    tags = fit_tag_space(per_tr, z_tr, seed=0).probabilities
+    ref = fit_reference(per_tr, assign, list("abcde"), "train clusters", fuse, tags)
     feats, swapped = swap(fs.splits["test"], 20, np.random.default_rng(3))  # 10% of 200 test items
     _, per = encode(tm, feats)
-    for method in ("margin", "combined"):
-        s, _ = score(ref, per, method, fuse)
+    for method in ("margin", "tags", "combined"):
+        s, _ = score(ref, per, method, fuse, tags)
         top = np.argsort(-s, kind="mergesort")[:20]
         # random scores: AUROC 0.5 +- 0.07 and precision@20 about 0.1; these bounds cannot be met by chance
         assert auroc(s[~swapped], s[swapped]) > 0.85
@@ -133,6 +153,11 @@ def test_cli_conflicts_json_contract(toy_db: Path, capsys: pytest.CaptureFixture
                  "--db", str(toy_db)]) == 0
     few = json.loads(capsys.readouterr()[0])
     assert len(few) <= 3 and all(r["flagged"] for r in few)
+    # one score by name: the model's own tags, learned per modality (the search's tag space)
+    assert main(["conflicts", "--dataset", "toy", "--model", "m", "--method", "tags", "--format", "json",
+                 "--db", str(toy_db)]) == 0
+    by_tags = json.loads(capsys.readouterr()[0])
+    assert len(by_tags) == 100 and [r["score"] for r in by_tags] != [r["score"] for r in rows]
     assert main(["conflicts", "--dataset", "toy", "--split", "ood", "--db", str(toy_db)]) == 1
     out, errs = capsys.readouterr()
     assert out == "" and errs.startswith("error: ") and errs.count("\n") == 1

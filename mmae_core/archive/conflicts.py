@@ -32,13 +32,19 @@ largest over its modalities. Group scores cannot see a caption swapped in from a
 same tag*, and they lean on the groups being right; this one asks whether the modalities describe
 the same item.
 
-**The default is ``combined``**: ``cross`` plus ``margin`` standardized with the reference items'
-mean and spread, so each counts in units of what ordinary items score. Measured by swapping one
-modality of 10% of the test items with an item of another class (``benchmarks/compare_methods.py
---bars all``, 10 seeds, the default preset; docs/results.md): on the four three-view digit sets
-margin .923–.947, cross .938–.962, combined .948–.972; on the six views margin .869, cross
-.927, combined .945. ``cross`` and ``combined`` need the model (``fuse``); the others
-work on latents alone.
+``tags``: per modality m, the model's own tag probabilities of z_m (the classifiers of the search's
+tag space, ``search.spaces.TagSpace``: Leiden tags of the model's fused train latents, learned per
+modality) against the mean of the item's other modalities' probabilities; the score is the largest
+``1 - overlap`` (Bhattacharyya) over its modalities. Unlike ``margin`` it does not lean on the
+reference groups' centroids, and a classifier weighs each direction of a latent by how much it tells
+the tags apart, where a distance weighs all alike.
+
+**The default is ``combined``**: ``cross`` plus ``margin`` plus ``tags`` (when the model has a tag
+space), each standardized with the reference items' mean and spread, so each counts in units of
+what ordinary items score. Measured by swapping one modality of 10% of the test items with an item
+of another class (``benchmarks/compare_methods.py --bars all``, 10 seeds, the default preset;
+docs/results.md "Conflicts"). ``cross`` and ``combined`` need the model (``fuse``), ``tags`` its tag
+space (``tags``); the others work on latents alone.
 """
 from __future__ import annotations
 
@@ -50,12 +56,15 @@ import pandas as pd
 
 from mmae_core.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("agreement", "margin", "cross", "combined")
+METHODS: tuple[str, ...] = ("agreement", "margin", "cross", "tags", "combined")
 NEEDS_MODEL: tuple[str, ...] = ("cross", "combined")  # these fuse subsets of an item's latents
+NEEDS_TAGS: tuple[str, ...] = ("tags",)  # this one needs the model's tag classifiers (combined uses them when given)
 DEFAULT_METHOD = "combined"  # measured: benchmarks/compare_methods.py --bars all, docs/results.md "Conflicts"
 
 # stored per-modality latents (NaN rows: absent) -> the fused latent the model gives from just those
 Fuse = Callable[[dict[str, np.ndarray]], np.ndarray]
+# (modality, its latents) -> (n, tags) probabilities of the model's own tags, NaN rows where absent
+TagProbabilities = Callable[[str, np.ndarray], np.ndarray]
 _EPS = 1e-12
 STATS_ITEMS = 50_000  # reference items (evenly spaced) the instance and margin spreads are measured on
 
@@ -72,14 +81,17 @@ class ConflictReference:
     cross_log_std: dict[str, float] | None = None
     margin_mean: float = 0.0
     margin_std: float = 1.0
+    tags_mean: float | None = None  # what the members score on ``tags`` (set with ``tags``)
+    tags_std: float = 1.0
 
 
 def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[str], source: str,
-                  fuse: Fuse | None = None) -> ConflictReference:
+                  fuse: Fuse | None = None, tags: TagProbabilities | None = None) -> ConflictReference:
     """Per-modality centroids and spreads of the reference groups (``assign``: group per row, -1 none).
 
     With ``fuse`` (the model's ``fuse_latents``), also how the members score on the instance signal
-    and the margin: the ``cross`` and ``combined`` scores are standardized against them."""
+    and the margin, with ``tags`` (its tag space's ``probabilities``) on ``tags``: the ``cross``,
+    ``tags`` and ``combined`` scores are standardized against them."""
     assign = np.asarray(assign, dtype=np.int64)
     k = len(names)
     if k < 2:
@@ -105,12 +117,17 @@ def fit_reference(per: dict[str, np.ndarray], assign: np.ndarray, names: list[st
     if len(cents) < 2:
         raise ConfigError("fewer than two modalities have tagged or clustered items to compare; tag more items.")
     ref = ConflictReference(list(cents), list(names), cents, temps, source)
-    if fuse is None:
+    if fuse is None and tags is None:
         return ref
     members = np.flatnonzero(assign >= 0)
     if len(members) > STATS_ITEMS:  # a spread needs no more; an archive's members would cost GBs of fusions
         members = members[np.linspace(0, len(members) - 1, STATS_ITEMS).astype(np.int64)]
     mem = {m: np.asarray(per[m])[members] for m in ref.modalities}
+    if tags is not None:
+        t = tag_disagreement(mem, tags)
+        ref.tags_mean, ref.tags_std = float(t.mean()), float(t.std()) if t.std() > _EPS else 1.0
+    if fuse is None:
+        return ref
     logd = {m: np.log(d + _EPS) for m, d in cross_distances(mem, fuse).items()}
     ref.cross_log_mean = {m: float(np.nanmean(v)) if np.isfinite(v).any() else 0.0 for m, v in logd.items()}
     ref.cross_log_std = {m: float(np.nanstd(v)) if np.isfinite(v).sum() > 1 and np.nanstd(v) > _EPS else 1.0
@@ -153,14 +170,18 @@ def _sqdist(z: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFAULT_METHOD,
-          fuse: Fuse | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+          fuse: Fuse | None = None, tags: TagProbabilities | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(score per item, nearest group index per modality with -1 where the item lacks it).
 
-    ``cross`` and ``combined`` need ``fuse`` and a reference fitted with it."""
+    ``cross`` and ``combined`` need ``fuse`` and a reference fitted with it; ``tags`` needs ``tags``
+    and a reference fitted with them, and ``combined`` adds it when both are there."""
     if method not in METHODS:
         raise ConfigError(f"unknown disagreement score '{method}'; choose one of {', '.join(METHODS)}.")
     if method in NEEDS_MODEL and (fuse is None or ref.cross_log_mean is None):
         raise ConfigError(f"the '{method}' score needs the model that encoded the latents; score with margin or agreement without it.")
+    if method in NEEDS_TAGS and (tags is None or ref.tags_mean is None):
+        raise ConfigError(f"the '{method}' score needs the model's tags, and this model's latents give fewer than two; "
+                          "score with combined or margin.")
     mods = [m for m in ref.modalities if m in per]
     if len(mods) < 2:
         raise ConfigError("comparing modalities needs the latents of at least two modalities.")
@@ -190,10 +211,14 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
         s = -(mx[:, 0] + np.log(np.exp(logp - mx).sum(axis=1))) - (count - 1) * np.log(k)
     elif method == "margin":
         s = _margin(ref, mods, sqs, nearest, present)
+    elif method == "tags":
+        s = (tag_disagreement({m: per[m] for m in mods}, tags) - ref.tags_mean) / ref.tags_std  # type: ignore[arg-type,operator]
     else:
         s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
         if method == "combined":
             s = s + (_margin(ref, mods, sqs, nearest, present) - ref.margin_mean) / ref.margin_std
+            if tags is not None and ref.tags_mean is not None:
+                s = s + (tag_disagreement({m: per[m] for m in mods}, tags) - ref.tags_mean) / ref.tags_std
     s = np.where(count >= 2, s, 0.0)
     return s, nearest
 
@@ -224,10 +249,31 @@ def _instance(ref: ConflictReference, per: dict[str, np.ndarray], fuse: Fuse) ->
     return out
 
 
+def tag_disagreement(per: dict[str, np.ndarray], tags: TagProbabilities) -> np.ndarray:
+    """Per item, the largest ``1 - overlap`` over its modalities between that modality's tag
+    probabilities and the mean of its other modalities' (0 with fewer than two modalities)."""
+    probs = {m: tags(m, z) for m, z in per.items()}
+    n = len(next(iter(per.values())))
+    out = np.zeros(n)
+    for m, p in probs.items():
+        total, count = np.zeros_like(p), np.zeros((n, 1))
+        for o, q in probs.items():
+            has = np.isfinite(q).all(axis=1)
+            if o != m:
+                total[has] += q[has]
+                count[has] += 1
+        others = total / np.maximum(count, 1)
+        ok = np.isfinite(p).all(axis=1) & (count[:, 0] > 0)
+        gap = 1.0 - np.sqrt(np.clip(p[ok] * others[ok], 0.0, None)).sum(axis=1)
+        out[ok] = np.maximum(out[ok], gap)
+    return out
+
+
 def conflict_table(ref: ConflictReference, per: dict[str, np.ndarray], item_ids: np.ndarray,
-                   method: str = DEFAULT_METHOD, fuse: Fuse | None = None) -> pd.DataFrame:
+                   method: str = DEFAULT_METHOD, fuse: Fuse | None = None,
+                   tags: TagProbabilities | None = None) -> pd.DataFrame:
     """item_id, score, flagged, then one column per modality with the group it points to (None: absent)."""
-    s, near = score(ref, per, method, fuse)
+    s, near = score(ref, per, method, fuse, tags)
     names = np.asarray(ref.names + [None], dtype=object)
     df = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=object).astype(str), "score": s})
     picks = np.stack([near[m] for m in near], axis=1)
