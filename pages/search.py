@@ -11,7 +11,9 @@ import streamlit as st
 
 from mmae_core.errors import DataError, StudioError
 from mmae_core.search.retrieval import METRICS
-from studio.search import SPACES, Query, query_latent, search_eval, search_items, with_details, worst_pairs
+from studio.search import (
+    SPACE_WORDS, SPACES, Query, fell_back, query_latent, search_eval, search_items, with_details, worst_pairs,
+)
 from store import CatalogFilter, Store
 from ui import maps
 from ui.tagging import (
@@ -19,7 +21,6 @@ from ui.tagging import (
 )
 
 MODES = {"item": "An item of the dataset", "vector": "An uploaded feature vector (.npy)"}
-SPACE_LABELS = {"tags": "tag space", "shared": "shared space", "latent": "raw latents"}
 MAX_CHOICES = 300
 
 
@@ -66,7 +67,7 @@ target = c3.selectbox("Search in", targets, format_func=lambda k: "fused latent"
                       key="search_to")
 top = int(c4.number_input("Results", min_value=1, max_value=200, value=10, step=1, key="search_top"))
 metric = c5.selectbox("Similarity", list(METRICS), key="search_metric")
-space = c6.selectbox("Compare in", list(SPACES), format_func=SPACE_LABELS.get, key="search_space",
+space = c6.selectbox("Compare in", list(SPACES), format_func=SPACE_WORDS.get, key="search_space",
                      help="Tag space (default): items that carry the same of the model's own tags first, "
                           "ordered by the shared space within a tag; it finds an item's class across modalities "
                           "most often. Shared space: only the directions the model's per-modality latents share, "
@@ -122,6 +123,9 @@ if query is not None:
         found[found.columns[2]] = found[found.columns[2]].round(4)
         what = f"'{query_item}' by its {source} latent" if query_item else f"the uploaded {source} vector"
         st.subheader(f"{len(found)} nearest {split} items to {what}, in the {target} latents")
+        if hits.attrs["space"] != space:
+            said = fell_back(space, hits.attrs["space"])
+            st.caption(said[0].upper() + said[1:] + ".")
         if query_item is not None and query_item in set(found["item_id"]):
             st.caption(f"The query item itself is at rank {int(found.loc[found['item_id'] == query_item, 'rank'].iloc[0])}.")
         show_items(found, limit=top)
@@ -132,7 +136,7 @@ if query is not None:
 
 # -- how good is this search? --------------------------------------------------------------------
 metric_split = "test" if "test" in splits else splits[0]
-st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split, in the {SPACE_LABELS[space]}")
+st.subheader(f"Retrieval quality of '{model}' on the {metric_split} split, in the {SPACE_WORDS[space]}")
 compare = len(modalities) > 1 and st.toggle(
     "Show MCCA beside the model", value=True, key="search_baseline",
     help="Multiset CCA, a linear baseline fitted on the train split's features: each modality's canonical "

@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_search_eval(args: argparse.Namespace) -> int:
     from studio.pipeline import resolve_model
-    from studio.search import model_modalities, search_eval, worst_pairs
+    from studio.search import SPACE_WORDS, fell_back, model_modalities, search_eval, worst_pairs
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
@@ -547,7 +547,7 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
                         space=args.space, log=err)
     used = table.loc[table["method"] == "mmae", "space"].iloc[0]
     if used != args.space:
-        err(FELL_BACK.format(asked=SPACE_WORDS[args.space], used=SPACE_WORDS[used]))
+        err(fell_back(args.space, used))
     if args.metric == "best":
         err(f"{table.attrs['chosen']} similarity retrieves better for this model; its rows are shown (--metric both shows both)")
     if args.baseline:
@@ -561,7 +561,7 @@ def cmd_search_eval(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from studio.pipeline import resolve_model
-    from studio.search import search
+    from studio.search import SPACE_WORDS, fell_back, search
 
     store = open_store(args)
     model = resolve_model(store, args.dataset, args.model)
@@ -581,14 +581,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     err(f"{len(found)} nearest {found.attrs['split']} items to {what} ({args.from_} latent) in the {args.to} latents, "
         f"by {args.metric}, in the {SPACE_WORDS[found.attrs['space']]}")
     if found.attrs["space"] != args.space:
-        err(FELL_BACK.format(asked=SPACE_WORDS[args.space], used=SPACE_WORDS[found.attrs['space']]))
+        err(fell_back(args.space, found.attrs['space']))
     emit(found, args.format)
     return 0
 
 
-SPACE_WORDS = {"tags": "tag space", "shared": "shared space", "latent": "raw latents"}
-FELL_BACK = ("this model has no {asked} (its latents give fewer than two tags, or cannot be lined up across "
-             "modalities), so the search used the {used}")
 SPACE_HELP = ("where latents are compared: tags (default; the chance two items carry the same of the model's own "
               "tags, averaged with the shared-space cosine), shared (the directions the model's per-modality latents "
               "share, by a correlation-weighted CCA fitted on train) or latent (the raw latents)")

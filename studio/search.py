@@ -30,6 +30,7 @@ EVAL_COLUMNS = ["method", "query", "target", "metric", "space", "split", "querie
                 "recall_at_1", "recall_at_5", "recall_at_10", "median_rank"]
 SPACES = ("tags", "shared", "latent")  # where search compares: see tag_space and shared_space
 DEFAULT_SPACE = "tags"
+SPACE_WORDS = {"tags": "tag space", "shared": "shared space", "latent": "raw latents"}  # how messages name them
 SPACE_VERSION = 1  # part of every saved file's key in the shared space: a changed fit must not meet old files
 MODEL_METHOD = "mmae"  # the ``method`` of the model's rows, as in ``evaluate``
 BASELINES = ("mcca", "supervised")  # what ``search_eval(baseline=...)`` can put beside the model
@@ -364,6 +365,12 @@ def _space(store: "object", dataset: str, model: str, space: str, cache: IndexCa
         if sp is not None:
             return sp, "shared"
     return None, "latent"
+
+
+def fell_back(asked: str, used: str) -> str:
+    """The sentence a user reads when a search could not compare in the space asked (``_space``)."""
+    return (f"this model has no {SPACE_WORDS[asked]} (its latents give fewer than two tags, or cannot be lined up "
+            f"across modalities), so the search used the {SPACE_WORDS[used]}")
 
 
 def _in_space(store: "object", dataset: str, model: str, split: str, kinds: list[str], space: str,

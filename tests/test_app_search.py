@@ -200,3 +200,30 @@ def test_tag_only_the_chosen_results_as_one_transaction_by_the_sessions_curator(
     # the results list now shows the new tag on those items
     shown = results(at).set_index("item_id")
     assert (shown.loc[chosen, "tag"] == "same picture").all()
+
+
+def test_a_model_without_tags_is_searched_in_the_shared_space_and_the_page_says_so(demo):
+    """Fused latents all alike give no tags to learn: the results come from the shared space, and a
+    caption says why rather than the page pretending it searched the tag space."""
+    fs = demo.load_dataset(DATASET)
+    latents = {s: {**{m: demo.latents(DATASET, MODEL, s, m)[1] for m in fs.modalities},
+                   "fused": np.zeros((sp.n, 128), dtype=np.float32)} for s, sp in fs.splits.items()}
+    demo.add_model(DATASET, "flat", b"not used", {"seed": 1}, {}, latents)
+    at = page_test("search", dataset=DATASET, model="flat")
+    at.run()
+    at.selectbox(key="search_from").set_value("text")
+    at.run()
+    at.selectbox(key="search_to").set_value("image")
+    at.text_input(key="search_find").set_value("demo-test-000003")
+    at.run()
+    assert not at.exception
+    said = [c for c in messages(at, "caption") if "no tag space" in c]
+    assert len(said) == 1 and "used the shared space" in said[0] and one_sentence(said[0])
+    table = metrics_table(at)
+    assert set(table.loc[table["method"] == "mmae", "space"]) == {"shared"}  # MCCA beside it: "features"
+    space = shared_space(demo, DATASET, "flat")
+    ids_q, zq = demo.latents(DATASET, "flat", "test", "text")
+    ids_t, zt = demo.latents(DATASET, "flat", "test", "image")
+    q = list(ids_q).index("demo-test-000003")
+    idx, _ = nearest(space.transform_view("text", zq[q:q + 1])[0], space.transform_view("image", zt), top=10)
+    assert list(results(at)["item_id"]) == list(ids_t[idx])
