@@ -43,6 +43,16 @@ def metrics_table(at):
     return None
 
 
+def query(at, source: str, target: str, item: str) -> None:
+    """Ask the page for ``item``'s ``source`` latent's nearest ``target`` items."""
+    at.run()
+    at.selectbox(key="search_from").set_value(source)
+    at.run()
+    at.selectbox(key="search_to").set_value(target)
+    at.text_input(key="search_find").set_value(item)
+    at.run()
+
+
 def test_empty_store_says_what_to_do(empty_store):
     at = page_test("search")
     at.run()
@@ -173,12 +183,7 @@ def test_the_page_runs_inside_the_app_frame(demo, app):
 
 def test_tag_only_the_chosen_results_as_one_transaction_by_the_sessions_curator(demo):
     at = page_test("search")
-    at.run()
-    at.selectbox(key="search_from").set_value("image")
-    at.run()
-    at.selectbox(key="search_to").set_value("text")
-    at.text_input(key="search_find").set_value("demo-test-000020")
-    at.run()
+    query(at, "image", "text", "demo-test-000020")
     found = list(results(at)["item_id"])
     ms = next(m for m in at.multiselect if m.key.startswith("search_chosen_"))
     chosen = found[:4]
@@ -210,12 +215,7 @@ def test_a_model_without_tags_is_searched_in_the_shared_space_and_the_page_says_
                    "fused": np.zeros((sp.n, 128), dtype=np.float32)} for s, sp in fs.splits.items()}
     demo.add_model(DATASET, "flat", b"not used", {"seed": 1}, {}, latents)
     at = page_test("search", dataset=DATASET, model="flat")
-    at.run()
-    at.selectbox(key="search_from").set_value("text")
-    at.run()
-    at.selectbox(key="search_to").set_value("image")
-    at.text_input(key="search_find").set_value("demo-test-000003")
-    at.run()
+    query(at, "text", "image", "demo-test-000003")
     assert not at.exception
     said = [c for c in messages(at, "caption") if "no tag space" in c]
     assert len(said) == 1 and "used the shared space" in said[0] and one_sentence(said[0])
