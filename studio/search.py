@@ -21,7 +21,7 @@ from mmae_core.errors import ConfigError, DataError, NotFoundError
 from mmae_core.log import Log, silent
 from mmae_core.search.retrieval import METRICS, encode_query, load_query_vector, mean_of_present, retrieval_metrics
 from mmae_core.search.index import IndexCache, IndexFiles, LatentIndex
-from mmae_core.search.spaces import FIT_ROWS as SPACE_ROWS, SharedSpace, TagSpace
+from mmae_core.search.spaces import FIT_ROWS as SPACE_ROWS, SharedSpace, TagSpace, fit_rows as space_rows
 
 FUSED = "fused"
 K = 10
@@ -298,7 +298,12 @@ def _saved_space(store: "object", dataset: str, model: str, what: str, kind: typ
             except KeyError:
                 pass  # written for other modalities: refit
         log(f"fitting the {what} of {model} on its {fit_split} latents (once per model) ...")
-        sp = fit(lambda kind_: store.latents(dataset, model, fit_split, kind_)[1], mods)
+
+        def latents(kind_: str) -> np.ndarray:  # a copy of the fit rows: each kind's whole matrix is freed at once
+            z = store.latents(dataset, model, fit_split, kind_)[1]
+            return np.ascontiguousarray(z[space_rows(len(z))])
+
+        sp = fit(latents, mods)
         if sp is not None:
             files.save_arrays(key, fingerprint, sp.arrays())  # the next process skips the fit
         return sp

@@ -36,8 +36,8 @@ SHARED_WEIGHT = 1.0  # the shared cosine's weight beside the tag overlap (0.6, 0
 _ABSENT = -30.0  # the logit of a tag a modality's classifier never saw: probability e^-30, i.e. none
 
 
-def _rows(n: int) -> slice:
-    """Evenly spaced rows, at most ``FIT_ROWS`` of ``n``."""
+def fit_rows(n: int) -> slice:
+    """The rows a space is fitted on: evenly spaced, at most ``FIT_ROWS`` of ``n``."""
     return slice(None, None, max(1, -(-n // FIT_ROWS)))
 
 
@@ -74,7 +74,7 @@ def fit_shared_space(per: dict[str, np.ndarray]) -> SharedSpace:
     from mmae_core.evaluation.mcca import fit_search_space  # scikit-learn's import is paid only when fitting
 
     names = list(per)
-    pick = _rows(len(per[names[0]]))
+    pick = fit_rows(len(per[names[0]]))
     fitted = fit_search_space({m: z[pick] for m, z in per.items()})
     return SharedSpace(tuple(names), {m: fitted.means_[m].astype(np.float32) for m in names},
                        {m: fitted.weights_[m].astype(np.float32) for m in names})
@@ -148,7 +148,7 @@ def fit_tag_space(per: dict[str, np.ndarray], fused: np.ndarray, seed: int = 0,
     from mmae_core.clustering.graph import AUTO, UNASSIGNED, graph_labels
 
     names = list(per)
-    pick = _rows(len(fused))
+    pick = fit_rows(len(fused))
     per = {m: np.asarray(z[pick], dtype=np.float32) for m, z in per.items()}
     fused = np.ascontiguousarray(fused[pick], dtype=np.float32)
     shared = fit_shared_space(per) if shared is None else shared
