@@ -14,11 +14,12 @@ and both map one modality's latents to vectors that are compared by cosine (``re
   across modalities wants; the shared cosine orders the items within a tag and keeps the same
   item's other modality near the top.
 
-  Why: in the shared space the worst modality pair's class P@10 stayed .09-.12 below the supervised
-  search on the digit sets; with the tag space it is within .04-.045 of it, and above MCCA's on every
-  pair (``benchmarks/compare_methods.py``, docs/results.md "Cross-modal search"). The overlap alone
-  came closer still on some pairs but halved instance recall (R@10 .61 -> .35 on mfeat); the equal
-  average keeps it at .58.
+  Why: in the shared space some modality pair's class P@10 stayed .05-.12 below the supervised
+  search on every digit set; with the tag space no pair is more than .017-.049 below it, and every
+  pair is above MCCA's (10 seeds, ``benchmarks/compare_methods.py``; docs/results.md "Cross-modal
+  search"). On the demo the worst pair went from .13 to .23 (``benchmarks/search_spaces.py``). The
+  overlap alone was behind in P@10 and about halved instance recall (R@10 .35 on mfeat); averaged
+  with the shared cosine, R@10 is .58 against the shared space's .61.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from mmae_core.log import Log, silent
 FIT_ROWS = 50_000  # a space is fitted on at most this many train items (evenly spaced)
 TAG_COMPONENTS = 64  # principal components of a latent the tag classifier sees
 TAG_C = 1.0  # inverse regularization of the tag classifier (C 0.1 and 1 were within .005 P@10; 1 a little ahead)
-SHARED_WEIGHT = 1.0  # the shared cosine's weight beside the tag overlap (0.6, 0.8, 1.0, 1.5 measured; 1.0 best)
+SHARED_WEIGHT = 1.0  # the shared cosine's weight beside the tag overlap (0.3-1.5 measured; 1.0 best or level)
 _ABSENT = -30.0  # the logit of a tag a modality's classifier never saw: probability e^-30, i.e. none
 
 
