@@ -12,8 +12,12 @@ test split at the class count:
   default) and its shared space, with their mean instance R@10; the supervised search
   (``search-eval --baseline supervised``) and MCCA's search space on the raw features;
 * with ``--bars all``: ARI with 50% of items (train and test) missing 1-2 modalities
-  (``archive_common.drop_modalities``), swapped-modality conflicts AUROC (``conflicts.run``, the
-  product's score) and held-out-class novelty AUROC (two classes held out per seed, ``novelty.scores``);
+  (``archive_common.drop_modalities``) beside what a supervised classifier per modality subset
+  loses there; swapped-modality conflicts AUROC of every score (``conflicts.run``) beside a swap
+  detector given the labels (``conflicts.supervised``); held-out-class novelty AUROC of every
+  combination (two classes held out per seed, ``novelty.scores``) beside two detectors given the
+  seen classes' labels (``archive_common.supervised_novelty``). A bar the labelled references miss
+  too asks for more than the features tell apart;
 * training seconds of both presets.
 
 * a published multimodal VAE (``--vae``: MoPoE by default, MMVAE+ on request; ``published_vae.py``),
