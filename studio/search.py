@@ -343,14 +343,13 @@ def tag_space(store: "object", dataset: str, model: str, cache: IndexCache = CAC
     a classifier of them per modality, and the shared space to order items within a tag. None where
     there is no shared space or the latents give fewer than two tags: search then uses the shared
     space (or the raw latents) and says so. Seeded by the model's own seed, so it is reproducible."""
-    shared = shared_space(store, dataset, model, cache, files, log)
-    if shared is None:
-        return None
-    seed = int(store.model_config(dataset, model).get("seed", SAMPLE_SEED))
-
-    def fit(latents, mods: list[str]) -> TagSpace | None:
+    def fit(latents, mods: list[str]) -> TagSpace | None:  # the saved tag space holds its shared space
         from mmae_core.search.spaces import fit_tag_space
 
+        shared = shared_space(store, dataset, model, cache, files, log)
+        if shared is None:
+            return None
+        seed = int(store.model_config(dataset, model).get("seed", SAMPLE_SEED))
         return fit_tag_space({m: latents(m) for m in mods}, latents(FUSED), seed=seed, shared=shared, log=log)
 
     return _saved_space(store, dataset, model, "tag space", TagSpace, fit, cache, files, log)  # type: ignore[return-value]
