@@ -212,13 +212,13 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
     elif method == "margin":
         s = _margin(ref, mods, sqs, nearest, present)
     elif method == "tags":
-        s = (tag_disagreement({m: per[m] for m in mods}, tags) - ref.tags_mean) / ref.tags_std  # type: ignore[arg-type,operator]
+        s = _tags_z(ref, {m: per[m] for m in mods}, tags)  # type: ignore[arg-type]
     else:
         s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
         if method == "combined":
             s = s + (_margin(ref, mods, sqs, nearest, present) - ref.margin_mean) / ref.margin_std
             if tags is not None and ref.tags_mean is not None:
-                s = s + (tag_disagreement({m: per[m] for m in mods}, tags) - ref.tags_mean) / ref.tags_std
+                s = s + _tags_z(ref, {m: per[m] for m in mods}, tags)
     s = np.where(count >= 2, s, 0.0)
     return s, nearest
 
@@ -253,20 +253,20 @@ def tag_disagreement(per: dict[str, np.ndarray], tags: TagProbabilities) -> np.n
     """Per item, the largest ``1 - overlap`` over its modalities between that modality's tag
     probabilities and the mean of its other modalities' (0 with fewer than two modalities)."""
     probs = {m: tags(m, z) for m, z in per.items()}
-    n = len(next(iter(per.values())))
-    out = np.zeros(n)
+    has = {m: np.isfinite(p).all(axis=1) for m, p in probs.items()}
+    total = sum(np.where(has[m][:, None], p, 0.0) for m, p in probs.items())
+    count = sum(h.astype(float) for h in has.values())
+    out = np.zeros(len(count))
     for m, p in probs.items():
-        total, count = np.zeros_like(p), np.zeros((n, 1))
-        for o, q in probs.items():
-            has = np.isfinite(q).all(axis=1)
-            if o != m:
-                total[has] += q[has]
-                count[has] += 1
-        others = total / np.maximum(count, 1)
-        ok = np.isfinite(p).all(axis=1) & (count[:, 0] > 0)
-        gap = 1.0 - np.sqrt(np.clip(p[ok] * others[ok], 0.0, None)).sum(axis=1)
-        out[ok] = np.maximum(out[ok], gap)
+        ok = has[m] & (count >= 2)
+        others = (total[ok] - p[ok]) / (count[ok, None] - 1)  # the mean of the item's other modalities
+        out[ok] = np.maximum(out[ok], 1.0 - np.sqrt(np.clip(p[ok] * others, 0.0, None)).sum(axis=1))
     return out
+
+
+def _tags_z(ref: ConflictReference, per: dict[str, np.ndarray], tags: TagProbabilities) -> np.ndarray:
+    """``tag_disagreement`` standardized with what the reference items score."""
+    return (tag_disagreement(per, tags) - ref.tags_mean) / ref.tags_std  # type: ignore[operator]
 
 
 def conflict_table(ref: ConflictReference, per: dict[str, np.ndarray], item_ids: np.ndarray,
