@@ -68,8 +68,8 @@ target = c3.selectbox("Search in", targets, format_func=lambda k: "fused latent"
 top = int(c4.number_input("Results", min_value=1, max_value=200, value=10, step=1, key="search_top"))
 metric = c5.selectbox("Similarity", list(METRICS), key="search_metric")
 space = c6.selectbox("Compare in", list(SPACES), format_func=SPACE_WORDS.get, key="search_space",
-                     help="Tag space (default): items that carry the same of the model's own tags first, "
-                          "ordered by the shared space within a tag; it finds an item's class across modalities "
+                     help="Tag space (default): the chance that two items carry the same of the model's own tags, "
+                          "averaged with their shared-space similarity; it finds an item's class across modalities "
                           "most often. Shared space: only the directions the model's per-modality latents share, "
                           "weighted by how strongly (a CCA fitted on the train split); it finds the same item's "
                           "other modality a little more often. Raw latents: the latents as stored.")

@@ -254,7 +254,7 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
     per modality the tag or cluster its latent is nearest to. ``attrs['source']`` names the groups."""
     from functools import partial
 
-    from mmae_core.archive.conflicts import DEFAULT_METHOD, NEEDS_MODEL, NEEDS_TAGS, conflict_table, fit_reference
+    from mmae_core.archive.conflicts import DEFAULT_METHOD, NEEDS_MODEL, USES_TAGS, conflict_table, fit_reference
     from mmae_core.model.checkpoint import load_checkpoint
     from mmae_core.model.train import fuse_latents
 
@@ -272,7 +272,7 @@ def conflict_items(store: object, dataset: str, model: str, split: str = "test",
     method = method or DEFAULT_METHOD
     fuse = partial(fuse_latents, load_checkpoint(store.model_checkpoint(dataset, model))) if method in NEEDS_MODEL else None  # type: ignore[attr-defined]
     tags = None
-    if method in (*NEEDS_TAGS, "combined"):  # the search's tag space: fitted once per model and saved
+    if method in USES_TAGS:  # the search's tag space: fitted once per model and saved
         from studio.search import tag_space
 
         space = tag_space(store, dataset, model, log=log)

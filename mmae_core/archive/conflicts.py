@@ -58,7 +58,8 @@ from mmae_core.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("agreement", "margin", "cross", "tags", "combined")
 NEEDS_MODEL: tuple[str, ...] = ("cross", "combined")  # these fuse subsets of an item's latents
-NEEDS_TAGS: tuple[str, ...] = ("tags",)  # this one needs the model's tag classifiers (combined uses them when given)
+NEEDS_TAGS: tuple[str, ...] = ("tags",)  # this one needs the model's tag classifiers
+USES_TAGS: tuple[str, ...] = ("tags", "combined")  # these use them when given (combined adds them to the others)
 DEFAULT_METHOD = "combined"  # measured: benchmarks/compare_methods.py --bars all, docs/results.md "Conflicts"
 
 # stored per-modality latents (NaN rows: absent) -> the fused latent the model gives from just those
