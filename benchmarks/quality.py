@@ -3,7 +3,7 @@
 Runs the public command line exactly as a user would (``demo`` / ``import``, ``train``, ``evaluate
 --format json``) against a fresh store in a temporary folder, then prints one table per dataset:
 ARI / NMI / Silhouette per method and k, and whether the MMAE beats fused PCA and every unimodal
-baseline at every k (the spine issue's bar). ``mcca`` is printed beside them, win or lose.
+baseline at every k (the target). ``mcca`` is printed beside them, win or lose.
 
     .venv/bin/python benchmarks/quality.py [--epochs 100] [--datasets demo,mfeat,mfeat-profile] [--preset paper]
         [--extra-seeds 1,2,3 | 1..29] [--n-init 10] [--eval-seed same|fixed] [--rows-out rows.csv]

@@ -8,7 +8,7 @@ prints, in each search space (``shared``, the default, and the raw ``latent``s),
 modality pair and fused -> modality, class P@10 under cosine and Euclidean,
 and for the better metric mAP, instance R@1/5/10 and median rank (``studio.search.search_eval``,
 what ``python -m mmae_core search-eval`` prints); the minimum P@10 over modality pairs against the
-issue's bar (>= 0.8); a ceiling: how well a *supervised* logistic regression on the query modality's
+target (>= 0.8); a ceiling: how well a *supervised* logistic regression on the query modality's
 own features (PCA 64) names the class of a test item (a query cannot find its class's items more
 reliably than its modality tells the class); per ordered pair, a *supervised search* (``pair_oracle``:
 targets ranked by the chance that they share the query's class, from supervised posteriors of both

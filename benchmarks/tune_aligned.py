@@ -5,7 +5,7 @@ For each dataset (the real UCI digits ``mfeat`` and a scaled demo) and each (mod
 align_weight) it trains the MMAE (paper architecture, seed 42), encodes the test split and prints:
 
 * class P@10 for every ordered pair of modalities (cosine and Euclidean; the better metric's
-  minimum over pairs is the number the issue's bar is about), and the fused -> modality minimum;
+  minimum over pairs is the number the search target is about), and the fused -> modality minimum;
 * the fused latents' ARI / NMI at every k of the dataset's grid (KMeans as in ``evaluate``), and
   beside them the same for ``mcca`` (fitted once on train) and for the paper preset (p=0, lambda=0);
 * whether the config reaches the bar: min P@10 >= 0.8 and ARI, NMI >= paper and >= mcca at every k.

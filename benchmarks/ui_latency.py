@@ -1,6 +1,6 @@
 """UI latency of the running dashboard, measured in a real browser (Debian's Chromium via Playwright).
 
-The issue's targets: each page's first paint after training on the demo under 2 s, and a tag decision
+The targets: each page's first paint after training on the demo under 2 s, and a tag decision
 in the store and in the page under 0.5 s. Both are measured through ``streamlit run app.py``:
 
 - first paint: from ``page.goto`` (a new session, as a curator opening a link) until the page's title

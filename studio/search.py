@@ -259,7 +259,7 @@ def query_latent(store: "object", dataset: str, model: str, source: str, item: s
 
 def worst_pairs(table: pd.DataFrame) -> pd.Series:
     """Per ``method`` of a ``search_eval`` table, the lowest class P@10 over the ordered modality pairs
-    (fused queries left out): the one number the issue's bar is about."""
+    (fused queries left out): how well search serves the modality it serves worst."""
     return table[table["query"] != FUSED].groupby("method")["p_at_10"].min()
 
 
