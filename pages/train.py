@@ -19,7 +19,7 @@ from mmae_core.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset, sized
 from mmae_core.errors import ConfigError
 from studio.jobs import JobView
 from store.common import check_name
-from studio.pipeline import LARGE_BATCH, LARGE_SAMPLES, LARGE_TRAIN, budgeted, register_checkpoint
+from studio.pipeline import LARGE_BATCH, LARGE_SAMPLES, LARGE_TRAIN, budgeted, register_checkpoint, sized_note
 from ui import state
 from ui.widgets import dataset_summary, download_button, fmt_seconds, need_dataset, run_action
 
@@ -55,10 +55,9 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
                                     help=f"Rounded up to whole passes over the {n_train:,} train items.")
         epochs = budgeted(base, n_train, int(samples)).epochs
     else:
-        sized = sized_epochs(base, n_train)  # per dataset: another dataset's size is not kept
-        epochs = c[0].number_input("Epochs", 1, 10_000, key=state.keep(k + "epochs", sized, dataset),
-                                   help=None if sized == base.epochs else
-                                   f"{sized} for {n_train:,} train items: the preset's {base.epochs} cost clusters on small real sets.")
+        note = sized_note(base, n_train)
+        epochs = c[0].number_input("Epochs", 1, 10_000, help=note and note + ".",  # per dataset: another's size is not kept
+                                   key=state.keep(k + "epochs", sized_epochs(base, n_train), dataset))
     batch = c[1].number_input("Batch size", 2, 65_536, max(base.batch_size, LARGE_BATCH) if large else base.batch_size,
                               key=k + "batch")
     lr = c[2].number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.0e", step=1e-4, key=k + "lr")

@@ -111,19 +111,27 @@ def default_samples(n_train: int, samples: int | None, epochs_given: bool) -> in
     return samples
 
 
+def sized_note(cfg: TrainConfig, n_train: int) -> str | None:
+    """Why ``cfg`` trains fewer epochs than its preset's on ``n_train`` items (``config.sized_epochs``),
+    or None where it trains the preset's own: the CLI says it on stderr, the Train page beside the field."""
+    from mmae_core.config import sized_epochs
+
+    epochs = sized_epochs(cfg, n_train)
+    if epochs == cfg.epochs:
+        return None
+    return f"{epochs} epochs for {n_train:,} train items: the preset's {cfg.epochs} cost clusters on small real sets"
+
+
 def sized(cfg: TrainConfig, n_train: int, samples: int | None, epochs_given: bool, log: Log = silent) -> TrainConfig:
     """``cfg`` with its epochs sized to a small train split (``config.sized_epochs``) when the user
     asked for no epochs and no budget; says so, since the preset's own number is not what runs."""
     from mmae_core.config import sized_epochs
 
-    if samples is not None or epochs_given:
+    note = None if samples is not None or epochs_given else sized_note(cfg, n_train)
+    if note is None:
         return cfg
-    epochs = sized_epochs(cfg, n_train)
-    if epochs != cfg.epochs:
-        log(f"{epochs} epochs for {n_train:,} train items: the preset's {cfg.epochs} cost clusters on small real sets; "
-            "--epochs sets them")
-        cfg = replace(cfg, epochs=epochs)
-    return cfg
+    log(f"{note}; --epochs sets them")
+    return replace(cfg, epochs=sized_epochs(cfg, n_train))
 
 
 def budgeted(cfg: TrainConfig, n_train: int, samples: int | None = None, batch_given: bool = True) -> TrainConfig:
