@@ -186,6 +186,7 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
     mods = [m for m in ref.modalities if m in per]
     if len(mods) < 2:
         raise ConfigError("comparing modalities needs the latents of at least two modalities.")
+    known = {m: per[m] for m in mods}  # the item's modalities the reference has centroids of
     n = len(per[mods[0]])
     k = len(ref.names)
     logp = np.zeros((n, k))  # sum over present modalities of log p_m(g)
@@ -213,13 +214,13 @@ def score(ref: ConflictReference, per: dict[str, np.ndarray], method: str = DEFA
     elif method == "margin":
         s = _margin(ref, mods, sqs, nearest, present)
     elif method == "tags":
-        s = _tags_z(ref, {m: per[m] for m in mods}, tags)  # type: ignore[arg-type]
+        s = _tags_z(ref, known, tags)  # type: ignore[arg-type]
     else:
-        s = _instance(ref, {m: per[m] for m in mods}, fuse)  # type: ignore[arg-type]
+        s = _instance(ref, known, fuse)  # type: ignore[arg-type]
         if method == "combined":
             s = s + (_margin(ref, mods, sqs, nearest, present) - ref.margin_mean) / ref.margin_std
             if tags is not None and ref.tags_mean is not None:
-                s = s + _tags_z(ref, {m: per[m] for m in mods}, tags)
+                s = s + _tags_z(ref, known, tags)
     s = np.where(count >= 2, s, 0.0)
     return s, nearest
 
