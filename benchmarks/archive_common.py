@@ -146,9 +146,9 @@ def supervised_novelty(fs: FeatureSet, held_out: list[str], seed: int) -> dict[s
     keep = ~np.isin(tr.labels.astype(str), held_out)
     seen = {m: x[keep] for m, x in tr.features.items()}
     std = Standardizer.fit(seen)
-    a_, b_ = std.transform(seen), std.transform(te.features)
-    pca = PCA(64, random_state=seed).fit(np.hstack([a_[m] for m in fs.modalities]))
-    a, b = pca.transform(np.hstack([a_[m] for m in fs.modalities])), pca.transform(np.hstack([b_[m] for m in fs.modalities]))
+    a_, b_ = (np.hstack([v[m] for m in fs.modalities]) for v in (std.transform(seen), std.transform(te.features)))
+    pca = PCA(64, random_state=seed).fit(a_)
+    a, b = pca.transform(a_), pca.transform(b_)
     y = tr.labels.astype(str)[keep]
     novel = np.isin(te.labels.astype(str), held_out)
     classes = np.unique(y)

@@ -124,7 +124,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
             rows.append({"method": f"default ({DEFAULT_PRESET}, kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
             extra["leiden k"] = c["leiden_k"]
             z_tr, per_tr = encode(tm, tr.features)
-            tags = fit_tag_space(per_tr, z_tr, seed=seed)  # what search compares in by default
+            tags = fit_tag_space(per_tr, z_tr, seed=seed)  # what search compares in by default (and conflicts use)
             shared = tags.shared if tags is not None else fit_shared_space(per_tr)
             default_space = tags if tags is not None else shared
             extra["p10 default"], extra["r10 default"] = pair_p10(
@@ -150,7 +150,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         z_m, _ = encode(tm_m, fs_m.splits["test"].features)
         extra["missing50 ari"] = cut(z_m, labels, k, seed)["spectral"][0]
         extra["missing50 supervised ari"] = supervised_missing_ceiling(tr_s, tr.labels, te_s, fs_m.splits["test"], labels)
-        conf = conflicts_run(models[DEFAULT_PRESET], fs, k, np.random.default_rng(seed), 0.1, with_labels=True)
+        conf = conflicts_run(models[DEFAULT_PRESET], fs, k, np.random.default_rng(seed), 0.1, with_labels=True, space=tags)
         extra["conflicts auroc"] = conf[CONFLICT_SCORE]["auroc"]
         extra["conflicts auroc by score"] = {m: r["auroc"] for m, r in conf.items()}
         classes = sorted(set(tr.labels.astype(str)))

@@ -20,7 +20,7 @@ import numpy as np
 from archive_common import config, dataset, fit, fmt, machine, train_clusters
 
 from mmae_core.archive.conflicts import METHODS, NEEDS_TAGS, fit_reference, score
-from mmae_core.search.spaces import fit_tag_space
+from mmae_core.search.spaces import TagSpace, fit_tag_space
 from mmae_core.data.dataset import Split
 from mmae_core.archive.novelty import auroc
 from mmae_core.model.train import encode, fuse_latents
@@ -66,14 +66,16 @@ def supervised(fs, swapped: Split, pos: np.ndarray, seed: int) -> float:
     return auroc(s[~pos], s[pos])
 
 
-def run(tm, fs, k: int, rng: np.random.Generator, frac: float,
-        with_labels: bool = False) -> dict[str, dict[str, float]]:
-    """Every score's AUROC (and, ``with_labels``, the labelled detector's: ``supervised``)."""
+def run(tm, fs, k: int, rng: np.random.Generator, frac: float, with_labels: bool = False,
+        space: TagSpace | None = None) -> dict[str, dict[str, float]]:
+    """Every score's AUROC (and, ``with_labels``, the labelled detector's: ``supervised``). ``space``:
+    the model's tag space when the caller has fitted it (else it is fitted here)."""
     tr = fs.splits["train"]
     z_tr, per_tr = encode(tm, tr.features)
     _, assign = train_clusters(z_tr, k)
     fuse = partial(fuse_latents, tm)
-    space = fit_tag_space(per_tr, z_tr, seed=tm.config.seed)  # what search and conflicts use (studio.search.tag_space)
+    if space is None:  # what search and conflicts use (studio.search.tag_space)
+        space = fit_tag_space(per_tr, z_tr, seed=tm.config.seed)
     tags = None if space is None else space.probabilities
     ref = fit_reference(per_tr, assign, [str(c) for c in range(k)], "train clusters", fuse, tags)
     sw, pos, which = swap(fs.splits["test"], frac, rng)
