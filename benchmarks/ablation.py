@@ -38,7 +38,8 @@ from retrieval import load_set, md  # noqa: E402
 from mmae_core.config import PRESETS, TrainConfig  # noqa: E402
 
 # The parts, each added alone to "dropout" (reconstruction + modality dropout + weight decay: the
-# aligned preset without its alignment term), then together, then each left out of the whole.
+# aligned preset without its alignment term), then together; "default" is the default preset
+# (reliability fusion and input noise on "dropout").
 DEFAULT_CONFIGS = ",".join([
     "paper=paper",
     "aligned=aligned",
@@ -46,6 +47,8 @@ DEFAULT_CONFIGS = ",".join([
     "+infonce=aligned/align_weight:0/contrastive_weight:1",
     "+cross=aligned/align_weight:0/cross_weight:1",
     "+reliability=aligned/align_weight:0/fusion:reliability",
+    "+noise=aligned/align_weight:0/input_noise:0.6",
+    "default=denoising",
     "+infonce+cross=aligned/align_weight:0/contrastive_weight:1/cross_weight:1",
     "all=aligned/align_weight:0/contrastive_weight:1/cross_weight:1/fusion:reliability",
 ])

@@ -192,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         err("note: --parallel no longer does anything (training runs one autograd step on every core); it is accepted so existing scripts keep working.")
     cfg = preset(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                  latent=args.latent, device=args.device, weight_decay=args.weight_decay,
-                 modality_dropout=args.modality_dropout, align_weight=args.align_weight)
+                 modality_dropout=args.modality_dropout, align_weight=args.align_weight, input_noise=args.input_noise)
     launch = launched()
     if launch is None:
         return _train(args, cfg)
@@ -433,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-weight", type=float, metavar="LAMBDA",
                    help="weight of the alignment term sum_m ||z_m - z||^2 (paper preset: 0, aligned: 0.1; 0 clusters "
                         "the fused latents better at k above the class count, docs/results.md 'Cross-modal search')")
+    s.add_argument("--input-noise", type=float, metavar="SIGMA",
+                   help="std of the Gaussian noise added to the standardized inputs the encoders see in training; "
+                        f"reconstructions are scored on the clean inputs (default preset: {PRESETS[DEFAULT_PRESET].input_noise:g}, "
+                        "the others: 0)")
     s.add_argument("--latent", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")

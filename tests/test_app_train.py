@@ -49,6 +49,8 @@ def test_the_page_opens_on_the_default_preset(demo_store, app):
     assert at.selectbox(key="train_preset").value == DEFAULT_PRESET != "paper"
     epochs = at.number_input(key=f"train_{DEFAULT_PRESET}_epochs")
     assert epochs.value == 20 and "cost clusters on small real sets" in epochs.help  # the demo's 850 train items
+    noise = at.number_input(key=f"train_{DEFAULT_PRESET}_noise")
+    assert noise.value == 0.6 and "clean inputs" in noise.help  # the default trains as a denoising autoencoder
     demo_store.store().add_dataset(small_set("mid", {"image": 2, "text": 2}, n=3_000))
     at = app("train", dataset="demo")
     at.sidebar.selectbox(key="_sidebar_dataset").set_value("mid").run()  # 3,000 train items: one epoch per 75
@@ -68,6 +70,8 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     choose_paper(at)
     no_bug(at)
     at.number_input(key="train_paper_epochs").set_value(2).run()
+    assert at.number_input(key="train_paper_noise").value == 0.0  # the paper's method has none
+    at.number_input(key="train_paper_noise").set_value(0.2).run()
     at.text_input(key="train_paper_name").input("ui-e2").run()
     by_label(at.button, "Start training").click().run()
     no_bug(at)
@@ -75,6 +79,7 @@ def test_start_a_job_it_finishes_and_registers_the_model(demo_store, app):
     store = demo_store.store()
     job = newest_job(store)
     assert job["config"]["train"]["epochs"] == 2 and job["config"]["model_name"] == "ui-e2"
+    assert job["config"]["train"]["input_noise"] == 0.2
     assert "parallel" not in job["config"]["train"] and not at.radio  # no choice of how cores share a step
     view = manager_for(store).wait(job["id"], timeout=180)
     assert view.status == "done", view.message

@@ -237,6 +237,20 @@ def test_train_takes_modality_dropout_and_alignment_weight_over_the_preset(db: P
     assert code != 0 and "alignment weight must be non-negative" in errs
 
 
+def test_train_takes_input_noise_over_the_preset_and_refuses_a_negative_one(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmae_core.config import DEFAULT_PRESET, PRESETS
+
+    assert PRESETS[DEFAULT_PRESET].input_noise > 0 and PRESETS["paper"].input_noise == 0
+    code, out, _ = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--input-noise", "0",
+                       "--model-name", "clean", "--format", "json")
+    assert code == 0 and json.loads(out)["config"]["input_noise"] == 0.0
+    assert Store(db).model_config("demo", "clean")["input_noise"] == 0.0
+    before = Store(db).list_models("demo")["name"].tolist()
+    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--input-noise", "-0.1")
+    assert code != 0 and out == "" and errs.strip().count("\n") == 0 and "input noise must be in [0, 10)" in errs
+    assert Store(db).list_models("demo")["name"].tolist() == before
+
+
 def test_train_still_accepts_parallel_and_says_on_stderr_that_it_does_nothing(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--epochs", "1", "--parallel", "ops",
                           "--model-name", "ops", "--format", "json")

@@ -127,6 +127,24 @@ def test_the_paper_objective_is_the_sum_of_reconstructions_and_has_no_new_weight
     assert out.parts[len(DIMS):-1].abs().sum() == 0
 
 
+def test_input_noise_reaches_the_encoders_only_and_the_targets_stay_clean() -> None:
+    """A denoising step: the encoders see x plus seeded noise of the given std, every reconstruction
+    is scored on the clean x, and the draws come from torch's global generator (so a seed repeats them)."""
+    model = _model().train()
+    x = _batch(16)
+    every = {m: None for m in DIMS}
+    torch.manual_seed(5)
+    out = model(x, every, every, input_noise=0.5)
+    torch.manual_seed(5)
+    seen = {m: v + 0.5 * torch.randn_like(v) for m, v in x.items()}
+    z = torch.stack([enc(seen[m]) for m, enc in zip(model.names, model.enc)]).mean(0)
+    want = sum(torch.nn.functional.mse_loss(dec(z), x[m]) for m, dec in zip(model.names, model.dec))
+    torch.testing.assert_close(out.loss, want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out.z, z, rtol=1e-6, atol=1e-7)
+    clean = model(x, every, every)
+    assert not torch.allclose(clean.z, out.z)
+
+
 def test_infonce_is_the_symmetric_cross_entropy_of_cosine_over_temperature() -> None:
     model = _model().train()
     x = _batch(16)

@@ -252,7 +252,8 @@ def test_a_disk_backed_split_trains_to_the_same_latents_as_memory(tmp_path) -> N
     assert all(np.array_equal(pa[m], pb[m], equal_nan=True) for m in DIMS)
 
 
-@pytest.mark.parametrize("option", [{"contrastive_weight": 1.0}, {"cross_weight": 1.0}, {"fusion": "reliability"}])
+@pytest.mark.parametrize("option", [{"contrastive_weight": 1.0}, {"cross_weight": 1.0}, {"fusion": "reliability"},
+                                    {"input_noise": 0.5}])
 def test_each_new_objective_option_changes_training_and_reports_its_term(fs: FeatureSet, tm: TrainedModel, option: dict) -> None:
     seen: list[Progress] = []
     other = train(fs, replace(CFG, **option), on_progress=seen.append)
@@ -263,6 +264,7 @@ def test_each_new_objective_option_changes_training_and_reports_its_term(fs: Fea
         assert seen[-1].losses["total"] == pytest.approx(sum(seen[-1].losses[m] for m in DIMS) + seen[-1].losses[term], rel=1e-5)
     else:
         assert set(seen[-1].losses) == {*DIMS, "total"}
+    if "fusion" in option:
         assert not np.allclose(other.model.fusion_logit.detach().numpy(), 0.0)  # the weights were learned
 
 
@@ -284,6 +286,8 @@ def test_the_default_preset_is_reproducible_and_survives_a_checkpoint(fs: Featur
         replace(cfg, temperature=0.0)
     with pytest.raises(ConfigError, match="fusion must be mean or reliability"):
         replace(cfg, fusion="max")
+    with pytest.raises(ConfigError, match="input noise must be in"):
+        replace(cfg, input_noise=-0.1)
 
 
 def test_importing_the_core_lets_openmp_threads_sleep_unless_told_otherwise() -> None:

@@ -8,7 +8,9 @@ default, so the paper preset is exactly the paper's) add what the field found fo
   (CLIP-style, cosine over ``temperature``), averaged over modality pairs;
 * ``cross_weight``: cross-reconstruction, each modality decoded from the fusion of the others;
 * ``fusion="reliability"``: a learned weight per modality (softmax over the ones an item has) instead
-  of the plain mean.
+  of the plain mean;
+* ``input_noise``: the encoders see the standardized inputs plus Gaussian noise of this std while
+  every reconstruction is scored on the clean inputs (a denoising autoencoder).
 
 Which of them pays is measured by benchmarks/ablation.py (config.py says what was kept and why).
 
@@ -239,14 +241,18 @@ class MMAE(nn.Module):
         contrastive_weight: float = 0.0,
         temperature: float = 0.1,
         cross_weight: float = 0.0,
+        input_noise: float = 0.0,
     ) -> Output:
         """Training objective as one graph: Σ_m MSE(x_m, D_m(z)) over the items that have m, plus each
         optional term (module docstring) times its weight; a term at weight 0 is not computed.
 
         ``enc_rows`` may be a subset of ``dec_rows`` (modality dropout): decoders still reconstruct
-        every modality an item has from the latent of the ones it kept.
+        every modality an item has from the latent of the ones it kept. With ``input_noise`` the
+        encoders see ``x`` plus noise of that std (drawn from torch's seeded global generator) and the
+        targets stay ``x``.
         """
-        z, zs = self.fuse(x, enc_rows, inv_count)
+        seen = x if input_noise <= 0 else {m: v + input_noise * torch.randn_like(v) for m, v in x.items()}
+        z, zs = self.fuse(seen, enc_rows, inv_count)
         parts = self.reconstruction_losses(z, x, dec_rows)
         loss = torch.stack(parts).sum()
         n = z.shape[0]
