@@ -1,8 +1,8 @@
 """The default against every baseline, side by side, on every real set the tool ships, with the bars.
 
 For each set (the four mfeat three-view sets and the six-view ``mfeat-all``) and each seed it trains
-the default preset (``config.DEFAULT_PRESET``) and the paper preset in memory, and measures on the
-test split at the class count:
+the default preset (``config.DEFAULT_PRESET``, or the one ``--preset`` names) and the paper preset in
+memory, and measures on the test split at the class count:
 
 * ARI / NMI: the default cut as ``propose`` cuts it at a given k by default for the graph (spectral on
   the latents' 15-NN graph) and by KMeans; the paper preset by KMeans (the paper's); fused PCA, MCCA,
@@ -32,6 +32,7 @@ default to each baseline, and every bar of the tool's goal as a "met" / "not met
     .venv/bin/python benchmarks/compare_methods.py --seeds 1..10
     .venv/bin/python benchmarks/compare_methods.py --datasets mfeat --seeds 1,2 --epochs 20 --bars clustering
     .venv/bin/python benchmarks/compare_methods.py --seeds 1..10 --epochs 20 --json-out results.json
+    .venv/bin/python benchmarks/compare_methods.py --preset reliability --seeds 1..10 --epochs 20
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ from retrieval import md  # noqa: E402
 from mmae_core.archive.conflicts import DEFAULT_METHOD as CONFLICT_SCORE  # noqa: E402
 from mmae_core.archive.novelty import DEFAULT_COMBINE, auroc  # noqa: E402
 from mmae_core.clustering.graph import graph_labels, knn_graph  # noqa: E402
-from mmae_core.config import DEFAULT_PRESET, EvalConfig  # noqa: E402
+from mmae_core.config import DEFAULT_PRESET, PRESETS, EvalConfig  # noqa: E402
 from mmae_core.data.realdata import REAL_SETS, make_real  # noqa: E402
 from mmae_core.evaluation.evaluate import evaluate_grid, kmeans_labels  # noqa: E402
 from mmae_core.evaluation.mcca import fit_search_space  # noqa: E402
@@ -70,7 +71,11 @@ from mmae_core.search.retrieval import retrieval_metrics  # noqa: E402
 from mmae_core.search.spaces import fit_shared_space, fit_tag_space  # noqa: E402
 from mmae_core.search.supervised import supervised_search  # noqa: E402
 
-DEFAULT = f"default ({DEFAULT_PRESET}, spectral)"
+
+
+def default_label(preset: str) -> str:
+    """The row of the preset measured as the default, cut as ``propose`` cuts it."""
+    return f"default ({preset}, spectral)"
 
 
 def cut(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, tuple[float, float] | int]:
@@ -94,7 +99,7 @@ VAE_NAMES = {"mopoe": "MoPoE", "mmvaeplus": "MMVAE+"}
 
 
 def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...],
-             vae_epochs: int | None = None) -> tuple[list[dict], dict]:
+             vae_epochs: int | None = None, preset: str = DEFAULT_PRESET) -> tuple[list[dict], dict]:
     tr, te = fs.splits["train"], fs.splits["test"]
     labels = te.labels
     k = len(set(labels.astype(str)))
@@ -108,7 +113,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     uni = grid[grid.method.isin(list(fs.modalities))].sort_values("ari", ascending=False).iloc[0]
     rows.append({"method": "best unimodal", "ari": uni.ari, "nmi": uni.nmi})
     models = {}
-    for name in (DEFAULT_PRESET, "paper"):
+    for name in (preset, "paper"):
         cpu0 = time.process_time()
         tm, sec = fit(fs, config(name, epochs, seed, tr.n))
         models[name] = tm
@@ -120,8 +125,8 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
             rows.append({"method": "paper (kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
             rows.append({"method": "paper (spectral)", "ari": c["spectral"][0], "nmi": c["spectral"][1]})
         else:
-            rows.append({"method": DEFAULT, "ari": c["spectral"][0], "nmi": c["spectral"][1]})
-            rows.append({"method": f"default ({DEFAULT_PRESET}, kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
+            rows.append({"method": default_label(preset), "ari": c["spectral"][0], "nmi": c["spectral"][1]})
+            rows.append({"method": f"default ({preset}, kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
             extra["leiden k"] = c["leiden_k"]
             z_tr, per_tr = encode(tm, tr.features)
             tags = fit_tag_space(per_tr, z_tr, seed=seed)  # what search compares in by default (and conflicts use)
@@ -137,7 +142,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     extra["p10 supervised"] = {f"{q}->{t}": float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
     for vae in vaes:
         cpu0 = time.process_time()
-        z = fit_encode(vae, tr_s, te_s, vae_epochs or config(DEFAULT_PRESET, epochs, seed, tr.n).epochs, seed)
+        z = fit_encode(vae, tr_s, te_s, vae_epochs or config(preset, epochs, seed, tr.n).epochs, seed)
         extra[f"train cpu s {vae}"] = time.process_time() - cpu0
         c = cut(z, labels, k, seed)
         rows.append({"method": f"{VAE_NAMES[vae]} (kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
@@ -146,17 +151,17 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         rng = np.random.default_rng(seed + 500)
         fs_m = with_split(fs, "train", drop_modalities(tr, 0.5, rng))
         fs_m = with_split(fs_m, "test", drop_modalities(te, 0.5, rng))
-        tm_m, _ = fit(fs_m, config(DEFAULT_PRESET, epochs, seed, tr.n))
+        tm_m, _ = fit(fs_m, config(preset, epochs, seed, tr.n))
         z_m, _ = encode(tm_m, fs_m.splits["test"].features)
         extra["missing50 ari"] = cut(z_m, labels, k, seed)["spectral"][0]
         extra["missing50 supervised ari"] = supervised_missing_ceiling(tr_s, tr.labels, te_s, fs_m.splits["test"], labels)
-        conf = conflicts_run(models[DEFAULT_PRESET], fs, k, np.random.default_rng(seed), 0.1, with_labels=True, space=tags)
+        conf = conflicts_run(models[preset], fs, k, np.random.default_rng(seed), 0.1, with_labels=True, space=tags)
         extra["conflicts auroc"] = conf[CONFLICT_SCORE]["auroc"]
         extra["conflicts auroc by score"] = {m: r["auroc"] for m, r in conf.items()}
         classes = sorted(set(tr.labels.astype(str)))
         out = [str(c) for c in np.random.default_rng(seed).choice(classes, size=2, replace=False)]
         seen = hold_out(fs, out)
-        tm_n, _ = fit(seen, config(DEFAULT_PRESET, epochs, seed, seen.splits['train'].n))
+        tm_n, _ = fit(seen, config(preset, epochs, seed, seen.splits['train'].n))
         by = novelty_scores(tm_n, fs, ["test"], k - 2, train_set=seen)["test"]
         novel = np.isin(labels.astype(str), out)
         extra["novelty auroc by combination"] = {how: auroc(sc[~novel], sc[novel]) for how, sc in by.items()}
@@ -179,14 +184,15 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def report(name: str, df: pd.DataFrame, extras: list[dict], bars: str, vaes: tuple[str, ...]) -> list[str]:
+def report(name: str, df: pd.DataFrame, extras: list[dict], bars: str, vaes: tuple[str, ...],
+           preset: str = DEFAULT_PRESET) -> list[str]:
     """Print the set's tables and bars; return the bar lines."""
     seeds = sorted(df.seed.unique().tolist())
     print(f"\n## {name}: test split, k = class count, {len(seeds)} seeds, mean ± 95% interval")
     tab = [{"method": m, "ARI": fmt_ci(g.ari.to_numpy()), "NMI": fmt_ci(g.nmi.to_numpy())}
            for m, g in df.groupby("method", sort=False)]
     print(md(pd.DataFrame(tab)))
-    ref = df[df.method == DEFAULT].set_index("seed").sort_index()
+    ref = df[df.method == default_label(preset)].set_index("seed").sort_index()
     gaps, lines = [], []
     vae_rows = [f"{VAE_NAMES[v]} ({c})" for v in vaes for c in ("spectral", "kmeans")]
     for base in ("fused_pca", "mcca", "spectral_pca", "best unimodal", "paper (kmeans)", "paper (spectral)", *vae_rows):
@@ -245,8 +251,8 @@ def report(name: str, df: pd.DataFrame, extras: list[dict], bars: str, vaes: tup
                       for h in extras[0]["novelty auroc by combination"] if "with labels" in h)
         lines.append(f"{verdict(nov.mean() >= 0.98)} {name}: held-out-class novelty AUROC {fmt_ci(nov)} (>= 0.98; "
                      f"the better detector given the seen classes' labels: {nov_lab:.3f})")
-    ratio = np.array([e[f"train cpu s {DEFAULT_PRESET}"] / e["train cpu s paper"] for e in extras])
-    wall = np.array([e[f"train s {DEFAULT_PRESET}"] / e["train s paper"] for e in extras])
+    ratio = np.array([e[f"train cpu s {preset}"] / e["train cpu s paper"] for e in extras])
+    wall = np.array([e[f"train s {preset}"] / e["train s paper"] for e in extras])
     lines.append(f"{verdict(ratio.mean() <= 1.5)} {name}: default trains in {ratio.mean():.2f}x the paper preset's CPU time "
                  f"(<= 1.5x; wall time {wall.mean():.2f}x on a shared machine)")
     lk = [e["leiden k"] for e in extras]
@@ -261,6 +267,9 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(REAL_SETS))
     ap.add_argument("--seeds", default="1..10")
     ap.add_argument("--epochs", type=int, default=None, help="default: what `train` runs (the paper preset's 100; the default preset's sized to the split)")
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=[p for p in PRESETS if p != "paper"],
+                    help="the preset measured as the default (default: %(default)s, what `train` uses); the paper "
+                         "preset is always measured beside it")
     ap.add_argument("--bars", choices=("clustering", "all"), default="all",
                     help="all: also the missing, conflicts and novelty bars (three more trainings per seed)")
     ap.add_argument("--rows-out", type=Path, default=None)
@@ -279,9 +288,9 @@ def main() -> None:
         vae_note = f"{'/'.join(VAE_NAMES[v] for v in vaes)} skipped: {multivae_models()[1]}"
         print(vae_note, file=sys.stderr)
         vaes = ()
-    print(f"machine: {machine()}; seeds {seeds}; epochs {a.epochs or 'the presets'}; VAE epochs {a.vae_epochs or a.epochs or 'the presets'}; default preset {DEFAULT_PRESET}; "
+    print(f"machine: {machine()}; seeds {seeds}; epochs {a.epochs or 'the presets'}; VAE epochs {a.vae_epochs or a.epochs or 'the presets'}; default preset {a.preset}; "
           f"published VAEs: {', '.join(VAE_NAMES[v] for v in vaes) or vae_note or 'none asked'}")
-    every, out = [], {"seeds": seeds, "epochs": a.epochs, "vae_epochs": a.vae_epochs, "default_preset": DEFAULT_PRESET,
+    every, out = [], {"seeds": seeds, "epochs": a.epochs, "vae_epochs": a.vae_epochs, "default_preset": a.preset,
                       "vaes": list(vaes), "vae_note": vae_note, "sets": {}}
     all_lines: list[str] = []
     for name in a.datasets.split(","):
@@ -290,7 +299,7 @@ def main() -> None:
         rows, extras = [], []
         for seed in seeds:
             t0 = time.perf_counter()
-            r, e = one_seed(fs, seed, a.epochs, a.bars, vaes, a.vae_epochs)
+            r, e = one_seed(fs, seed, a.epochs, a.bars, vaes, a.vae_epochs, a.preset)
             rows += r
             extras.append(e)
             print(f"  {name} seed {seed} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -299,7 +308,7 @@ def main() -> None:
         every.append(df.assign(dataset=name))
         if a.rows_out is not None:
             pd.concat(every).to_csv(a.rows_out, index=False)
-        lines = report(name, df, extras, a.bars, vaes)
+        lines = report(name, df, extras, a.bars, vaes, a.preset)
         if vae_note:
             lines.append(f"not measured {name}: ARI and NMI not behind a published VAE ({vae_note})")
             print(lines[-1])
