@@ -54,7 +54,8 @@ def _n_test(arch: Path) -> int | None:
     return int(np.load(files[0], mmap_mode="r").shape[0]) if files else None
 
 
-def run_size(items: int, work: Path, samples: int, k: int, only: list[str] | None = None) -> list[dict]:
+def run_size(items: int, work: Path, samples: int, k: int, only: list[str] | None = None,
+             preset: str | None = None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     arch, db, ckpt = work / "archive", work / "s.duckdb", work / "m.pt"
     cli = [PY, "-m", "mmae_core"]
@@ -63,7 +64,7 @@ def run_size(items: int, work: Path, samples: int, k: int, only: list[str] | Non
         ("make archive", [PY, str(ROOT / "benchmarks" / "make_archive.py"), "--items", str(items), "--out", str(arch)], items),
         ("import", [*cli, "import", str(arch), "--name", "arch", "--db", str(db)], items),
         ("train", [*cli, "train", "--dataset", "arch", "--samples", str(samples), "--model-name", "m", "--out", str(ckpt),
-                   "--db", str(db), "--format", "json"], samples),
+                   "--db", str(db), "--format", "json", *(["--preset", preset] if preset else [])], samples),
         ("encode", [*cli, "load-model", str(ckpt), "--dataset", "arch", "--model-name", "m2", "--db", str(db)], items),
         ("propose", [*cli, "propose", "--dataset", "arch", "--model", "m", "--k", str(k), "--split", "train", "--db", str(db)], None),
         ("propose auto", [*cli, "propose", "--dataset", "arch", "--model", "m", "--k", "auto", "--split", "train",
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmae-scale"))
     ap.add_argument("--samples", type=int, default=2_000_000, help="training budget: items drawn")
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--preset", default=None, help="the preset `train` trains (default: train's default)")
     ap.add_argument("--keep", action="store_true", help="keep the archives and stores")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", nargs="+", metavar="PHASE",
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.items:
         work = args.work / f"n{n}"
         try:
-            rows += run_size(n, work, args.samples, args.k, args.only)
+            rows += run_size(n, work, args.samples, args.k, args.only, args.preset)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
