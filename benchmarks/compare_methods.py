@@ -33,6 +33,7 @@ default to each baseline, and every bar of the tool's goal as a "met" / "not met
     .venv/bin/python benchmarks/compare_methods.py --datasets mfeat --seeds 1,2 --epochs 20 --bars clustering
     .venv/bin/python benchmarks/compare_methods.py --seeds 1..10 --epochs 20 --json-out results.json
     .venv/bin/python benchmarks/compare_methods.py --preset reliability --seeds 1..10 --epochs 20
+    .venv/bin/python benchmarks/compare_methods.py --seeds 1..10 --epochs 100 --input-noise 1.0
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,13 @@ VAE_NAMES = {"mopoe": "MoPoE", "mmvaeplus": "MMVAE+"}
 
 
 def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...],
-             vae_epochs: int | None = None, preset: str = DEFAULT_PRESET) -> tuple[list[dict], dict]:
+             vae_epochs: int | None = None, preset: str = DEFAULT_PRESET,
+             input_noise: float | None = None) -> tuple[list[dict], dict]:
+    def cfg(name: str, n_train: int):
+        """What ``train`` runs for ``name`` on ``n_train`` items; the measured preset with ``input_noise``."""
+        c = config(name, epochs, seed, n_train)
+        return replace(c, input_noise=input_noise) if name == preset and input_noise is not None else c
+
     tr, te = fs.splits["train"], fs.splits["test"]
     labels = te.labels
     k = len(set(labels.astype(str)))
@@ -115,7 +123,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     models = {}
     for name in (preset, "paper"):
         cpu0 = time.process_time()
-        tm, sec = fit(fs, config(name, epochs, seed, tr.n))
+        tm, sec = fit(fs, cfg(name, tr.n))
         models[name] = tm
         extra[f"train s {name}"] = sec
         extra[f"train cpu s {name}"] = time.process_time() - cpu0  # steadier than wall time on a shared machine
@@ -142,7 +150,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
     extra["p10 supervised"] = {f"{q}->{t}": float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
     for vae in vaes:
         cpu0 = time.process_time()
-        z = fit_encode(vae, tr_s, te_s, vae_epochs or config(preset, epochs, seed, tr.n).epochs, seed)
+        z = fit_encode(vae, tr_s, te_s, vae_epochs or cfg(preset, tr.n).epochs, seed)
         extra[f"train cpu s {vae}"] = time.process_time() - cpu0
         c = cut(z, labels, k, seed)
         rows.append({"method": f"{VAE_NAMES[vae]} (kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
@@ -151,7 +159,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         rng = np.random.default_rng(seed + 500)
         fs_m = with_split(fs, "train", drop_modalities(tr, 0.5, rng))
         fs_m = with_split(fs_m, "test", drop_modalities(te, 0.5, rng))
-        tm_m, _ = fit(fs_m, config(preset, epochs, seed, tr.n))
+        tm_m, _ = fit(fs_m, cfg(preset, tr.n))
         z_m, _ = encode(tm_m, fs_m.splits["test"].features)
         extra["missing50 ari"] = cut(z_m, labels, k, seed)["spectral"][0]
         extra["missing50 supervised ari"] = supervised_missing_ceiling(tr_s, tr.labels, te_s, fs_m.splits["test"], labels)
@@ -161,7 +169,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
         classes = sorted(set(tr.labels.astype(str)))
         out = [str(c) for c in np.random.default_rng(seed).choice(classes, size=2, replace=False)]
         seen = hold_out(fs, out)
-        tm_n, _ = fit(seen, config(preset, epochs, seed, seen.splits['train'].n))
+        tm_n, _ = fit(seen, cfg(preset, seen.splits['train'].n))
         by = novelty_scores(tm_n, fs, ["test"], k - 2, train_set=seen)["test"]
         novel = np.isin(labels.astype(str), out)
         extra["novelty auroc by combination"] = {how: auroc(sc[~novel], sc[novel]) for how, sc in by.items()}
@@ -270,6 +278,8 @@ def main() -> None:
     ap.add_argument("--preset", default=DEFAULT_PRESET, choices=[p for p in PRESETS if p != "paper"],
                     help="the preset measured as the default (default: %(default)s, what `train` uses); the paper "
                          "preset is always measured beside it")
+    ap.add_argument("--input-noise", type=float, default=None, metavar="SIGMA",
+                    help="train the measured preset with this input noise instead of its own (as train --input-noise)")
     ap.add_argument("--bars", choices=("clustering", "all"), default="all",
                     help="all: also the missing, conflicts and novelty bars (three more trainings per seed)")
     ap.add_argument("--rows-out", type=Path, default=None)
@@ -288,7 +298,7 @@ def main() -> None:
         vae_note = f"{'/'.join(VAE_NAMES[v] for v in vaes)} skipped: {multivae_models()[1]}"
         print(vae_note, file=sys.stderr)
         vaes = ()
-    print(f"machine: {machine()}; seeds {seeds}; epochs {a.epochs or 'the presets'}; VAE epochs {a.vae_epochs or a.epochs or 'the presets'}; default preset {a.preset}; "
+    print(f"machine: {machine()}; seeds {seeds}; epochs {a.epochs or 'the presets'}; VAE epochs {a.vae_epochs or a.epochs or 'the presets'}; default preset {a.preset}{'' if a.input_noise is None else f' with input noise {a.input_noise:g}'}; "
           f"published VAEs: {', '.join(VAE_NAMES[v] for v in vaes) or vae_note or 'none asked'}")
     every, out = [], {"seeds": seeds, "epochs": a.epochs, "vae_epochs": a.vae_epochs, "default_preset": a.preset,
                       "vaes": list(vaes), "vae_note": vae_note, "sets": {}}
@@ -299,7 +309,7 @@ def main() -> None:
         rows, extras = [], []
         for seed in seeds:
             t0 = time.perf_counter()
-            r, e = one_seed(fs, seed, a.epochs, a.bars, vaes, a.vae_epochs, a.preset)
+            r, e = one_seed(fs, seed, a.epochs, a.bars, vaes, a.vae_epochs, a.preset, a.input_noise)
             rows += r
             extras.append(e)
             print(f"  {name} seed {seed} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
