@@ -183,7 +183,10 @@ def _flow(page: Any, url: str, store: Any) -> None:
     cat = store().catalog("demo")
     assert set(cat.loc[cat["tag"].notna(), "tag"]) == {names[0], names[1]}
 
-    main(page).get_by_role("tab", name=re.compile("Rename or merge")).click()  # the page is in tabs
+    rename_tab = main(page).get_by_role("tab", name=re.compile("Rename or merge"))
+    rename_tab.click()  # the page is in tabs; typing before the switch has settled raced it back to the first
+    expect(rename_tab).to_have_attribute("aria-selected", "true")
+    wait_idle(page)
     choose(page, main(page), "Tag to rename", names[0])
     fill(page, main(page), "New name", "checked by ada")  # Enter only commits the text
     main(page).get_by_role("button", name="Rename", exact=True).click()
