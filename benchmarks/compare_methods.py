@@ -74,10 +74,9 @@ from mmae_core.search.spaces import fit_shared_space, fit_tag_space  # noqa: E40
 from mmae_core.search.supervised import supervised_search  # noqa: E402
 
 
-
-def default_label(preset: str) -> str:
-    """The row of the preset measured as the default, cut as ``propose`` cuts it."""
-    return f"default ({preset}, spectral)"
+def default_label(preset: str, how: str = "spectral") -> str:
+    """The row of the preset measured as the default, cut ``how`` (spectral: as ``propose`` cuts it)."""
+    return f"default ({preset}, {how})"
 
 
 def cut(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, tuple[float, float] | int]:
@@ -134,7 +133,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
             rows.append({"method": "paper (spectral)", "ari": c["spectral"][0], "nmi": c["spectral"][1]})
         else:
             rows.append({"method": default_label(preset), "ari": c["spectral"][0], "nmi": c["spectral"][1]})
-            rows.append({"method": f"default ({preset}, kmeans)", "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
+            rows.append({"method": default_label(preset, "kmeans"), "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
             extra["leiden k"] = c["leiden_k"]
             z_tr, per_tr = encode(tm, tr.features)
             tags = fit_tag_space(per_tr, z_tr, seed=seed)  # what search compares in by default (and conflicts use)
