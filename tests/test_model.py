@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from mmae_core.model.mmae import MMAE
+from mmae_core.config import TrainConfig
+from mmae_core.model.mmae import MMAE, noise_std
 from mmae_core.model.train import dropout_mask
 
 DIMS = {"image": 6, "audio": 20, "text": 12}
@@ -134,15 +136,24 @@ def test_input_noise_reaches_the_encoders_only_and_the_targets_stay_clean() -> N
     x = _batch(16)
     every = {m: None for m in DIMS}
     torch.manual_seed(5)
-    out = model(x, every, every, input_noise=0.5)
+    out = model(x, every, every, input_noise=0.5, noise_full_width=16)
     torch.manual_seed(5)
-    seen = {m: v + 0.5 * torch.randn_like(v) for m, v in x.items()}
+    # from 16 features up a view gets the full 0.5; the image (6) and text (12) views 6/16 and 12/16 of it
+    seen = {m: v + 0.5 * min(1.0, v.shape[1] / 16) * torch.randn_like(v) for m, v in x.items()}
     z = torch.stack([enc(seen[m]) for m, enc in zip(model.names, model.enc)]).mean(0)
     want = sum(torch.nn.functional.mse_loss(dec(z), x[m]) for m, dec in zip(model.names, model.dec))
     torch.testing.assert_close(out.loss, want, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(out.z, z, rtol=1e-6, atol=1e-7)
     clean = model(x, every, every)
     assert not torch.allclose(clean.z, out.z)
+
+
+def test_a_view_narrower_than_the_full_noise_width_gets_proportionally_less_noise() -> None:
+    full = TrainConfig().noise_full_width
+    assert full == 32
+    assert noise_std(32, 0.6, full) == noise_std(240, 0.6, full) == 0.6  # every real view but one, and the demo's
+    assert noise_std(16, 1.0, full) == 0.5 and noise_std(6, 1.0, full) == pytest.approx(0.1875)  # UCI morphology
+    assert noise_std(6, 0.0, full) == 0.0 and noise_std(6, 1.0) == 1.0  # a full width of 1: every view the same
 
 
 def test_infonce_is_the_symmetric_cross_entropy_of_cosine_over_temperature() -> None:

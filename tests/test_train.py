@@ -268,6 +268,17 @@ def test_each_new_objective_option_changes_training_and_reports_its_term(fs: Fea
         assert not np.allclose(other.model.fusion_logit.detach().numpy(), 0.0)  # the weights were learned
 
 
+def test_only_views_narrower_than_the_noise_full_width_get_less_noise(fs: FeatureSet) -> None:
+    """The views have 6, 12 and 20 features: a full width of 1 or 6 quiets none of them (same run), 20
+    quiets two (another run)."""
+    def latents(width: int) -> np.ndarray:
+        return encode(train(fs, replace(CFG, input_noise=0.5, noise_full_width=width)), fs.splits["train"].features)[0]
+
+    every_view_full = latents(1)
+    assert np.array_equal(latents(6), every_view_full, equal_nan=True)
+    assert not np.allclose(latents(20), every_view_full, equal_nan=True)
+
+
 def test_the_default_preset_is_reproducible_and_survives_a_checkpoint(fs: FeatureSet) -> None:
     from mmae_core.config import DEFAULT_PRESET, preset
     from mmae_core.model.checkpoint import load_checkpoint, save_checkpoint
@@ -288,6 +299,8 @@ def test_the_default_preset_is_reproducible_and_survives_a_checkpoint(fs: Featur
         replace(cfg, fusion="max")
     with pytest.raises(ConfigError, match="input noise must be in"):
         replace(cfg, input_noise=-0.1)
+    with pytest.raises(ConfigError, match="noise full width must be at least 1"):
+        replace(cfg, noise_full_width=0)
 
 
 def test_importing_the_core_lets_openmp_threads_sleep_unless_told_otherwise() -> None:

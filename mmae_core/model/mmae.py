@@ -10,7 +10,8 @@ default, so the paper preset is exactly the paper's) add what the field found fo
 * ``fusion="reliability"``: a learned weight per modality (softmax over the ones an item has) instead
   of the plain mean;
 * ``input_noise``: the encoders see the standardized inputs plus Gaussian noise of this std while
-  every reconstruction is scored on the clean inputs (a denoising autoencoder).
+  every reconstruction is scored on the clean inputs (a denoising autoencoder); a view narrower than
+  ``noise_full_width`` features gets proportionally less (``noise_std``).
 
 Which of them pays is measured by benchmarks/ablation.py (config.py says what was kept and why).
 
@@ -32,6 +33,13 @@ from torch import Tensor
 Rows = dict[str, Tensor | None]  # modality -> row indices into the batch (None = all rows)
 AUX: tuple[str, ...] = ("align", "contrastive", "cross")  # the optional terms, in the order of Output.parts
 FUSIONS: tuple[str, ...] = ("mean", "reliability")
+
+
+def noise_std(width: int, input_noise: float, full_width: int = 1) -> float:
+    """The std of the training noise on a view of ``width`` features: ``input_noise`` from
+    ``full_width`` features up, proportionally less below (an encoder averages the noise over a view's
+    features, and a narrow view has few to average over; config.py has the measured threshold)."""
+    return input_noise * min(1.0, width / full_width)
 
 
 class BatchNorm(nn.BatchNorm1d):
@@ -242,16 +250,18 @@ class MMAE(nn.Module):
         temperature: float = 0.1,
         cross_weight: float = 0.0,
         input_noise: float = 0.0,
+        noise_full_width: int = 1,
     ) -> Output:
         """Training objective as one graph: Σ_m MSE(x_m, D_m(z)) over the items that have m, plus each
         optional term (module docstring) times its weight; a term at weight 0 is not computed.
 
         ``enc_rows`` may be a subset of ``dec_rows`` (modality dropout): decoders still reconstruct
         every modality an item has from the latent of the ones it kept. With ``input_noise`` the
-        encoders see ``x`` plus noise of that std (drawn from torch's seeded global generator) and the
-        targets stay ``x``.
+        encoders see ``x`` plus noise of that std (``noise_std`` per view, drawn from torch's seeded
+        global generator) and the targets stay ``x``.
         """
-        seen = x if input_noise <= 0 else {m: v + input_noise * torch.randn_like(v) for m, v in x.items()}
+        seen = x if input_noise <= 0 else {m: v + noise_std(v.shape[1], input_noise, noise_full_width)
+                                            * torch.randn_like(v) for m, v in x.items()}
         z, zs = self.fuse(seen, enc_rows, inv_count)
         parts = self.reconstruction_losses(z, x, dec_rows)
         loss = torch.stack(parts).sum()

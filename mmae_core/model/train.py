@@ -258,7 +258,7 @@ def _fit(
             if should_stop is not None and should_stop():
                 raise CancelledError(f"training was cancelled by the user in epoch {epoch} of {cfg.epochs}; nothing was kept.")
             out = net(b.x, b.enc_rows, b.dec_rows, b.inv_count, cfg.align_weight, cfg.contrastive_weight,
-                      cfg.temperature, cfg.cross_weight, cfg.input_noise)
+                      cfg.temperature, cfg.cross_weight, cfg.input_noise, cfg.noise_full_width)
             opt.zero_grad(set_to_none=False)  # an encoder absent from a batch gets a zero gradient, as Adam expects
             out.loss.backward()
             opt.step()
