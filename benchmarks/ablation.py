@@ -7,7 +7,10 @@ trains in memory, encodes the test split and measures
 * ARI / NMI of the fused latents at the class count, cut by KMeans (4 starts, as ``evaluate``) and by
   spectral clustering on their 15-NN graph (``clustering.graph``, what ``propose --cluster spectral``
   does), and the k Leiden finds on that graph (``k auto``);
-* the worst ordered modality pair's class P@10 in the shared search space (cosine, what Search uses);
+* the worst ordered modality pair's class P@10 in the shared search space (cosine);
+* ``P@10 vs supervised``: class P@10 in the tag space (what Search compares in by default) minus the
+  supervised search's, on the ordered pair where it is lowest: the search bar of
+  ``compare_methods.py`` (≥ −.05 meets it);
 * training seconds.
 
 It prints, per set, each config's mean with its 95% t-interval over the seeds, and each config's
@@ -67,7 +70,18 @@ def parse_config(text: str) -> tuple[str, TrainConfig]:
     return name.strip(), replace(cfg, **kw)
 
 
-def measure(fs, cfg: TrainConfig) -> dict[str, float]:
+def supervised_p10(fs) -> dict[tuple[str, str], float]:
+    """Class P@10 of the supervised search per ordered pair (one per set: it does not depend on the model)."""
+    from mmae_core.model.standardize import Standardizer
+    from mmae_core.search.supervised import supervised_search
+
+    tr, te = fs.splits["train"], fs.splits["test"]
+    std = Standardizer.fit(tr.features)
+    sup = supervised_search(std.transform(tr.features), tr.labels, std.transform(te.features), te.labels, k=10)
+    return {(q, t): float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
+
+
+def measure(fs, cfg: TrainConfig, supervised: dict[tuple[str, str], float]) -> dict[str, float]:
     """One trained model's figures (see the module docstring)."""
     from mmae_core.clustering.graph import graph_labels, knn_graph
     from mmae_core.evaluation.evaluate import kmeans_labels
@@ -75,6 +89,7 @@ def measure(fs, cfg: TrainConfig) -> dict[str, float]:
     from mmae_core.evaluation.metrics import external_scores
     from mmae_core.model.train import encode, train
     from mmae_core.search.retrieval import retrieval_metrics
+    from mmae_core.search.spaces import fit_shared_space, fit_tag_space
 
     t0 = time.perf_counter()
     tm = train(fs, cfg)
@@ -82,7 +97,7 @@ def measure(fs, cfg: TrainConfig) -> dict[str, float]:
     te = fs.splits["test"]
     labels = te.labels
     k = len(set(labels.astype(str)))
-    _, per_train = encode(tm, fs.splits["train"].features)
+    fused_train, per_train = encode(tm, fs.splits["train"].features)
     fused, per_test = encode(tm, te.features)
     z = np.ascontiguousarray(fused, dtype=np.float32)
     ari_km, nmi_km = external_scores(labels, kmeans_labels(z, k, 4, cfg.seed))
@@ -92,8 +107,14 @@ def measure(fs, cfg: TrainConfig) -> dict[str, float]:
     views = fit_search_space(per_train).transform_views(per_test)
     p10 = retrieval_metrics(views, labels, k=10, metric="cosine")
     pairs = p10[p10["query"].isin(fs.modalities) & p10["target"].isin(fs.modalities)]
+    tags = fit_tag_space(per_train, fused_train, seed=cfg.seed)
+    space = tags if tags is not None else fit_shared_space(per_train)
+    t = retrieval_metrics({m: space.transform_view(m, v) for m, v in per_test.items()}, labels, k=10, metric="cosine")
+    in_tags = {(q, t_): float(p) for q, t_, p in zip(t["query"], t["target"], t["p_at_10"])}
     return {"ari kmeans": ari_km, "nmi kmeans": nmi_km, "ari spectral": ari_sp, "nmi spectral": nmi_sp,
-            "worst P@10": float(pairs["p_at_10"].min()), "leiden k": float(k_auto), "train s": sec}
+            "worst P@10": float(pairs["p_at_10"].min()),
+            "P@10 vs supervised": min(in_tags[pair] - p for pair, p in supervised.items()),
+            "leiden k": float(k_auto), "train s": sec}
 
 
 def ci(v: np.ndarray) -> str:
@@ -115,7 +136,7 @@ def report(df: pd.DataFrame, reference: str, label: str) -> None:
             continue
         g = g.set_index("seed").reindex(ref.index)
         row = {"config": c}
-        for m in ("ari kmeans", "nmi kmeans", "ari spectral", "nmi spectral", "worst P@10"):
+        for m in ("ari kmeans", "nmi kmeans", "ari spectral", "nmi spectral", "worst P@10", "P@10 vs supervised"):
             mean, lo, hi = gap_interval(g[m].to_numpy() - ref[m].to_numpy())
             tag = "ahead" if lo > 0 else "behind" if hi < 0 else "level"
             row[m] = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] {tag}" if np.isfinite(lo) else f"{mean:+.3f}"
@@ -144,13 +165,14 @@ def main() -> None:
     for dname in a.datasets.split(","):
         fs, _ = load_set(dname.strip(), a.scale)
         rows = []
+        supervised = supervised_p10(fs)
         for name, cfg in configs:
             for seed in seeds:
                 c = replace(cfg, seed=seed, **({"epochs": a.epochs} if a.epochs else {}))
-                rows.append({"config": name, "seed": seed, **measure(fs, c)})
+                rows.append({"config": name, "seed": seed, **measure(fs, c, supervised)})
                 r = rows[-1]
                 print(f"  {dname} {name} seed {seed}: ARI km {r['ari kmeans']:.3f} sp {r['ari spectral']:.3f}, "
-                      f"worst P@10 {r['worst P@10']:.3f}, leiden k {r['leiden k']:.0f}, {r['train s']:.0f} s",
+                      f"worst P@10 {r['worst P@10']:.3f}, P@10 vs supervised {r['P@10 vs supervised']:+.3f}, leiden k {r['leiden k']:.0f}, {r['train s']:.0f} s",
                       file=sys.stderr, flush=True)
         df = pd.DataFrame(rows)
         every.append(df.assign(dataset=dname))
