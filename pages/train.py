@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mmae_core.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset, sized_epochs
+from mmae_core.config import DEFAULT_PRESET, INPUT_NOISE_HELP, PRESETS, TrainConfig, preset, sized_epochs
 from mmae_core.errors import ConfigError
 from studio.jobs import JobView
 from store.common import check_name
@@ -78,8 +78,7 @@ def config_form(dataset: str) -> tuple[TrainConfig | None, str | None]:
         decay = a[2].number_input("Weight decay", 0.0, 9.99, base.weight_decay, step=0.05, key=k + "decay",
                                   help="AdamW's decoupled weight decay; 0 = the paper's plain Adam.")
         noise = a[3].number_input("Input noise σ", 0.0, 9.99, base.input_noise, step=0.1, key=k + "noise",
-                                  help="Std of the noise added to the standardized inputs the encoders see in training; "
-                                       "reconstructions are scored on the clean inputs. 0 = off.")
+                                  help=INPUT_NOISE_HELP[0].upper() + INPUT_NOISE_HELP[1:] + ". 0 = off.")
         patience = a[4].number_input("Early stopping patience (0 = off)", 0, 1000, base.early_stopping, key=k + "patience")
     if large:
         st.caption(f"A large train split ({n_train:,} items): {int(epochs)} epoch{'s' if epochs > 1 else ''} "

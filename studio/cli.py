@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, ITEMS_PER_SIZED_EPOCH, MIN_SIZED_EPOCHS, EvalConfig, PRESETS, preset
+from mmae_core.config import DEFAULT_K_GRID, DEFAULT_PRESET, ITEMS_PER_SIZED_EPOCH, MIN_SIZED_EPOCHS, EvalConfig, INPUT_NOISE_HELP, PRESETS, preset
 from mmae_core.errors import ConfigError, StudioError
 from mmae_core.clustering.graph import AUTO, DEFAULT_RESOLUTION, METHODS, parse_k_grid as parse_k
 from mmae_core.clustering.kmeans import EVAL_SAMPLE
@@ -416,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="%(default)s (the default) or paper: the method exactly as published (docs/design.md, 'The method')")
     s.add_argument("--epochs", type=int,
                    help=f"passes over the train split. Default: the preset's ({PRESETS[DEFAULT_PRESET].epochs}); the "
-                        f"default preset trains one per {ITEMS_PER_SIZED_EPOCH} train items below "
-                        f"{ITEMS_PER_SIZED_EPOCH * PRESETS[DEFAULT_PRESET].epochs:,} of them, at least {MIN_SIZED_EPOCHS}, "
-                        "since the preset's cost clusters on small real sets")
+                        f"reliability preset trains one per {ITEMS_PER_SIZED_EPOCH} train items below "
+                        f"{ITEMS_PER_SIZED_EPOCH * PRESETS['reliability'].epochs:,} of them, at least {MIN_SIZED_EPOCHS}, "
+                        f"since its {PRESETS['reliability'].epochs} cost clusters on small real sets")
     s.add_argument("--samples", type=int, metavar="N",
                    help="training budget: N items drawn in all, rounded up to whole epochs (replaces --epochs; "
                         "e.g. 2000000 on a 1M-item archive is 2 epochs). Default: --epochs' default, or "
@@ -434,9 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the alignment term sum_m ||z_m - z||^2 (paper preset: 0, aligned: 0.1; 0 clusters "
                         "the fused latents better at k above the class count, docs/results.md 'Cross-modal search')")
     s.add_argument("--input-noise", type=float, metavar="SIGMA",
-                   help="std of the Gaussian noise added to the standardized inputs the encoders see in training; "
-                        f"reconstructions are scored on the clean inputs (default preset: {PRESETS[DEFAULT_PRESET].input_noise:g}, "
-                        "the others: 0)")
+                   help=f"{INPUT_NOISE_HELP} (default preset: {PRESETS[DEFAULT_PRESET].input_noise:g}, the others: 0)")
     s.add_argument("--latent", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--model-name")

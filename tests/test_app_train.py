@@ -48,15 +48,21 @@ def test_the_page_opens_on_the_default_preset(demo_store, app):
     no_bug(at)
     assert at.selectbox(key="train_preset").value == DEFAULT_PRESET != "paper"
     epochs = at.number_input(key=f"train_{DEFAULT_PRESET}_epochs")
-    assert epochs.value == 20 and "cost clusters on small real sets" in epochs.help  # the demo's 850 train items
+    assert epochs.value == 100 and not epochs.help  # the preset's own, on the demo's 850 train items too
     noise = at.number_input(key=f"train_{DEFAULT_PRESET}_noise")
-    assert noise.value == 0.6 and "clean inputs" in noise.help  # the default trains as a denoising autoencoder
+    assert noise.value == 1.0 and "clean inputs" in noise.help  # the default trains as a denoising autoencoder
+    assert "less on a view of fewer than 32 features" in noise.help
+    at.selectbox(key="train_preset").set_value("reliability").run()  # sizes its epochs to a small split
+    epochs = at.number_input(key="train_reliability_epochs")
+    assert epochs.value == 20 and "cost clusters on small real sets" in epochs.help
+    assert at.number_input(key="train_reliability_noise").value == 0.0
     demo_store.store().add_dataset(small_set("mid", {"image": 2, "text": 2}, n=3_000))
     at = app("train", dataset="demo")
+    at.selectbox(key="train_preset").set_value("reliability").run()
     at.sidebar.selectbox(key="_sidebar_dataset").set_value("mid").run()  # 3,000 train items: one epoch per 75
-    assert at.number_input(key=f"train_{DEFAULT_PRESET}_epochs").value == 40
+    assert at.number_input(key="train_reliability_epochs").value == 40
     at.sidebar.selectbox(key="_sidebar_dataset").set_value("demo").run()
-    assert at.number_input(key=f"train_{DEFAULT_PRESET}_epochs").value == 20
+    assert at.number_input(key="train_reliability_epochs").value == 20
 
 
 def test_train_page_with_an_empty_store_says_what_to_do(empty_store, app):

@@ -211,7 +211,8 @@ def test_subprocess_env_db_and_stdout_is_json(trained_db: Path, tmp_path: Path) 
 
 def test_train_without_epochs_sizes_them_to_a_small_split_and_says_so(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     n = Store(db).split_sizes("demo")["train"]
-    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--model-name", "sized", "--format", "json")
+    code, out, errs = run(capsys, db, "train", "--dataset", "demo", "--preset", "reliability", "--model-name", "sized",
+                          "--format", "json")
     assert code == 0 and json.loads(out)["config"]["epochs"] == 20 and n < 1_500
     assert f"20 epochs for {n:,} train items" in errs and "--epochs sets them" in errs
 
