@@ -26,9 +26,10 @@ from ui.widgets import dataset_summary, download_button, fmt_seconds, need_datas
 POLL_S = 1.0
 SEEN = "_train_active_jobs"
 PRESET_HELP = {
-    "denoising": "The default: the reliability preset whose encoders see their inputs with a little noise added, so they "
-                 "learn what the modalities share rather than every feature's noise; see docs/results.md for how it "
-                 "compares with the paper's method and the baselines.",
+    "denoising": "The default: the reliability preset whose encoders see their inputs with noise added (less on a view "
+                 "of few features), so they learn what the modalities share rather than every feature's noise, and "
+                 "can train long on a small dataset; see docs/results.md for how it compares with the paper's method "
+                 "and the baselines.",
     "reliability": "Reconstruction with modality dropout and weight decay, fusing modalities by how much each is worth.",
     "paper": "The paper's setup: Adam, lr 1e-3, batch 128, 100 epochs, seed 42, latent 128.",
     "aligned": "Cross-modal training (modality dropout) plus latent alignment and weight decay: for cross-modal search and for data with missing modalities.",
