@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from archive_common import machine  # noqa: E402
+from compare_methods import pair_p10, supervised_p10  # noqa: E402
 from quality import gap_interval, parse_seeds  # noqa: E402
 from retrieval import load_set, md  # noqa: E402
 
@@ -70,18 +71,16 @@ def parse_config(text: str) -> tuple[str, TrainConfig]:
     return name.strip(), replace(cfg, **kw)
 
 
-def supervised_p10(fs) -> dict[tuple[str, str], float]:
+def supervised_p10_of(fs) -> dict[str, float]:
     """Class P@10 of the supervised search per ordered pair (one per set: it does not depend on the model)."""
     from mmae_core.model.standardize import Standardizer
-    from mmae_core.search.supervised import supervised_search
 
     tr, te = fs.splits["train"], fs.splits["test"]
     std = Standardizer.fit(tr.features)
-    sup = supervised_search(std.transform(tr.features), tr.labels, std.transform(te.features), te.labels, k=10)
-    return {(q, t): float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
+    return supervised_p10(std.transform(tr.features), tr.labels, std.transform(te.features), te.labels)
 
 
-def measure(fs, cfg: TrainConfig, supervised: dict[tuple[str, str], float]) -> dict[str, float]:
+def measure(fs, cfg: TrainConfig, supervised: dict[str, float]) -> dict[str, float]:
     """One trained model's figures (see the module docstring)."""
     from mmae_core.clustering.graph import graph_labels, knn_graph
     from mmae_core.evaluation.evaluate import kmeans_labels
@@ -109,8 +108,7 @@ def measure(fs, cfg: TrainConfig, supervised: dict[tuple[str, str], float]) -> d
     pairs = p10[p10["query"].isin(fs.modalities) & p10["target"].isin(fs.modalities)]
     tags = fit_tag_space(per_train, fused_train, seed=cfg.seed)
     space = tags if tags is not None else fit_shared_space(per_train)
-    t = retrieval_metrics({m: space.transform_view(m, v) for m, v in per_test.items()}, labels, k=10, metric="cosine")
-    in_tags = {(q, t_): float(p) for q, t_, p in zip(t["query"], t["target"], t["p_at_10"])}
+    in_tags = pair_p10({m: space.transform_view(m, v) for m, v in per_test.items()}, labels)
     return {"ari kmeans": ari_km, "nmi kmeans": nmi_km, "ari spectral": ari_sp, "nmi spectral": nmi_sp,
             "worst P@10": float(pairs["p_at_10"].min()),
             "P@10 vs supervised": min(in_tags[pair] - p for pair, p in supervised.items()),
@@ -165,7 +163,7 @@ def main() -> None:
     for dname in a.datasets.split(","):
         fs, _ = load_set(dname.strip(), a.scale)
         rows = []
-        supervised = supervised_p10(fs)
+        supervised = supervised_p10_of(fs)
         for name, cfg in configs:
             for seed in seeds:
                 c = replace(cfg, seed=seed, **({"epochs": a.epochs} if a.epochs else {}))
