@@ -279,7 +279,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(REAL_SETS))
     ap.add_argument("--seeds", default="1..10")
-    ap.add_argument("--epochs", type=int, default=None, help="default: what `train` runs (the paper preset's 100; the default preset's sized to the split)")
+    ap.add_argument("--epochs", type=int, default=None, help="default: what `train` runs (the preset's 100; the reliability preset's sized to the split)")
     ap.add_argument("--preset", default=DEFAULT_PRESET, choices=[p for p in PRESETS if p != "paper"],
                     help="the preset measured as the default (default: %(default)s, what `train` uses); the paper "
                          "preset is always measured beside it")

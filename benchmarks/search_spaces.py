@@ -1,7 +1,7 @@
 """Where search should compare: class P@10 and instance R@10 of the default model in every search space.
 
 For each dataset and seed it trains the default preset into a temporary store as ``train`` does
-(``pipeline.train_and_register``, epochs sized to the split) and measures ``search-eval`` on the test
+(``pipeline.train_and_register``, with the epochs ``train`` gives it) and measures ``search-eval`` on the test
 split in each space (``studio.search.SPACES``: ``tags``, ``shared``, ``latent``) under cosine, plus the
 supervised search (``--baseline supervised``: what the labels allow). It prints, per space, the worst
 modality pair's class P@10, the mean over pairs, the largest shortfall to the supervised search on any
