@@ -42,7 +42,10 @@ split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in sp
 kind = c2.selectbox("Latent", kinds, format_func=maps.kind_label, key="explore_kind",
                     help="The overlay maps z of every modality together, as in the paper's figure.")
 method_key = keep("explore_method", list(METHODS)[0], (dataset, model))  # kept across page visits
-if not st.session_state.get("explore_method_chosen"):  # open on UMAP once it is stored, until the curator picks
+# Open on UMAP once it is stored, until the curator picks a map or selects on one: a selection in hand
+# keeps its map, so the background UMAP landing never redraws the map under it and drops the selection.
+pinned = st.session_state.get("explore_pinned") == (dataset, model)
+if not st.session_state.get("explore_method_chosen") and not pinned:
     st.session_state[method_key] = maps.opening_method(store, dataset, model, split, kind,
                                                        int(st.session_state.get("explore_seed", 42)))
 method = c3.selectbox("Map", list(METHODS), format_func=maps.method_label, key=method_key,
@@ -61,6 +64,9 @@ if maps.umap_on_its_way(store, dataset, model, method, kind):
                 "training ended; it replaces this PCA map here when ready.", icon=":material/hourglass_top:")
 
     wait_for_umap()
+elif pinned and method == "pca" and maps.background_umap_stored(store, dataset, model, split, kind, seed):
+    st.caption(":material/info: The UMAP map, which separates groups better than PCA, is ready: choose it under "
+               "Map. This PCA map stays while you work on its selection.")
 
 catalog = store.catalog(dataset)
 try:
@@ -151,6 +157,8 @@ if whole:
     in_groups = np.flatnonzero(np.isin(groups.astype(str), whole) & np.isfinite(result.xy).all(axis=1))
     picked = np.union1d(picked, in_groups)
 ids = list(dict.fromkeys(result.rows.ids[picked].astype(str).tolist()))
+if ids:
+    st.session_state["explore_pinned"] = (dataset, model)
 
 st.subheader(f"Selection: {len(ids):,} item{'s' if len(ids) != 1 else ''}")
 if not ids:

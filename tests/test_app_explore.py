@@ -341,3 +341,29 @@ def test_the_map_and_colour_chosen_are_kept_across_page_visits(demo_store, app):
     at.switch_page("pages/explore.py").run()
     assert not at.exception
     assert at.selectbox(key="explore_method").value == "tsne" and at.selectbox(key="explore_colour").value == "label"
+
+
+def test_a_selection_keeps_its_map_when_the_background_umap_lands(demo, monkeypatch):
+    """The UMAP computed after training replaces the PCA map by itself, but not under a selection: the
+    map would be redrawn and the curator's box dropped with it."""
+    from studio.background_map import compute_default_map
+
+    monkeypatch.setattr(maps, "MAX_POINTS", 100)  # the raster map, whose box a test can set
+    plain, boxed = page_test("explore"), page_test("explore")
+    plain.run()
+    boxed.run()
+    assert boxed.selectbox(key="explore_method").value == "pca"
+    xy = demo.projection(DATASET, MODEL, "test", "fused", "pca", 42)
+    boxed.session_state["explore_raster_test_fused_pca_42"] = {
+        "box": {"x": [float(xy[:, 0].min()), float(xy[:, 0].max())], "y": [float(xy[:, 1].min()), float(xy[:, 1].max())]}}
+    boxed.run()
+    assert "Selection: 150 items" in [s.value for s in boxed.subheader]
+    assert compute_default_map(demo, DATASET, MODEL)
+    plain.run()
+    boxed.run()
+    assert not plain.exception and not boxed.exception
+    assert plain.selectbox(key="explore_method").value == "umap"  # nothing selected: the better map opens
+    assert boxed.selectbox(key="explore_method").value == "pca"
+    assert "Selection: 150 items" in [s.value for s in boxed.subheader]
+    assert "The UMAP map, which separates groups better than PCA, is ready" in captions(boxed)
+    assert "is ready" not in captions(plain)

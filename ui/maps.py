@@ -148,11 +148,15 @@ def map_latents(store: Store, dataset: str, model: str, rows: MapRows) -> np.nda
     return np.concatenate(blocks)
 
 
+def background_umap_stored(store: Store, dataset: str, model: str, split: str, kind: str, seed: int) -> bool:
+    """True when the map computed in the background after training is stored for this view."""
+    return kind == background_map.DEFAULT_KIND and store.projection(
+        dataset, model, split, kind, background_map.DEFAULT_METHOD, seed) is not None
+
+
 def opening_method(store: Store, dataset: str, model: str, split: str, kind: str, seed: int) -> str:
     """The map the page opens with: the background UMAP when it is stored for this view, else PCA."""
-    stored = kind == background_map.DEFAULT_KIND and store.projection(
-        dataset, model, split, kind, background_map.DEFAULT_METHOD, seed) is not None
-    return background_map.DEFAULT_METHOD if stored else "pca"
+    return background_map.DEFAULT_METHOD if background_umap_stored(store, dataset, model, split, kind, seed) else "pca"
 
 
 def umap_on_its_way(store: Store, dataset: str, model: str, method: str, kind: str) -> bool:
