@@ -31,7 +31,7 @@ default to each baseline, and every bar of the tool's goal as a "met" / "not met
 
     .venv/bin/python benchmarks/compare_methods.py --seeds 1..10
     .venv/bin/python benchmarks/compare_methods.py --datasets mfeat --seeds 1,2 --epochs 20 --bars clustering
-    .venv/bin/python benchmarks/compare_methods.py --seeds 1..10 --vae-epochs 50 --vae mopoe --bars all --json-out results.json
+    .venv/bin/python benchmarks/compare_methods.py --seeds 1..20 --vae-epochs 50 --vae mopoe --bars all --json-out results.json
     .venv/bin/python benchmarks/compare_methods.py --preset reliability --seeds 1..10 --epochs 20
     .venv/bin/python benchmarks/compare_methods.py --seeds 1..10 --epochs 20 --input-noise 0.6
 """
