@@ -60,8 +60,10 @@ if maps.umap_on_its_way(store, dataset, model, method, kind):
     def wait_for_umap() -> None:
         if not maps.umap_on_its_way(store, dataset, model, method, kind):
             st.rerun()
+        then = ("you can choose it under Map when ready; this PCA map stays, as it holds your selection" if pinned
+                else "it replaces this PCA map here when ready")
         st.info("A UMAP map, which separates groups better than PCA, is being computed in the background since "
-                "training ended; it replaces this PCA map here when ready.", icon=":material/hourglass_top:")
+                f"training ended; {then}.", icon=":material/hourglass_top:")
 
     wait_for_umap()
 elif pinned and method == "pca" and maps.background_umap_stored(store, dataset, model, split, kind, seed):
