@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from archive_common import machine  # noqa: E402
-from compare_methods import pair_p10, supervised_p10  # noqa: E402
+from compare_methods import pair_p10, search_spaces, supervised_p10  # noqa: E402
 from quality import gap_interval, parse_seeds  # noqa: E402
 from retrieval import load_set, md  # noqa: E402
 
@@ -88,7 +88,6 @@ def measure(fs, cfg: TrainConfig, supervised: dict[str, float]) -> dict[str, flo
     from mmae_core.evaluation.metrics import external_scores
     from mmae_core.model.train import encode, train
     from mmae_core.search.retrieval import retrieval_metrics
-    from mmae_core.search.spaces import fit_shared_space, fit_tag_space
 
     t0 = time.perf_counter()
     tm = train(fs, cfg)
@@ -106,8 +105,7 @@ def measure(fs, cfg: TrainConfig, supervised: dict[str, float]) -> dict[str, flo
     views = fit_search_space(per_train).transform_views(per_test)
     p10 = retrieval_metrics(views, labels, k=10, metric="cosine")
     pairs = p10[p10["query"].isin(fs.modalities) & p10["target"].isin(fs.modalities)]
-    tags = fit_tag_space(per_train, fused_train, seed=cfg.seed)
-    space = tags if tags is not None else fit_shared_space(per_train)
+    space, _ = search_spaces(per_train, fused_train, cfg.seed)
     in_tags = pair_p10({m: space.transform_view(m, v) for m, v in per_test.items()}, labels)
     return {"ari kmeans": ari_km, "nmi kmeans": nmi_km, "ari spectral": ari_sp, "nmi spectral": nmi_sp,
             "worst P@10": float(pairs["p_at_10"].min()),

@@ -103,6 +103,15 @@ def supervised_p10(train: dict[str, np.ndarray], train_labels: np.ndarray, test:
     return {f"{q}->{t}": float(p) for q, t, p in zip(sup["query"], sup["target"], sup["p_at_10"])}
 
 
+def search_spaces(per_train: dict[str, np.ndarray], fused_train: np.ndarray, seed: int) -> tuple[object, object]:
+    """The space search compares in by default (and conflicts use) and the shared space, fitted on a
+    model's train latents: the tag space, or the shared space when the latents give no tags (the
+    fallback ``studio.search`` makes for a stored model)."""
+    tags = fit_tag_space(per_train, fused_train, seed=seed)
+    shared = tags.shared if tags is not None else fit_shared_space(per_train)
+    return (tags if tags is not None else shared), shared
+
+
 VAE_NAMES = {"mopoe": "MoPoE", "mmvaeplus": "MMVAE+"}
 
 
@@ -143,9 +152,7 @@ def one_seed(fs, seed: int, epochs: int | None, bars: str, vaes: tuple[str, ...]
             rows.append({"method": default_label(preset, "kmeans"), "ari": c["kmeans"][0], "nmi": c["kmeans"][1]})
             extra["leiden k"] = c["leiden_k"]
             z_tr, per_tr = encode(tm, tr.features)
-            tags = fit_tag_space(per_tr, z_tr, seed=seed)  # what search compares in by default (and conflicts use)
-            shared = tags.shared if tags is not None else fit_shared_space(per_tr)
-            default_space = tags if tags is not None else shared
+            default_space, shared = search_spaces(per_tr, z_tr, seed)
             extra["p10 default"], extra["r10 default"] = pair_p10(
                 {m: default_space.transform_view(m, z_) for m, z_ in per.items()}, labels, with_recall=True)
             extra["p10 default shared"], extra["r10 default shared"] = pair_p10(
