@@ -64,6 +64,25 @@ def test_the_same_seed_gives_the_same_space_and_a_round_trip_to_disk_keeps_it(tm
     np.testing.assert_array_equal(shared.transform_view("audio", per["audio"]), one.shared.transform_view("audio", per["audio"]))
 
 
+def test_the_tag_classifiers_fit_on_one_blas_thread(monkeypatch):
+    """Reproducible across processes: with a multi-threaded BLAS the classifiers' last bits varied
+    between runs of the same fit, and with them an item's rank now and then (class P@10 by .001)."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    seen: list[int] = []
+    fit = LogisticRegression.fit
+
+    def counting(self, *args, **kwargs):
+        seen.extend(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", counting)
+    per, fused, _ = latents()
+    assert fit_tag_space(per, fused, seed=3) is not None
+    assert seen and set(seen) == {1}
+
+
 def test_latents_without_tags_give_no_tag_space():
     """Fused latents all alike: Leiden finds no communities, so there is nothing to learn; the caller
     then searches the shared space."""

@@ -147,6 +147,7 @@ def fit_tag_space(per: dict[str, np.ndarray], fused: np.ndarray, seed: int = 0,
     from sklearn.linear_model import LogisticRegression
 
     from mmae_core.clustering.graph import AUTO, UNASSIGNED, graph_labels
+    from mmae_core.evaluation.baselines import blas_single_thread
 
     names = list(per)
     pick = fit_rows(len(fused))
@@ -170,8 +171,9 @@ def fit_tag_space(per: dict[str, np.ndarray], fused: np.ndarray, seed: int = 0,
         if len(np.unique(tags[rows])) < 2:
             return None
         log(f"tag space: a classifier of the {len(classes)} tags from the {m} latents ({len(rows):,} items) ...")
-        pca = PCA(min(TAG_COMPONENTS, z.shape[1], len(rows)), random_state=seed).fit(z[rows])
-        clf = LogisticRegression(C=TAG_C, max_iter=300).fit(pca.transform(z[rows]), tags[rows])
+        with blas_single_thread():  # reproducible: a multi-threaded BLAS varied the classifier's last bits between runs
+            pca = PCA(min(TAG_COMPONENTS, z.shape[1], len(rows)), random_state=seed).fit(z[rows])
+            clf = LogisticRegression(C=TAG_C, max_iter=300).fit(pca.transform(z[rows]), tags[rows])
         coef, icpt = clf.coef_, clf.intercept_
         if len(clf.classes_) == 2:  # scikit-learn keeps one logit for two classes: P(second) = sigmoid(s)
             coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], icpt])
